@@ -1,0 +1,31 @@
+"""instantid: identity-preserving image generation from one face photo (InstantID).
+
+Heavy libraries (torch, diffusers, insightface, dlib) load on first use of the name that needs them.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "StableDiffusionXLInstantIDPipeline": "instantid.pipelines.sdxl",
+    "InstantIDMixin": "instantid.pipelines.instantid",
+    "load_pipeline": "instantid.pipelines.loading",
+    "generate_from_photos": "instantid.pipelines.from_photos",
+    "face_condition": "instantid.pipelines.from_photos",
+    "draw_kps": "instantid.face.keypoints",
+    "average_embeddings": "instantid.face.keypoints",
+    "Face": "instantid.face.types",
+    "get_face_analyzer": "instantid.face",
+    "analyze_faces": "instantid.face",
+    "load_image": "instantid.face",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'instantid' has no attribute '{name}'")

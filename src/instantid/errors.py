@@ -1,0 +1,29 @@
+"""Typed errors. Every message says what went wrong, with which value, and how to fix it."""
+
+
+class InstantIDError(Exception):
+    """Base class for all errors raised by instantid."""
+
+
+class ImageReadError(InstantIDError, ValueError):
+    """An image file or object could not be read or decoded."""
+
+
+class NoFaceError(InstantIDError, ValueError):
+    """No face was found where one is required."""
+
+
+class FaceModelNotFoundError(InstantIDError, FileNotFoundError):
+    """A face-analysis model pack is missing and could not be downloaded."""
+
+
+class CheckpointError(InstantIDError, ValueError):
+    """A checkpoint is missing, corrupt, unsafe, or does not fit the model it is loaded into."""
+
+
+class WeightsNotFoundError(InstantIDError, FileNotFoundError):
+    """Model weights are neither local nor downloadable (offline, or a wrong id/path)."""
+
+
+class EmbeddingError(InstantIDError, ValueError):
+    """A face embedding has the wrong size or holds NaN/inf values."""

@@ -1,0 +1,244 @@
+"""Read a photo from a path, PIL image or array into upright RGB uint8, safely and memory-sanely.
+
+Rules every backend relies on:
+- EXIF orientation is applied, so coordinates refer to the photo as a viewer shows it.
+- Transparency is composited onto WHITE (how viewers usually show a cut-out portrait); alpha is then
+  dropped. Greyscale, palette, CMYK and 16-bit images become 8-bit RGB.
+- Arrays are taken as RGB (not OpenCV's BGR): HxW, HxWx1, HxWx3 or HxWx4; uint8, uint16, or float
+  in [0, 1].
+- Pillow's decompression-bomb guard is replaced by our own, larger limit (MAX_PIXELS) so that
+  big-but-real photos (e.g. 20000x20000) load; `load_for_detection` decodes large JPEGs at
+  1/2, 1/4 or 1/8 scale (Pillow's `draft`) so they never sit in memory at full size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import ImageReadError
+
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+# Refuse anything above this many pixels (1 gigapixel): a 20000x20000 photo (0.4 GP) still loads.
+MAX_PIXELS = 1_000_000_000
+# Long side that detection works on; larger photos are downscaled first (see fit_for_detection).
+DEFAULT_DETECT_MAX_SIDE = 2048
+
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_FLOAT_TOLERANCE = 1e-3  # float arrays may overshoot [0, 1] by rounding noise
+
+
+def describe_source(source) -> str:
+    """A short human name for an image source, for messages ("t1.jpg", "a 512x512 array")."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Image.Image):
+        filename = getattr(source, "filename", "")
+        return str(filename) if filename else f"the given {source.width}x{source.height} PIL image"
+    if isinstance(source, np.ndarray):
+        return f"the given {'x'.join(str(n) for n in source.shape)} array"
+    return f"an object of type {type(source).__name__}"
+
+
+def load_image(source: ImageSource) -> np.ndarray:
+    """The photo as upright RGB uint8, HxWx3, at full resolution. Raises ImageReadError."""
+    image, _ = _open_upright_rgb(source, fit_within=None)
+    return np.array(image, dtype=np.uint8)  # a writable copy
+
+
+def load_for_detection(source: ImageSource, max_side: int = DEFAULT_DETECT_MAX_SIDE) -> tuple[np.ndarray, float]:
+    """The photo as upright RGB uint8 with its long side at most `max_side`, and the factor used.
+
+    Coordinates found on the result map back to the full photo by dividing by the factor
+    (1.0 when the photo was small enough already).
+    """
+    image, original_long_side = _open_upright_rgb(source, fit_within=max_side)
+    small, _ = fit_for_detection(np.array(image, dtype=np.uint8), max_side)
+    return small, max(small.shape[:2]) / original_long_side
+
+
+def fit_for_detection(rgb: np.ndarray, max_side: int = DEFAULT_DETECT_MAX_SIDE) -> tuple[np.ndarray, float]:
+    """Downscale `rgb` so its long side is at most `max_side`; returns (image, factor).
+
+    factor = new long side / old long side (1.0 when nothing changed): divide coordinates found on
+    the small image by it to get coordinates on `rgb`.
+    """
+    import cv2
+
+    if max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
+    height, width = rgb.shape[:2]
+    long_side = max(height, width)
+    if long_side <= max_side:
+        return rgb, 1.0
+    factor = max_side / long_side
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    # INTER_AREA averages the pixels it drops, so small faces keep their structure.
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return small, max(small.shape[:2]) / long_side
+
+
+def image_size(source: ImageSource) -> tuple[int, int]:
+    """(width, height) of the photo as shown upright, without decoding its pixels where possible."""
+    if isinstance(source, np.ndarray):
+        return int(source.shape[1]), int(source.shape[0])
+    if isinstance(source, Image.Image):
+        return _upright_size(source)
+    with _open_file(source) as image:
+        return _upright_size(image)
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+def _open_upright_rgb(source: ImageSource, fit_within: int | None) -> tuple[Image.Image, int]:
+    """(upright RGB PIL image, long side of the full-resolution photo)."""
+    if isinstance(source, np.ndarray):
+        image = _array_to_pil(source)
+        return _to_rgb(image), max(image.size)
+    if isinstance(source, Image.Image):
+        _check_pixel_count(source.size, describe_source(source))
+        return _decode(source, describe_source(source), fit_within=None)
+    if isinstance(source, (str, os.PathLike)):
+        with _open_file(source) as image:
+            return _decode(image, str(source), fit_within=fit_within)
+    raise ImageReadError(
+        f"cannot read an image from {describe_source(source)}; pass a file path, a PIL image or an "
+        "RGB numpy array"
+    )
+
+
+@contextlib.contextmanager
+def _open_file(path) -> Iterator[Image.Image]:
+    """Image.open with the file checks and our pixel limit; the image is closed afterwards."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"image file not found: {path}; check the path")
+    if path.is_dir():
+        raise ImageReadError(f"{path} is a folder, not an image file; pass the photo's file path")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"image file {path} is empty (0 bytes); re-export or re-download the photo")
+    try:
+        with _pillow_bomb_check_off():
+            image = Image.open(path)
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(
+            f"{path} is not an image format Pillow can read; save it as JPEG or PNG and try again"
+        ) from None
+    except OSError as err:
+        raise ImageReadError(f"cannot open image file {path}: {err}; check the file and its permissions") from err
+    with image:
+        _check_pixel_count(image.size, str(path))
+        yield image
+
+
+def _decode(image: Image.Image, name: str, fit_within: int | None) -> tuple[Image.Image, int]:
+    original_long_side = max(image.size)
+    if fit_within is not None and image.format == "JPEG" and original_long_side > fit_within:
+        # Ask libjpeg for a reduced-scale decode that is still at least the fitted size.
+        factor = fit_within / original_long_side
+        image.draft("RGB", (max(1, int(image.width * factor)), max(1, int(image.height * factor))))
+    try:
+        with _pillow_bomb_check_off():
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return _to_rgb(upright), original_long_side
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        raise ImageReadError(
+            f"cannot decode image {name} ({err}); the file is truncated or corrupt: re-export or "
+            "re-download it"
+        ) from err
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; transparency composited on white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_DEPTH_MODES:
+        return Image.fromarray(_high_depth_to_uint8(np.asarray(image))).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _high_depth_to_uint8(values: np.ndarray) -> np.ndarray:
+    """16-bit / 32-bit greyscale to 8 bits. Pillow's own convert would clip, not rescale."""
+    values = values.astype(np.float64)
+    peak = float(values.max()) if values.size else 0.0
+    if peak <= 1.0 and values.dtype.kind == "f":
+        scaled = values * 255.0  # float image in [0, 1]
+    elif peak <= 255:
+        scaled = values  # 8-bit values stored in a wide mode
+    elif peak <= 65535:
+        scaled = values / 257.0  # 16-bit: 65535 -> 255
+    else:
+        scaled = values * (255.0 / peak)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    name = describe_source(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ImageReadError(f"{name} is not an image; expected HxW, HxWx3 (RGB) or HxWx4 (RGBA)")
+    _check_pixel_count((array.shape[1], array.shape[0]), name)
+    array = _array_to_uint8(array, name)
+    return Image.fromarray(np.ascontiguousarray(array))  # L, RGB or RGBA from the shape
+
+
+def _array_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return np.rint(array / 257.0).astype(np.uint8)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype.kind == "f":
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        if not np.isfinite(array).all() or low < -_FLOAT_TOLERANCE or high > 1 + _FLOAT_TOLERANCE:
+            raise ImageReadError(
+                f"{name} has float values in [{low:g}, {high:g}]; float images must lie in [0, 1] "
+                "(divide 0-255 data by 255, or pass uint8)"
+            )
+        return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise ImageReadError(f"{name} has dtype {array.dtype}; pass uint8, uint16 or float in [0, 1]")
+
+
+def _check_pixel_count(size: tuple[int, int], name: str) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), above the "
+            f"{MAX_PIXELS / 1e6:.0f}-megapixel limit that guards against decompression bombs; "
+            "downscale the photo first"
+        )
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    # EXIF orientations 5-8 rotate by 90 degrees, swapping width and height.
+    orientation = image.getexif().get(0x0112, 1)
+    return (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
+
+
+@contextlib.contextmanager
+def _pillow_bomb_check_off() -> Iterator[None]:
+    """Turn off Pillow's global pixel limit while we open/decode; `_check_pixel_count` replaces it.
+
+    Pillow's default (~179 MP hard limit) would reject real 400 MP photos. Not thread-safe: it swaps
+    a module global for the duration of one open/decode.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved

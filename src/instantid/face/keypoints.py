@@ -1,0 +1,69 @@
+"""The five-keypoint condition image and small pure helpers on keypoints and embeddings."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+# Colours of the five keypoints (left eye, right eye, nose, left mouth, right mouth), as released.
+KPS_COLORS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255))
+# Each limb joins a point to the nose and takes the colour of that point.
+_LIMBS = ((0, 2), (1, 2), (3, 2), (4, 2))
+_LIMB_HALF_WIDTH = 4
+_POINT_RADIUS = 10
+_LIMB_DIMMING = 0.6
+
+
+def _canvas_size(image_or_size) -> tuple[int, int]:
+    """(width, height) of a PIL image, an HxW[xC] array, or a (width, height) pair."""
+    if isinstance(image_or_size, Image.Image):
+        return image_or_size.size
+    if isinstance(image_or_size, np.ndarray):
+        return int(image_or_size.shape[1]), int(image_or_size.shape[0])
+    width, height = image_or_size
+    return int(width), int(height)
+
+
+def draw_kps(image_or_size, kps) -> Image.Image:
+    """Render five keypoints the way the released InstantID code does (IdentityNet's condition).
+
+    `image_or_size`: the image the keypoints belong to (only its size is used) or (width, height).
+    `kps`: [5, 2] array-like of (x, y) in left eye, right eye, nose, left mouth, right mouth order.
+    """
+    kps = np.asarray(kps, dtype=np.float64).reshape(-1, 2)
+    if kps.shape[0] != 5 or not np.isfinite(kps).all():
+        raise ValueError(f"draw_kps needs five finite (x, y) keypoints, got array of shape {kps.shape}")
+    width, height = _canvas_size(image_or_size)
+    # A float canvas, so the dimming below rounds exactly as the released rendering does.
+    canvas = np.zeros((height, width, 3), dtype=np.float64)
+    for start, end in _LIMBS:
+        (x0, y0), (x1, y1) = kps[start], kps[end]
+        length = math.hypot(x0 - x1, y0 - y1)
+        angle = math.degrees(math.atan2(y0 - y1, x0 - x1))
+        centre = (int(np.mean([x0, x1])), int(np.mean([y0, y1])))
+        polygon = cv2.ellipse2Poly(centre, (int(length / 2), _LIMB_HALF_WIDTH), int(angle), 0, 360, 1)
+        cv2.fillConvexPoly(canvas, polygon, KPS_COLORS[start])
+    canvas = (canvas * _LIMB_DIMMING).astype(np.uint8)
+    for (x, y), color in zip(kps, KPS_COLORS):
+        cv2.circle(canvas, (int(x), int(y)), _POINT_RADIUS, color, -1)
+    return Image.fromarray(canvas)
+
+
+def scale_kps(kps, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """Map keypoints from an image of `from_size` (w, h) onto one of `to_size` (w, h)."""
+    kps = np.asarray(kps, dtype=np.float32).reshape(-1, 2)
+    sx = to_size[0] / from_size[0]
+    sy = to_size[1] / from_size[1]
+    return kps * np.array([sx, sy], dtype=np.float32)
+
+
+def average_embeddings(embeddings: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean of several raw embeddings of one person (the paper's rule for several references)."""
+    stacked = np.stack([np.asarray(e, dtype=np.float32).reshape(-1) for e in embeddings])
+    if stacked.shape[0] == 0:
+        raise ValueError("average_embeddings needs at least one embedding")
+    return stacked.mean(axis=0)

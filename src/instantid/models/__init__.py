@@ -1,0 +1,1 @@
+"""Model room: the face adapter checkpoint, IdentityNet routing, Hub resolution, tiny test models."""

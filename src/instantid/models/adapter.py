@@ -1,0 +1,152 @@
+"""The face adapter checkpoint (`ip-adapter.bin` or its safetensors variant): safe loading and
+shape checks against a UNet. Loading into the UNet itself is diffusers' IP-Adapter loader's job."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+
+AdapterStateDict = dict[str, dict[str, torch.Tensor]]
+PARTS = ("image_proj", "ip_adapter")
+_RESAMPLER_REQUIRED = ("latents", "proj_in.weight", "proj_out.weight", "norm_out.weight", "layers.0.0.to_q.weight")
+_ATTN_HEAD_DIM = 64  # the Resampler's heads are 64-d in every released checkpoint
+
+
+@dataclass(frozen=True)
+class ResamplerShape:
+    """Resampler hyper-parameters, read from the checkpoint's tensor shapes."""
+
+    embedding_dim: int
+    width: int
+    num_tokens: int
+    heads: int
+    depth: int
+    output_dim: int
+
+
+def resampler_shape(image_proj: dict[str, torch.Tensor]) -> ResamplerShape:
+    missing = [k for k in _RESAMPLER_REQUIRED if k not in image_proj]
+    if missing:
+        raise CheckpointError(
+            f"the adapter's image_proj is not an InstantID Resampler: missing {missing}. "
+            "Expected the released ip-adapter.bin layout (latents, proj_in, layers.N..., proj_out, norm_out)."
+        )
+    layer_ids = {int(m.group(1)) for k in image_proj if (m := re.match(r"layers\.(\d+)\.", k))}
+    latents = image_proj["latents"]
+    return ResamplerShape(
+        embedding_dim=int(image_proj["proj_in.weight"].shape[1]),
+        width=int(latents.shape[2]),
+        num_tokens=int(latents.shape[1]),
+        heads=int(image_proj["layers.0.0.to_q.weight"].shape[0]) // _ATTN_HEAD_DIM,
+        depth=len(layer_ids),
+        output_dim=int(image_proj["proj_out.weight"].shape[0]),
+    )
+
+
+def _split_prefixed(flat: dict[str, torch.Tensor], source: Path) -> AdapterStateDict:
+    """{"image_proj.x": t, "ip_adapter.y": t} -> {"image_proj": {"x": t}, "ip_adapter": {"y": t}}."""
+    out: AdapterStateDict = {part: {} for part in PARTS}
+    for key, tensor in flat.items():
+        part, _, rest = key.partition(".")
+        if part not in out or not rest:
+            raise CheckpointError(
+                f"{source}: key '{key}' has neither an 'image_proj.' nor an 'ip_adapter.' prefix; "
+                "this is not an InstantID adapter in the safetensors layout"
+            )
+        out[part][rest] = tensor
+    return out
+
+
+def _load_pickle_safely(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only refuses anything but tensors and plain containers: code in a pickle lands here.
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle holds objects other than tensors ({str(err).splitlines()[0]}). "
+            "Only plain tensor checkpoints are loaded; convert it to .safetensors with a tool you trust."
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({err.__class__.__name__}: {str(err)[:200]}); "
+            "the file may be truncated or corrupt: download it again"
+        ) from err
+
+
+def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
+    """Read `ip-adapter.bin` (torch.save of {"image_proj", "ip_adapter"}) or the prefixed .safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"adapter checkpoint '{path}' does not exist; pass the path of ip-adapter.bin")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state_dict = _split_prefixed(load_file(path), path)
+        except SafetensorError as err:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({err}); download it again") from err
+    else:
+        state_dict = _load_pickle_safely(path)
+    if not isinstance(state_dict, dict) or set(state_dict) != set(PARTS):
+        keys = sorted(state_dict)[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
+        raise CheckpointError(
+            f"{path}: expected a dict with exactly the keys {list(PARTS)} (the released ip-adapter.bin layout), got {keys}"
+        )
+    for part in PARTS:
+        bad = [k for k, v in state_dict[part].items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise CheckpointError(f"{path}: {part} entries that are not tensors: {bad[:5]}")
+    return state_dict
+
+
+def cross_attention_widths(unet) -> dict[int, int]:
+    """Processor position (the `{idx}` of `{idx}.to_k_ip.weight`) -> inner width of that cross-attention."""
+    from .architectures import cross_attention_modules
+
+    return {idx: int(attn.to_k.out_features) for idx, attn in cross_attention_modules(unet).items()}
+
+
+def check_adapter_fits_unet(state_dict: AdapterStateDict, unet) -> ResamplerShape:
+    """Refuse, naming the mismatch, an adapter whose shapes don't fit `unet`. Works on meta tensors."""
+    shape = resampler_shape(state_dict["image_proj"])
+    cross_dim = unet.config.cross_attention_dim
+    if shape.output_dim != cross_dim:
+        raise CheckpointError(
+            f"the adapter does not fit this base model: its Resampler outputs {shape.output_dim}-d face tokens, "
+            f"but the UNet's cross-attention width is {cross_dim} (SDXL is 2048, SD1.5 768). "
+            "Use an adapter trained for this base model family."
+        )
+    widths = cross_attention_widths(unet)
+    expected = {f"{i}.{kv}.weight": (w, shape.output_dim) for i, w in widths.items() for kv in ("to_k_ip", "to_v_ip")}
+    found = {k: tuple(v.shape) for k, v in state_dict["ip_adapter"].items()}
+    missing = sorted(set(expected) - set(found), key=_natural)
+    unexpected = sorted(set(found) - set(expected), key=_natural)
+    wrong = [f"{k}: {found[k]} (UNet needs {expected[k]})" for k in sorted(set(found) & set(expected), key=_natural)
+             if found[k] != expected[k]]
+    if missing or unexpected or wrong:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong:
+            problems.append(f"{len(wrong)} with wrong shapes (e.g. {wrong[:2]})")
+        raise CheckpointError(
+            f"the adapter's ip_adapter weights do not fit this UNet ({len(expected)} tensors expected for its "
+            f"{len(widths)} cross-attention layers, {len(found)} found): " + "; ".join(problems)
+            + ". Is the adapter for another base model architecture?"
+        )
+    return shape
+
+
+def _natural(key: str) -> tuple:
+    head, _, rest = key.partition(".")
+    return (int(head), rest) if head.isdigit() else (1 << 30, key)

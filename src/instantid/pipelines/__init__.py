@@ -1,0 +1,1 @@
+"""Pipelines: the InstantID mixin on stock diffusers ControlNet pipelines, loading, sizing."""

@@ -1,0 +1,42 @@
+"""Shared fixtures: the sample photos, one dlib analyzer per session, and a 20000x20000 JPEG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from instantid.face.samples import SAMPLE_PHOTOS, sample_photo
+
+HUGE_SIDE = 20000
+# Where the (12x enlarged) astronaut sits inside the huge photo, and its size.
+HUGE_PASTE_AT = (7000, 9000)
+HUGE_PASTE_SIDE = 512 * 12
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    return {name: sample_photo(name) for name in SAMPLE_PHOTOS}
+
+
+@pytest.fixture(scope="session")
+def dlib_analyzer():
+    from instantid.face.dlib_backend import DlibFaceAnalyzer
+
+    return DlibFaceAnalyzer()
+
+
+@pytest.fixture(scope="session")
+def huge_jpeg(tmp_path_factory, photos) -> Path:
+    """A 20000x20000 (400 MP) greyscale JPEG with the astronaut enlarged inside it.
+
+    Greyscale keeps writing it at ~0.4 GB and under a second; the file is ~5 MB.
+    """
+    path = tmp_path_factory.mktemp("huge") / "huge.jpg"
+    canvas = Image.new("L", (HUGE_SIDE, HUGE_SIDE), 200)
+    astronaut = Image.open(photos["astronaut"]).convert("L").resize((HUGE_PASTE_SIDE,) * 2, Image.BILINEAR)
+    canvas.paste(astronaut, HUGE_PASTE_AT)
+    del astronaut
+    canvas.save(path, quality=80)
+    return path

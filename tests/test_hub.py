@@ -1,0 +1,54 @@
+"""Weights resolution: local paths, Hub ids, and a fast, clear failure offline."""
+
+import time
+
+import pytest
+
+from instantid.errors import WeightsNotFoundError
+from instantid.models import hub
+from instantid.pipelines.loading import load_pipeline
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+
+
+@pytest.mark.parametrize("spec, local", [
+    ("InstantX/InstantID", False),
+    ("stabilityai/stable-diffusion-xl-base-1.0", False),
+    ("./models/base", True),
+    ("/abs/path", True),
+    ("~/sdxl", True),
+    ("a/b/c", True),
+    ("model.safetensors", True),
+])
+def test_local_path_or_hub_id(spec, local):
+    assert hub.looks_like_local_path(spec) is local
+
+
+def test_existing_local_dir_and_subfolder(tmp_path):
+    (tmp_path / "ControlNetModel").mkdir()
+    assert hub.resolve_dir(tmp_path, what="x", hint="", subfolder="ControlNetModel") == tmp_path / "ControlNetModel"
+    assert hub.resolve_dir(tmp_path / "ControlNetModel", what="x", hint="", subfolder="ControlNetModel") == \
+        tmp_path / "ControlNetModel"
+
+
+def test_missing_local_path_is_named(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        hub.resolve_dir(tmp_path / "missing", what="base model", hint="with --base")
+    with pytest.raises(WeightsNotFoundError, match="has no 'ip-adapter.bin'"):
+        hub.resolve_file(tmp_path, filename="ip-adapter.bin", what="face adapter", hint="with --adapter")
+
+
+def test_offline_hub_id_fails_fast_with_download_hint(offline):
+    start = time.monotonic()
+    with pytest.raises(WeightsNotFoundError) as err:
+        load_pipeline(device="cpu")
+    assert time.monotonic() - start < 10
+    message = str(err.value)
+    assert "InstantX/InstantID" in message and "hf download" in message and "--adapter" in message

@@ -1,0 +1,115 @@
+"""Behaviour of the InstantID pipeline on the tiny random fixture: every input matters, nothing leaks."""
+
+import numpy as np
+import pytest
+import torch
+
+from instantid.errors import EmbeddingError
+from instantid.face.keypoints import draw_kps
+from shared_fixtures import require_parity_fixture
+
+KPS = np.array([[20.0, 25.0], [44.0, 25.0], [32.0, 38.0], [23.0, 50.0], [41.0, 50.0]])
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    fixture = require_parity_fixture()
+    from diffusers import ControlNetModel
+
+    from instantid import StableDiffusionXLInstantIDPipeline
+
+    pipe = StableDiffusionXLInstantIDPipeline.from_pretrained(
+        fixture / "base", controlnet=ControlNetModel.from_pretrained(fixture / "ControlNetModel"))
+    pipe.load_ip_adapter_instantid(fixture / "ip-adapter.bin", scale=0.8)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.embedding = np.load(fixture / "face_embedding.npy")
+    return pipe
+
+
+def run(pipe, **overrides):
+    call = dict(prompt="a person", image_embeds=pipe.embedding, image=draw_kps((64, 64), KPS),
+                num_inference_steps=2, guidance_scale=2.0, controlnet_conditioning_scale=1.0,
+                output_type="latent", generator=torch.Generator("cpu").manual_seed(0))
+    call.update(overrides)
+    return pipe(**call).images
+
+
+@pytest.fixture(scope="module")
+def baseline(pipe):
+    return run(pipe)
+
+
+def test_same_seed_reproduces_exactly(pipe, baseline):
+    assert torch.equal(run(pipe), baseline)
+
+
+@pytest.mark.parametrize("change", [
+    {"image_embeds": "other"},
+    {"ip_adapter_scale": 0.0},
+    {"controlnet_conditioning_scale": 0.0},
+    {"image": "moved"},
+    {"control_guidance_end": 0.5},
+    {"generator": "other-seed"},
+])
+def test_each_input_changes_the_output(pipe, baseline, change):
+    key, value = next(iter(change.items()))
+    if value == "other":
+        value = np.random.default_rng(1).normal(size=pipe.embedding.shape).astype(np.float32) * 20
+    elif value == "moved":
+        value = draw_kps((64, 64), KPS + [8, 4])
+    elif value == "other-seed":
+        value = torch.Generator("cpu").manual_seed(1)
+    out = run(pipe, **{key: value})
+    assert (out - baseline).abs().max() > 1e-3, f"changing {key} did not change the output"
+
+
+def test_adapter_scale_applies_to_one_call_only(pipe, baseline):
+    scales_before = [list(p.scale) for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
+    run(pipe, ip_adapter_scale=0.0)
+    scales_after = [list(p.scale) for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
+    assert scales_after == scales_before == [[0.8]] * len(scales_before)
+    assert torch.equal(run(pipe), baseline)
+
+
+def test_identitynet_sees_face_tokens_not_text(pipe):
+    seen = []
+    hook = pipe.controlnet.register_forward_hook(
+        lambda module, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].clone()), with_kwargs=True)
+    try:
+        run(pipe, num_inference_steps=1)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        emb = torch.from_numpy(pipe.embedding).reshape(1, 1, -1)
+        expected = pipe.face_projection(torch.cat([torch.zeros_like(emb), emb]))
+    assert seen and seen[0].shape == expected.shape  # [negative, positive] x 16 tokens, not 77 text tokens
+    assert torch.allclose(seen[0], expected, atol=1e-6)
+    # and the hook is gone after the call
+    assert not pipe.controlnet._forward_pre_hooks
+
+
+def test_prompt_batch_and_several_images(pipe):
+    out = run(pipe, prompt=["a", "b"], num_images_per_prompt=2, num_inference_steps=1)
+    assert out.shape[0] == 4 and torch.isfinite(out).all()
+
+
+def test_no_cfg_batch(pipe):
+    out = run(pipe, guidance_scale=1.0, num_inference_steps=1)
+    assert out.shape[0] == 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    (None, "required"),
+    (np.zeros(100, np.float32), "512-d"),
+    (np.full(512, np.nan, np.float32), "NaN"),
+    ("not numbers", "array of numbers"),
+])
+def test_bad_embeddings_are_refused_clearly(pipe, bad, message):
+    with pytest.raises(EmbeddingError, match=message):
+        run(pipe, image_embeds=bad)
+
+
+def test_output_size_defaults_to_capped_condition_size(pipe):
+    latents = run(pipe, image=draw_kps((100, 70), KPS), num_inference_steps=1)
+    # 100x70 -> 64x64 output; the fixture's VAE halves it
+    assert latents.shape[-2:] == (32, 32)
