@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import instantid.cli
 from instantid.cli import main
 
 FAKE_PACK_ROOT = Path(__file__).resolve().parents[2] / "shared/fixtures/fake-antelopev2"
-
-
-@pytest.fixture(autouse=True)
-def only_the_faces_command(monkeypatch):
-    # Build the parser with this command alone, so these tests don't depend on the other commands.
-    monkeypatch.setattr(instantid.cli, "COMMANDS", {"faces": "faces"})
 
 
 def test_json_lists_six_faces_largest_first(photos, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -179,10 +180,18 @@ def test_registry_builds_a_dlib_analyzer(photos):
         get_face_analyzer("opencv")
 
 
-def test_models_come_from_face_recognition_models_without_importing_it():
+def test_models_come_from_face_recognition_models_without_importing_it(found):
     folder = face_recognition_models_dir()
     assert (folder / "shape_predictor_68_face_landmarks.dat").is_file()
     assert (folder / "dlib_face_recognition_resnet_model_v1.dat").is_file()
+    assert "face_recognition_models" not in sys.modules  # its __init__ needs pkg_resources
+
+
+def test_cnn_detector_option(photos):
+    # The CNN (MMOD) detector is ~10-50x slower than HOG on CPU: try it on the small photo only.
+    faces = DlibFaceAnalyzer(detector="cnn").detect(photos["tom_hanks"])
+    assert len(faces) == 1
+    assert_upright_face(faces[0], (112, 112))
 
 
 def test_missing_model_dir_names_the_files(tmp_path, photos):

@@ -113,3 +113,35 @@ def test_output_size_defaults_to_capped_condition_size(pipe):
     latents = run(pipe, image=draw_kps((100, 70), KPS), num_inference_steps=1)
     # 100x70 -> 64x64 output; the fixture's VAE halves it
     assert latents.shape[-2:] == (32, 32)
+
+
+def test_controlnet_is_not_run_outside_its_window_and_output_is_identical(pipe):
+    calls = []
+    hook = pipe.controlnet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        skipped = run(pipe, num_inference_steps=4, control_guidance_end=0.5)
+        ran_with_skip = len(calls)
+        pipe.skip_zero_scale_controlnets = False
+        calls.clear()
+        full = run(pipe, num_inference_steps=4, control_guidance_end=0.5)
+        ran_without_skip = len(calls)
+    finally:
+        pipe.skip_zero_scale_controlnets = True
+        hook.remove()
+    assert torch.equal(skipped, full)  # zero residuals change nothing, bit for bit
+    assert ran_without_skip == 4
+    # forward hooks fire even for skipped calls (the module is called); the real forward is what's skipped
+    assert ran_with_skip == 4
+    assert "forward" not in pipe.controlnet.__dict__  # restored
+
+
+def test_skip_counts_real_runs(pipe):
+    from instantid.models.controlnet_skip import skip_idle_controlnets
+
+    pipe.skip_zero_scale_controlnets = False  # drive the context by hand to read its counters
+    try:
+        with skip_idle_controlnets([pipe.controlnet]) as counts:
+            run(pipe, num_inference_steps=4, control_guidance_end=0.5)
+    finally:
+        pipe.skip_zero_scale_controlnets = True
+    assert counts == {"ran": 2, "skipped": 2}

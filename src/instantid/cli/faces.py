@@ -36,8 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--face-models",
         metavar="DIR",
-        help="folder with the backend's model files (antelopev2: DIR/models/antelopev2/*.onnx or "
-        "DIR/*.onnx; dlib: the .dat files). Default: $INSTANTID_FACE_MODELS, then the caches",
+        help="folder with the backend's model files. antelopev2: DIR/models/antelopev2/*.onnx or "
+        "DIR/*.onnx (default: $INSTANTID_FACE_MODELS, then the Hugging Face cache); dlib: the .dat "
+        "files (default: the face_recognition_models package)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of faces, largest first")
     parser.add_argument("--kps-out", metavar="PATH", help="write the chosen face's keypoint image (PNG) here")

@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tiny", action="store_true",
                    help="use tiny random weights (no download; the image is noise): smoke-tests an install offline; "
                         "defaults to 128x128 and 4 steps")
-    p.add_argument("--out", required=True, type=Path, help="output PNG path, or a folder (ends with /) for several")
+    p.add_argument("--out", required=True, help="output PNG path, or a folder (ends with /) for several")
     p.set_defaults(run=run)
 
 
@@ -72,8 +72,9 @@ def _call_values(args) -> dict:
     return values
 
 
-def _output_paths(out: Path, count: int) -> list[Path]:
-    if str(out).endswith(os.sep) or out.is_dir():
+def _output_paths(out_arg: str, count: int) -> list[Path]:
+    out = Path(out_arg)
+    if out_arg.endswith(("/", os.sep)) or out.is_dir():
         out.mkdir(parents=True, exist_ok=True)
         return [out / f"instantid_{i:03d}.png" for i in range(count)]
     if out.suffix.lower() != ".png":

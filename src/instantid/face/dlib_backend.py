@@ -68,6 +68,8 @@ class _DlibModels:
 class DlibFaceAnalyzer:
     """FaceAnalyzer on dlib. Faces come back largest first, in full-photo coordinates.
 
+    detector: "hog" (default, fast) or "cnn" (dlib's MMOD detector: more tolerant of pose and light,
+    but 10-50x slower on CPU: seconds per photo).
     upsample: times the detector doubles the image first (finds faces down to ~80 px / 2**upsample).
     threshold: minimum HOG margin (detector="hog"); minimum MMOD confidence (detector="cnn").
     num_jitters: descriptor re-samples (1 = fast; 10+ = a bit more stable, 10x slower).

@@ -52,15 +52,15 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
     A reference photo without a face, or unreadable, is reported by name and skipped; if none is left,
     NoFaceError lists them all.
     """
-    from ..face import load_image
+    from ..face.image import image_size
 
     if isinstance(face_photos, (str, Path, Image.Image, np.ndarray)):
         face_photos = [face_photos]
     faces, sizes, skipped = [], [], []
     for photo in face_photos:
         try:
-            rgb = load_image(photo)
-            found = analyzer.detect(rgb)
+            found = analyzer.detect(photo)  # backends load (and downscale) the photo themselves
+            size = image_size(photo)
         except ImageReadError as err:
             skipped.append(f"{_name(photo)}: {err}")
             continue
@@ -68,7 +68,7 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
             skipped.append(f"{_name(photo)}: no face" + (f" #{face_index}" if face_index else ""))
             continue
         faces.append(found[face_index])
-        sizes.append((rgb.shape[1], rgb.shape[0]))
+        sizes.append(size)
     if skipped:
         logger.warning("skipped reference photos: %s", "; ".join(skipped))
     if not faces:
@@ -78,11 +78,10 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
         )
     kps, pose_size = faces[0].kps, sizes[0]
     if pose_photo is not None:
-        rgb = load_image(pose_photo)
-        pose_faces = analyzer.detect(rgb)
+        pose_faces = analyzer.detect(pose_photo)
         if not pose_faces:
             raise NoFaceError(f"no face found in the pose photo {_name(pose_photo)}; it supplies the keypoints")
-        kps, pose_size = pose_faces[0].kps, (rgb.shape[1], rgb.shape[0])
+        kps, pose_size = pose_faces[0].kps, image_size(pose_photo)
     return FaceCondition(embedding=average_embeddings([f.embedding for f in faces]), kps=np.asarray(kps),
                          pose_size=pose_size, faces=faces, skipped=skipped)
 

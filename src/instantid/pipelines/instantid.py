@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..errors import CheckpointError, EmbeddingError
 from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict, resampler_shape
+from ..models.controlnet_skip import skip_idle_controlnets
 from ..models.identitynet import identitynet_face_tokens
 from .sizing import default_output_size
 
@@ -32,6 +33,8 @@ class InstantIDMixin:
     identitynet_index: int = 0
     # Name of the stock __call__ argument holding the ControlNet condition image(s).
     control_image_argument: str = "image"
+    # Don't run a ControlNet at steps where its control window gives it weight 0 (bit-identical output).
+    skip_zero_scale_controlnets: bool = True
 
     # ---- loading: the released name, plus the load / set-scale / unload trio diffusers users know
 
@@ -57,11 +60,13 @@ class InstantIDMixin:
 
     @property
     def identitynet(self):
+        return self.controlnets[self.identitynet_index]
+
+    @property
+    def controlnets(self) -> list:
         from diffusers import MultiControlNetModel
 
-        if isinstance(self.controlnet, MultiControlNetModel):
-            return self.controlnet.nets[self.identitynet_index]
-        return self.controlnet
+        return list(self.controlnet.nets) if isinstance(self.controlnet, MultiControlNetModel) else [self.controlnet]
 
     @property
     def face_projection(self) -> torch.nn.Module:
@@ -134,7 +139,9 @@ class InstantIDMixin:
                 return torch.cat([neg_tokens.expand(half, -1, -1), pos_tokens.expand(size - half, -1, -1)])
             return pos_tokens.expand(size, -1, -1)
 
-        with self._adapter_scale(ip_adapter_scale), identitynet_face_tokens(self.identitynet, tokens_for_batch):
+        with (self._adapter_scale(ip_adapter_scale),
+              identitynet_face_tokens(self.identitynet, tokens_for_batch),
+              skip_idle_controlnets(self.controlnets if self.skip_zero_scale_controlnets else [])):
             return super().__call__(**call)
 
     # ---- helpers
