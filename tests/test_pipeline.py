@@ -145,3 +145,13 @@ def test_skip_counts_real_runs(pipe):
     finally:
         pipe.skip_zero_scale_controlnets = True
     assert counts == {"ran": 2, "skipped": 2}
+
+
+def test_half_precision_pipeline_accepts_float32_embeddings(pipe):
+    # Embeddings arrive as float32 numpy from the face backends; a float16/bfloat16 model must take them.
+    pipe.to(torch.bfloat16)
+    try:
+        out = run(pipe, num_inference_steps=1)
+    finally:
+        pipe.to(torch.float32)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()

@@ -112,12 +112,16 @@ class InstantIDMixin:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
             raise ValueError("pass the face as image_embeds, not ip_adapter_image / ip_adapter_image_embeds")
-        call = self._stock_signature().bind_partial(self, *args, **kwargs).arguments
+        signature = self._stock_signature()
+        call = signature.bind_partial(self, *args, **kwargs).arguments
         call.pop("self")
-        defaults = {k: p.default for k, p in self._stock_signature().parameters.items()}
-        arg = lambda name: call.get(name, defaults.get(name))  # noqa: E731
 
-        embedding = self.face_embedding_tensor(image_embeds)
+        def arg(name):
+            return call.get(name, signature.parameters[name].default)
+
+        proj = self.face_projection
+        weight = next(proj.parameters())
+        embedding = self.face_embedding_tensor(image_embeds).to(weight.dtype)
         self._guidance_scale = arg("guidance_scale")  # lets the stock do_classifier_free_guidance decide
         batch = self._prompt_batch_size(arg("prompt"), arg("prompt_embeds"))
         positive = embedding.expand(batch, -1, -1)[:, None]  # [batch, 1 image, n, E]
@@ -127,9 +131,7 @@ class InstantIDMixin:
         self._fill_output_size(call)
 
         with torch.no_grad():
-            proj = self.face_projection
-            p = next(proj.parameters())
-            tokens = proj(torch.cat([negative[:1, 0], positive[:1, 0]]).to(p.device, p.dtype))
+            tokens = proj(torch.cat([negative[:1, 0], positive[:1, 0]]).to(weight.device))
         neg_tokens, pos_tokens = tokens[:1], tokens[1:]
 
         def tokens_for_batch(size: int, controlnet_kwargs: dict) -> torch.Tensor:
