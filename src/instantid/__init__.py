@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "StableDiffusionXLInstantIDPipeline": "instantid.pipelines.sdxl",
+    "StableDiffusionInstantIDPipeline": "instantid.pipelines.sd15",
     "InstantIDMixin": "instantid.pipelines.instantid",
     "load_pipeline": "instantid.pipelines.loading",
     "generate_from_photos": "instantid.pipelines.from_photos",
