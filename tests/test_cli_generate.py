@@ -86,3 +86,25 @@ def test_help_has_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     assert "example:" in capsys.readouterr().out
+
+
+def test_tiny_with_canny_lora_style_and_weighted_prompt(photos, tiny_cache, tmp_path, capsys):
+    from instantid.models.tiny import build_tiny_lora, tiny_instantid_cached
+
+    lora = build_tiny_lora(tiny_instantid_cached(embedding_dim=128).base, tmp_path / "style.safetensors")
+    out = tmp_path / "styled.png"
+    code = main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--prompt", "a (scientist:1.3)",
+                 "--prompt-weighting", "--style", "film-noir", "--canny", str(photos["astronaut"]),
+                 "--lora", f"{lora}:0.6", "--steps", "1", "--out", str(out)])
+    assert code == 0
+    params = json.loads(Image.open(out).text["parameters"])
+    assert params["style"] == "film-noir" and params["prompt"].startswith("film noir still of a (scientist:1.3)")
+    assert params["loras"] == [[str(lora), 0.6]] and params["controlnets"][0][1] == 0.3
+
+
+def test_bad_lora_file_is_a_clear_error(photos, tiny_cache, tmp_path, capsys):
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not a safetensors file")
+    code = main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--prompt", "x",
+                 "--lora", str(bogus), "--out", str(tmp_path / "o.png")])
+    assert code == 1 and "could not be loaded as a LoRA" in capsys.readouterr().err

@@ -16,6 +16,8 @@ EXAMPLE = """\
 example:
   instantid generate --face me.jpg --prompt "a watercolor portrait, soft light" --out out.png
   instantid generate --face a.jpg --face b.jpg --pose pose.jpg --prompt "an astronaut" --seed 7 --out outdir/
+  instantid generate --face me.jpg --prompt "a chef" --style watercolor --canny scene.jpg --out chef.png
+  instantid generate --face me.jpg --prompt "a (red:1.3) scarf" --prompt-weighting --lora style.safetensors:0.7 --out s.png
   instantid generate --tiny --face me.jpg --prompt "smoke test" --out tiny.png   # offline, random weights
 
 Without --tiny the released InstantX/InstantID weights and SDXL base 1.0 are used (downloaded once into the
@@ -28,7 +30,9 @@ DTYPES = {"auto": None, "float32": "float32", "float16": "float16", "bfloat16": 
 
 def add_parser(subparsers) -> None:
     from ..models.hub import DEFAULT_BASE, RELEASED_REPO
+    from ..pipelines.conditions import CONDITION_KINDS
     from ..pipelines.schedulers import SCHEDULERS
+    from ..pipelines.styles import BUILTIN_STYLES
 
     p = subparsers.add_parser("generate", help="generate images of the person in a face photo",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +51,20 @@ def add_parser(subparsers) -> None:
     for param in GENERATION_PARAMS:
         p.add_argument(param.flag, dest=param.name, type=param.parse, default=None,
                        help=f"{param.help} (default {param.default})")
+    p.add_argument("--style", default="none", help=f"style preset: {', '.join(BUILTIN_STYLES)}, or a name from --styles-file")
+    p.add_argument("--styles-file", metavar="JSON", help='custom presets: {"name": {"prompt": "... {prompt} ...", "negative_prompt": "..."}}')
+    p.add_argument("--prompt-weighting", action="store_true",
+                   help="read prompts in compel syntax: (word:1.3), word++, and no 77-token limit")
+    p.add_argument("--lora", action="append", default=[], metavar="SPEC[:SCALE]",
+                   help="LoRA file, folder or Hub id, with an optional scale (default 1.0); repeatable. "
+                        "For LCM/Lightning/Hyper-SD LoRAs also pass --scheduler lcm (or tcd), few --steps, low --guidance-scale")
+    for kind in CONDITION_KINDS.values():
+        p.add_argument(f"--{kind.name}", metavar="PHOTO",
+                       help=f"add a {kind.name} ControlNet conditioned on this photo (it sees the text, IdentityNet the face)")
+        p.add_argument(f"--{kind.name}-scale", type=float, default=kind.default_scale,
+                       help=f"strength of the {kind.name} ControlNet (default {kind.default_scale})")
+        p.add_argument(f"--{kind.name}-model", default=kind.default_model,
+                       help=f"{kind.name} ControlNet: Hub id or folder (default {kind.default_model})")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the base model's, Euler for SDXL base)")
     p.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto = float16 on GPU, float32 on CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -92,12 +110,38 @@ def _quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
 
 
+def _parse_lora(spec: str) -> tuple[str, float]:
+    """"path:0.7" -> ("path", 0.7); a spec without a numeric suffix has scale 1.0."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def _extra_controls(args, size: tuple[int, int]) -> list[tuple[str, object, float]]:
+    """(model, condition image, scale) for each extra ControlNet asked for, images at the output size."""
+    from ..face import load_image
+    from ..pipelines.conditions import CONDITION_KINDS
+
+    controls = []
+    for kind in CONDITION_KINDS.values():
+        photo = getattr(args, kind.name)
+        if photo:
+            image = kind.annotate(load_image(photo), size)
+            controls.append((getattr(args, f"{kind.name}_model"), image, getattr(args, f"{kind.name}_scale")))
+    return controls
+
+
 def run(args) -> int:
     import torch
     from PIL.PngImagePlugin import PngInfo
 
     from .. import __version__
     from ..face import get_face_analyzer
+    from ..pipelines.conditions import CONDITION_KINDS
     from ..pipelines.from_photos import face_condition
     from ..pipelines.loading import default_device, load_pipeline
 
@@ -110,6 +154,12 @@ def run(args) -> int:
     # Faces first: a bad photo or missing face models fail in seconds, before any model loads.
     condition = face_condition(args.face, analyzer, args.pose)
     width, height = condition.output_size(values.pop("width"), values.pop("height"))
+    # Everything that can fail on the inputs fails here, before any model loads.
+    from ..pipelines.styles import get_style
+
+    prompt, negative_prompt = get_style(args.style, args.styles_file).apply(args.prompt, args.negative_prompt)
+    controls = _extra_controls(args, (width, height))
+    loras = [_parse_lora(spec) for spec in args.lora]
 
     base, identitynet, adapter = args.base, args.identitynet, args.adapter
     if args.tiny:
@@ -117,18 +167,33 @@ def run(args) -> int:
 
         tiny = tiny_instantid_cached(embedding_dim=analyzer.embedding_dim)
         base, identitynet, adapter = tiny.base, tiny.identitynet, tiny.adapter
+        # Extra ControlNets left at their (full-size) defaults become tiny random ones too.
+        defaults = {kind.default_model for kind in CONDITION_KINDS.values()}
+        controls = [(tiny.identitynet if model in defaults else model, image, scale) for model, image, scale in controls]
     device = default_device() if args.device == "auto" else args.device
     dtype = getattr(torch, DTYPES[args.dtype]) if DTYPES[args.dtype] else None
     pipe = load_pipeline(base, identitynet, adapter, device=device, dtype=dtype, scheduler=args.scheduler,
-                         offload=args.offload)
+                         offload=args.offload, controlnets=[model for model, _, _ in controls], loras=loras)
     seed = values.pop("seed")
-    images = pipe(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, image_embeds=condition.embedding,
-        image=condition.kps_image(width, height), width=width, height=height,
-        generator=torch.Generator("cpu").manual_seed(seed), **values,
-    ).images
+    call = dict(values, image=condition.kps_image(width, height))
+    if controls:
+        # IdentityNet first (it is the one that sees the face tokens), then the extra ControlNets.
+        call["image"] = [call["image"], *[image for _, image, _ in controls]]
+        call["controlnet_conditioning_scale"] = [values["controlnet_conditioning_scale"], *[s for _, _, s in controls]]
+        call["control_guidance_start"] = [values["control_guidance_start"]] + [0.0] * len(controls)
+        call["control_guidance_end"] = [values["control_guidance_end"]] + [1.0] * len(controls)
+    if args.prompt_weighting:
+        from ..pipelines.prompts import weighted_prompt_kwargs
 
-    metadata = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": seed, "width": width,
+        call.update(weighted_prompt_kwargs(pipe, prompt, negative_prompt))
+    else:
+        call.update(prompt=prompt, negative_prompt=negative_prompt or None)
+    images = pipe(image_embeds=condition.embedding, width=width, height=height,
+                  generator=torch.Generator("cpu").manual_seed(seed), **call).images
+
+    metadata = {"prompt": prompt, "negative_prompt": negative_prompt, "style": args.style,
+                "loras": [list(lora) for lora in loras],
+                "controlnets": [[str(model), scale] for model, _, scale in controls], "seed": seed, "width": width,
                 "height": height, **values, "scheduler": type(pipe.scheduler).__name__, "face_backend": backend,
                 "faces": [str(f) for f in args.face], "pose": args.pose, "base": str(base),
                 "identitynet": str(identitynet), "adapter": str(adapter), "tiny": args.tiny,

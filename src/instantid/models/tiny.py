@@ -52,6 +52,7 @@ __all__ = [
     "byte_level_clip_tokenizer",
     "random_adapter_state_dict",
     "save_adapter_safetensors",
+    "build_tiny_lora",
     # full-size shapes, for meta-device tests (defined in architectures.py)
     "full_identitynet_config",
     "full_sdxl_unet_config",
@@ -262,3 +263,21 @@ def byte_level_clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer
     for loading_detail in ("is_local", "local_files_only"):  # not worth saving with it
         tokenizer.init_kwargs.pop(loading_detail, None)
     return tokenizer
+
+
+def build_tiny_lora(base_dir: str | Path, out_path: str | Path, *, rank: int = 4, seed: int = 0) -> Path:
+    """A random UNet LoRA for the tiny base at `base_dir`, saved as diffusers LoRA safetensors."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    unet = UNet2DConditionModel.from_pretrained(Path(base_dir) / "unet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    generator = torch.Generator().manual_seed(seed)
+    # peft starts lora_B at zero (a no-op LoRA); random B makes the LoRA change the output.
+    layers = {k: torch.randn(v.shape, generator=generator) * 0.1
+              for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)).items()}
+    out_path = Path(out_path)
+    pipeline_cls = StableDiffusionXLPipeline if unet.config.addition_embed_type == "text_time" else StableDiffusionPipeline
+    pipeline_cls.save_lora_weights(out_path.parent, unet_lora_layers=layers, weight_name=out_path.name)
+    return out_path

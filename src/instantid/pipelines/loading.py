@@ -32,18 +32,59 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.float16 if device in ("cuda", "mps") else torch.float32
 
 
-def load_identitynet(spec: str | Path = hub.RELEASED_REPO, dtype: torch.dtype = torch.float32):
+def load_controlnet(spec: str | Path, dtype: torch.dtype = torch.float32, *, subfolder: str | None = None,
+                    what: str = "ControlNet", hint: str = "with --controlnet"):
+    """Any diffusers ControlNetModel from a folder or Hub id."""
     from diffusers import ControlNetModel
 
-    path = hub.resolve_dir(spec, what="IdentityNet", hint="with --identitynet",
-                           subfolder=hub.RELEASED_IDENTITYNET_SUBFOLDER,
-                           allow_patterns=[f"{hub.RELEASED_IDENTITYNET_SUBFOLDER}/*"])
+    patterns = [f"{subfolder}/*"] if subfolder else ["config.json", "*.safetensors"]
+    path = hub.resolve_dir(spec, what=what, hint=hint, subfolder=subfolder, allow_patterns=patterns)
     if not (path / "config.json").is_file():
-        raise WeightsNotFoundError(f"IdentityNet folder '{path}' has no config.json; pass the ControlNetModel folder")
+        raise WeightsNotFoundError(f"{what} folder '{path}' has no config.json; pass a diffusers ControlNetModel folder")
     try:
         return ControlNetModel.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"IdentityNet in '{path}' could not be loaded: {err}") from err
+        raise CheckpointError(f"{what} in '{path}' could not be loaded: {err}") from err
+
+
+def load_identitynet(spec: str | Path = hub.RELEASED_REPO, dtype: torch.dtype = torch.float32):
+    return load_controlnet(spec, dtype, subfolder=hub.RELEASED_IDENTITYNET_SUBFOLDER, what="IdentityNet",
+                           hint="with --identitynet")
+
+
+def architecture_of(identitynet) -> str:
+    """"sdxl" or "sd15", read from IdentityNet's config (SDXL adds pooled text + time ids)."""
+    return "sdxl" if identitynet.config.addition_embed_type == "text_time" else "sd15"
+
+
+def pipeline_class(arch: str):
+    if arch == "sdxl":
+        from .sdxl import StableDiffusionXLInstantIDPipeline
+
+        return StableDiffusionXLInstantIDPipeline
+    if arch == "sd15":
+        from .sd15 import StableDiffusionInstantIDPipeline
+
+        return StableDiffusionInstantIDPipeline
+    raise ValueError(f"unknown architecture '{arch}'; choose sdxl or sd15")
+
+
+def load_loras(pipe, loras: list[tuple[str, float]]) -> None:
+    """Load LoRAs (file, folder or Hub id) through diffusers/peft and set their scales."""
+    names = []
+    for index, (spec, _) in enumerate(loras):
+        name = f"lora_{index}"
+        try:
+            pipe.load_lora_weights(str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec,
+                                   adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
+            raise CheckpointError(
+                f"'{spec}' could not be loaded as a LoRA for this base model ({err.__class__.__name__}: "
+                f"{str(err)[:200]}). Pass a diffusers/kohya LoRA .safetensors made for this architecture"
+            ) from err
+        names.append(name)
+    if names:
+        pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
 
 
 def resolve_adapter(spec: str | Path = hub.RELEASED_REPO) -> Path:
@@ -68,27 +109,31 @@ def load_base(pipeline_class, spec: str | Path, controlnet, dtype: torch.dtype):
     except (OSError, ValueError) as err:
         raise WeightsNotFoundError(
             f"base model '{spec}' could not be loaded ({err.__class__.__name__}: {str(err)[:300]}). Pass a diffusers "
-            "SDXL folder, a single .safetensors file (with network or a cached config), or a Hub id, with --base"
+            "folder of the IdentityNet's architecture, a single .safetensors file (with network or a cached config), or a Hub id, with --base"
         ) from err
 
 
 def load_pipeline(base: str | Path = hub.DEFAULT_BASE, identitynet: str | Path = hub.RELEASED_REPO,
                   adapter: str | Path = hub.RELEASED_REPO, *, device: str | None = None,
-                  dtype: torch.dtype | None = None, scheduler: str | None = None, offload: bool = False):
-    """A StableDiffusionXLInstantIDPipeline with IdentityNet and the face adapter loaded.
+                  dtype: torch.dtype | None = None, scheduler: str | None = None, offload: bool = False,
+                  controlnets: list[str | Path] = (), loras: list[tuple[str, float]] = ()):
+    """An InstantID pipeline (SDXL or SD1.5, read from IdentityNet) with the face adapter loaded.
 
-    Defaults are the released weights (`InstantX/InstantID`) on SDXL base 1.0.
+    Defaults are the released weights (`InstantX/InstantID`) on SDXL base 1.0. `controlnets` are extra
+    ControlNets beside IdentityNet (they see the text, IdentityNet the face); `loras` are (spec, scale).
     """
     from .schedulers import set_scheduler
-    from .sdxl import StableDiffusionXLInstantIDPipeline
 
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     # Resolve the small pieces first, so a missing file fails before the big download.
     adapter_path = resolve_adapter(adapter)
-    controlnet = load_identitynet(identitynet, dtype)
-    pipe = load_base(StableDiffusionXLInstantIDPipeline, base, controlnet, dtype)
+    identitynet = load_identitynet(identitynet, dtype)
+    extra = [load_controlnet(spec, dtype) for spec in controlnets]
+    pipe = load_base(pipeline_class(architecture_of(identitynet)), base, [identitynet, *extra] if extra else identitynet,
+                     dtype)
     pipe.load_ip_adapter_instantid(adapter_path)
+    load_loras(pipe, list(loras))
     if scheduler:
         set_scheduler(pipe, scheduler)
     if offload:

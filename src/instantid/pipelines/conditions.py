@@ -1,0 +1,75 @@
+"""Condition images for extra ControlNets beside IdentityNet (canny, depth, body pose).
+
+Canny runs in-process with OpenCV. Depth and pose need annotator models: they load through
+transformers / controlnet_aux from a local folder or the Hugging Face cache; when the model (or the
+library) is missing the error says what to install or download.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..errors import WeightsNotFoundError
+
+
+def canny_image(rgb: np.ndarray, size: tuple[int, int], low: int = 100, high: int = 200) -> Image.Image:
+    """Canny edges of `rgb` at `size` (w, h), as a 3-channel image (white edges on black)."""
+    resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    edges = cv2.Canny(cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY), low, high)
+    return Image.fromarray(np.stack([edges] * 3, axis=-1))
+
+
+DEPTH_ANNOTATOR = "Intel/dpt-hybrid-midas"
+
+
+def depth_image(rgb: np.ndarray, size: tuple[int, int], model: str = DEPTH_ANNOTATOR) -> Image.Image:
+    """Monocular depth of `rgb` at `size`, through a transformers depth-estimation model."""
+    from transformers import pipeline
+
+    try:
+        estimator = pipeline("depth-estimation", model=model, model_kwargs={"local_files_only": True})
+    except (OSError, ValueError) as err:
+        raise WeightsNotFoundError(
+            f"depth annotator '{model}' is not available locally ({err.__class__.__name__}). Download it with "
+            f"`hf download {model}` on a machine with network, or pass a local folder with --depth-annotator"
+        ) from err
+    depth = estimator(Image.fromarray(rgb))["depth"].convert("RGB")
+    return depth.resize(size, Image.BICUBIC)
+
+
+def openpose_image(rgb: np.ndarray, size: tuple[int, int], model: str = "lllyasviel/Annotators") -> Image.Image:
+    """OpenPose body skeleton of `rgb` at `size`, through controlnet_aux."""
+    try:
+        from controlnet_aux import OpenposeDetector
+    except ImportError as err:
+        raise WeightsNotFoundError("body pose needs the controlnet_aux package: pip install controlnet_aux") from err
+    try:
+        detector = OpenposeDetector.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        raise WeightsNotFoundError(
+            f"OpenPose annotator weights '{model}' are not available ({err.__class__.__name__}); download them with "
+            f"`hf download {model}` on a machine with network"
+        ) from err
+    return detector(Image.fromarray(rgb)).convert("RGB").resize(size, Image.BICUBIC)
+
+
+@dataclass(frozen=True)
+class ConditionKind:
+    """An extra ControlNet kind: its default SDXL model and strength (the authors' demo values)."""
+
+    name: str
+    default_model: str
+    default_scale: float
+    annotate: Callable[[np.ndarray, tuple[int, int]], Image.Image]
+
+
+CONDITION_KINDS = {
+    "canny": ConditionKind("canny", "diffusers/controlnet-canny-sdxl-1.0", 0.3, canny_image),
+    "depth": ConditionKind("depth", "diffusers/controlnet-depth-sdxl-1.0", 0.5, depth_image),
+    "openpose": ConditionKind("openpose", "thibaud/controlnet-openpose-sdxl-1.0", 0.4, openpose_image),
+}
