@@ -3,6 +3,7 @@
 import json
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -108,3 +109,22 @@ def test_bad_lora_file_is_a_clear_error(photos, tiny_cache, tmp_path, capsys):
     code = main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--prompt", "x",
                  "--lora", str(bogus), "--out", str(tmp_path / "o.png")])
     assert code == 1 and "could not be loaded as a LoRA" in capsys.readouterr().err
+
+
+def test_interpolation_series_and_contact_sheet(photos, tiny_cache, tmp_path, capsys):
+    out = tmp_path / "mix.png"
+    code = main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--interpolate", str(photos["tom_hanks"]),
+                 "--weights", "0,0.5,1", "--prompt", "x", "--steps", "1", "--out", str(out)])
+    assert code == 0
+    written = {p.name for p in tmp_path.glob("mix_*.png")}
+    assert written == {"mix_w0.00.png", "mix_w0.50.png", "mix_w1.00.png", "mix_sheet.png"}
+    ends = [np.asarray(Image.open(tmp_path / f"mix_w{w}.png")) for w in ("0.00", "1.00")]
+    assert (ends[0] != ends[1]).any()
+    assert json.loads(Image.open(tmp_path / "mix_w0.50.png").text["parameters"])["variant"] == "w0.50"
+
+
+def test_head_pose_series(photos, tiny_cache, tmp_path, capsys):
+    code = main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--yaw=-20,20", "--prompt", "x",
+                 "--steps", "1", "--out", str(tmp_path / "pose.png")])
+    assert code == 0
+    assert {p.name for p in tmp_path.glob("pose_*.png")} == {"pose_yaw-20.png", "pose_yaw+20.png", "pose_sheet.png"}

@@ -65,6 +65,13 @@ def add_parser(subparsers) -> None:
                        help=f"strength of the {kind.name} ControlNet (default {kind.default_scale})")
         p.add_argument(f"--{kind.name}-model", default=kind.default_model,
                        help=f"{kind.name} ControlNet: Hub id or folder (default {kind.default_model})")
+    p.add_argument("--interpolate", metavar="PHOTO",
+                   help="second identity: one image per --weights value between --face (0) and this face (1), plus a contact sheet")
+    p.add_argument("--weights", type=_float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="W,W,...",
+                   help="interpolation weights in [0, 1] (default 0,0.25,0.5,0.75,1)")
+    p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
+                   help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a contact sheet; "
+                        "write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the base model's, Euler for SDXL base)")
     p.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto = float16 on GPU, float32 on CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -90,15 +97,17 @@ def _call_values(args) -> dict:
     return values
 
 
-def _output_paths(out_arg: str, count: int) -> list[Path]:
+def _output_paths(out_arg: str, count: int, label: str = "") -> list[Path]:
+    """PNG paths for `count` images: OUT.png (or OUT_LABEL.png, OUT_000.png, ...), or files in a folder OUT/."""
     out = Path(out_arg)
     if out_arg.endswith(("/", os.sep)) or out.is_dir():
         out.mkdir(parents=True, exist_ok=True)
-        return [out / f"instantid_{i:03d}.png" for i in range(count)]
-    if out.suffix.lower() != ".png":
+        out = out / "instantid.png"
+    elif out.suffix.lower() != ".png":
         out = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return [out] if count == 1 else [out.with_name(f"{out.stem}_{i:03d}.png") for i in range(count)]
+    stem = f"{out.stem}_{label}" if label else out.stem
+    return [out.with_name(f"{stem}.png")] if count == 1 else [out.with_name(f"{stem}_{i:03d}.png") for i in range(count)]
 
 
 def _quiet_libraries() -> None:
@@ -108,6 +117,13 @@ def _quiet_libraries() -> None:
 
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
 
 
 def _parse_lora(spec: str) -> tuple[str, float]:
@@ -135,6 +151,24 @@ def _extra_controls(args, size: tuple[int, int]) -> list[tuple[str, object, floa
     return controls
 
 
+def _series(args, condition, analyzer) -> list[tuple[str, object]]:
+    """(label, FaceCondition) per image to generate: one plain, or an interpolation / head-pose series."""
+    from dataclasses import replace
+
+    from ..pipelines.from_photos import face_condition
+    from ..pipelines.variations import interpolate_embeddings, turn_head
+
+    if args.interpolate and args.yaw:
+        raise SystemExit("error: use either --interpolate or --yaw, not both")
+    if args.interpolate:
+        other = face_condition([args.interpolate], analyzer)
+        mixed = interpolate_embeddings(condition.embedding, other.embedding, args.weights)
+        return [(f"w{w:.2f}", replace(condition, embedding=e)) for w, e in zip(args.weights, mixed)]
+    if args.yaw:
+        return [(f"yaw{d:+g}", replace(condition, kps=turn_head(condition.kps, d))) for d in args.yaw]
+    return [("", condition)]
+
+
 def run(args) -> int:
     import torch
     from PIL.PngImagePlugin import PngInfo
@@ -144,6 +178,7 @@ def run(args) -> int:
     from ..pipelines.conditions import CONDITION_KINDS
     from ..pipelines.from_photos import face_condition
     from ..pipelines.loading import default_device, load_pipeline
+    from ..pipelines.variations import contact_sheet
 
     values = _call_values(args)
     if not args.verbose:
@@ -160,6 +195,7 @@ def run(args) -> int:
     prompt, negative_prompt = get_style(args.style, args.styles_file).apply(args.prompt, args.negative_prompt)
     controls = _extra_controls(args, (width, height))
     loras = [_parse_lora(spec) for spec in args.lora]
+    series = _series(args, condition, analyzer)
 
     base, identitynet, adapter = args.base, args.identitynet, args.adapter
     if args.tiny:
@@ -175,10 +211,9 @@ def run(args) -> int:
     pipe = load_pipeline(base, identitynet, adapter, device=device, dtype=dtype, scheduler=args.scheduler,
                          offload=args.offload, controlnets=[model for model, _, _ in controls], loras=loras)
     seed = values.pop("seed")
-    call = dict(values, image=condition.kps_image(width, height))
+    call = dict(values)
     if controls:
         # IdentityNet first (it is the one that sees the face tokens), then the extra ControlNets.
-        call["image"] = [call["image"], *[image for _, image, _ in controls]]
         call["controlnet_conditioning_scale"] = [values["controlnet_conditioning_scale"], *[s for _, _, s in controls]]
         call["control_guidance_start"] = [values["control_guidance_start"]] + [0.0] * len(controls)
         call["control_guidance_end"] = [values["control_guidance_end"]] + [1.0] * len(controls)
@@ -188,8 +223,6 @@ def run(args) -> int:
         call.update(weighted_prompt_kwargs(pipe, prompt, negative_prompt))
     else:
         call.update(prompt=prompt, negative_prompt=negative_prompt or None)
-    images = pipe(image_embeds=condition.embedding, width=width, height=height,
-                  generator=torch.Generator("cpu").manual_seed(seed), **call).images
 
     metadata = {"prompt": prompt, "negative_prompt": negative_prompt, "style": args.style,
                 "loras": [list(lora) for lora in loras],
@@ -198,11 +231,22 @@ def run(args) -> int:
                 "faces": [str(f) for f in args.face], "pose": args.pose, "base": str(base),
                 "identitynet": str(identitynet), "adapter": str(adapter), "tiny": args.tiny,
                 "instantid_version": __version__}
-    for path, image in zip(_output_paths(args.out, len(images)), images):
+    firsts = []
+    for label, variant in series:
+        kps_image = variant.kps_image(width, height)
+        images = pipe(image_embeds=variant.embedding, width=width, height=height,
+                      image=[kps_image, *[image for _, image, _ in controls]] if controls else kps_image,
+                      generator=torch.Generator("cpu").manual_seed(seed), **call).images
         info = PngInfo()
-        info.add_text("parameters", json.dumps(metadata))
-        image.save(path, pnginfo=info)
-        print(f"wrote {path}")
+        info.add_text("parameters", json.dumps({**metadata, "variant": label} if label else metadata))
+        for path, image in zip(_output_paths(args.out, len(images), label), images):
+            image.save(path, pnginfo=info)
+            print(f"wrote {path}")
+        firsts.append(images[0])
+    if len(series) > 1:
+        sheet_path = _output_paths(args.out, 1, "sheet")[0]
+        contact_sheet(firsts, [label for label, _ in series]).save(sheet_path)
+        print(f"wrote {sheet_path}")
     if condition.skipped:
         print("skipped: " + "; ".join(condition.skipped))
     return 0
