@@ -128,3 +128,23 @@ def test_head_pose_series(photos, tiny_cache, tmp_path, capsys):
                  "--steps", "1", "--out", str(tmp_path / "pose.png")])
     assert code == 0
     assert {p.name for p in tmp_path.glob("pose_*.png")} == {"pose_yaw-20.png", "pose_yaw+20.png", "pose_sheet.png"}
+
+
+def test_explicit_keypoints(photos, tiny_cache, tmp_path, capsys):
+    kps = "30,40,90,40,60,70,38,95,82,95"
+    out = tmp_path / "kps.png"
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--kps", kps, "--prompt", "x",
+                 "--steps", "1", "--out", str(out)]) == 0
+    assert json.loads(Image.open(out).text["parameters"])["width"] == 128
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--kps", "1,2,3", "--prompt", "x",
+                 "--out", str(out)]) == 1
+    assert "10 numbers" in capsys.readouterr().err
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--kps", kps.replace("90", "900"),
+                 "--prompt", "x", "--out", str(out)]) == 1
+    assert "inside the 128x128 output" in capsys.readouterr().err
+
+
+def test_contradicting_options_are_refused(photos, tmp_path, capsys):
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--control-start", "0.6",
+                 "--control-end", "0.4", "--prompt", "x", "--out", str(tmp_path / "o.png")]) == 1
+    assert "must be below --control-end" in capsys.readouterr().err

@@ -107,3 +107,30 @@ def test_canny_image_is_edges_at_the_size(photos):
 
     edges = np.asarray(canny_image(load_image(photos["astronaut"]), (96, 64)))
     assert edges.shape == (64, 96, 3) and set(np.unique(edges)) <= {0, 255} and edges.max() == 255
+
+
+def test_sd15_pipeline_is_picked_from_identitynet_and_generates(tmp_path, photos, dlib_analyzer):
+    from instantid import StableDiffusionInstantIDPipeline
+    from instantid.models.tiny import build_tiny_instantid
+    from instantid.pipelines.from_photos import generate_from_photos
+    from instantid.pipelines.loading import load_pipeline
+
+    sd15 = build_tiny_instantid(tmp_path, arch="sd15", embedding_dim=128)
+    pipe = load_pipeline(sd15.base, sd15.identitynet, sd15.adapter, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe, StableDiffusionInstantIDPipeline)
+    output, _ = generate_from_photos(pipe, photos["grace_hopper"], "a portrait", analyzer=dlib_analyzer,
+                                     width=64, height=64, num_inference_steps=2, output_type="latent",
+                                     generator=torch.Generator().manual_seed(0))
+    assert output.images.shape == (1, 4, 32, 32) and torch.isfinite(output.images).all()
+
+
+def test_depth_annotator_missing_offline_is_clear(photos, monkeypatch, tmp_path):
+    from instantid.errors import WeightsNotFoundError
+    from instantid.face import load_image
+    from instantid.pipelines.conditions import depth_image
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match="hf download"):
+        depth_image(load_image(photos["astronaut"]), (64, 64), model="Intel/dpt-hybrid-midas")

@@ -27,3 +27,7 @@ class WeightsNotFoundError(InstantIDError, FileNotFoundError):
 
 class EmbeddingError(InstantIDError, ValueError):
     """A face embedding has the wrong size or holds NaN/inf values."""
+
+
+class UsageError(InstantIDError, ValueError):
+    """Options or arguments that contradict each other or are out of range."""

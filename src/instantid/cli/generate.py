@@ -8,7 +8,8 @@ import logging
 import os
 from pathlib import Path
 
-from ..params import GENERATION_PARAMS, PARAMS_BY_NAME
+from ..errors import UsageError
+from ..params import GENERATION_PARAMS
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid")
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
+    p.add_argument("--kps", type=_float_list, metavar="X,Y,...",
+                   help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
+                        "mouth corner) in output pixels")
     p.add_argument("--base", default=DEFAULT_BASE, help=f"SDXL base: Hub id, diffusers folder or single .safetensors (default {DEFAULT_BASE})")
     p.add_argument("--identitynet", default=RELEASED_REPO, help=f"IdentityNet: Hub id or ControlNetModel folder (default {RELEASED_REPO})")
     p.add_argument("--adapter", default=RELEASED_REPO, help=f"face adapter: ip-adapter.bin / .safetensors file or Hub id (default {RELEASED_REPO})")
@@ -92,7 +96,7 @@ def _call_values(args) -> dict:
             given = TINY_DEFAULTS.get(param.name)
         values[param.name] = param.default if given is None else given
     if values["control_guidance_start"] >= values["control_guidance_end"]:
-        raise SystemExit(f"error: --control-start ({values['control_guidance_start']}) must be below --control-end "
+        raise UsageError(f"--control-start ({values['control_guidance_start']}) must be below --control-end "
                          f"({values['control_guidance_end']})")
     return values
 
@@ -151,6 +155,20 @@ def _extra_controls(args, size: tuple[int, int]) -> list[tuple[str, object, floa
     return controls
 
 
+def _with_explicit_kps(condition, numbers: list[float], size: tuple[int, int]):
+    from dataclasses import replace
+
+    import numpy as np
+
+    kps = np.asarray(numbers, np.float32)
+    if kps.size != 10:
+        raise UsageError(f"--kps needs 10 numbers (5 x,y points), got {kps.size}")
+    kps = kps.reshape(5, 2)
+    if (kps < 0).any() or (kps[:, 0] >= size[0]).any() or (kps[:, 1] >= size[1]).any():
+        raise UsageError(f"--kps points must lie inside the {size[0]}x{size[1]} output")
+    return replace(condition, kps=kps, pose_size=size)
+
+
 def _series(args, condition, analyzer) -> list[tuple[str, object]]:
     """(label, FaceCondition) per image to generate: one plain, or an interpolation / head-pose series."""
     from dataclasses import replace
@@ -159,7 +177,7 @@ def _series(args, condition, analyzer) -> list[tuple[str, object]]:
     from ..pipelines.variations import interpolate_embeddings, turn_head
 
     if args.interpolate and args.yaw:
-        raise SystemExit("error: use either --interpolate or --yaw, not both")
+        raise UsageError("use either --interpolate or --yaw, not both")
     if args.interpolate:
         other = face_condition([args.interpolate], analyzer)
         mixed = interpolate_embeddings(condition.embedding, other.embedding, args.weights)
@@ -189,6 +207,8 @@ def run(args) -> int:
     # Faces first: a bad photo or missing face models fail in seconds, before any model loads.
     condition = face_condition(args.face, analyzer, args.pose)
     width, height = condition.output_size(values.pop("width"), values.pop("height"))
+    if args.kps:
+        condition = _with_explicit_kps(condition, args.kps, (width, height))
     # Everything that can fail on the inputs fails here, before any model loads.
     from ..pipelines.styles import get_style
 

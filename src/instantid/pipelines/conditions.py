@@ -24,20 +24,27 @@ def canny_image(rgb: np.ndarray, size: tuple[int, int], low: int = 100, high: in
     return Image.fromarray(np.stack([edges] * 3, axis=-1))
 
 
+DEPTH_ANNOTATOR_ENV = "INSTANTID_DEPTH_ANNOTATOR"
 DEPTH_ANNOTATOR = "Intel/dpt-hybrid-midas"
 
 
-def depth_image(rgb: np.ndarray, size: tuple[int, int], model: str = DEPTH_ANNOTATOR) -> Image.Image:
-    """Monocular depth of `rgb` at `size`, through a transformers depth-estimation model."""
+def depth_image(rgb: np.ndarray, size: tuple[int, int], model: str | None = None) -> Image.Image:
+    """Monocular depth of `rgb` at `size`, through a transformers depth-estimation model
+    (a Hub id or folder: `model`, else $INSTANTID_DEPTH_ANNOTATOR, else Intel/dpt-hybrid-midas)."""
+    import os
+
+    model = model or os.environ.get(DEPTH_ANNOTATOR_ENV, DEPTH_ANNOTATOR)
     from transformers import pipeline
 
+    from ..models.hub import resolve_dir
+
+    # Our resolver: a local folder, the cache, or a download; offline it fails fast with the fix.
+    path = resolve_dir(model, what="depth annotator", hint=f"in ${DEPTH_ANNOTATOR_ENV}")
     try:
-        estimator = pipeline("depth-estimation", model=model, model_kwargs={"local_files_only": True})
+        estimator = pipeline("depth-estimation", model=str(path))
     except (OSError, ValueError) as err:
-        raise WeightsNotFoundError(
-            f"depth annotator '{model}' is not available locally ({err.__class__.__name__}). Download it with "
-            f"`hf download {model}` on a machine with network, or pass a local folder with --depth-annotator"
-        ) from err
+        raise WeightsNotFoundError(f"depth annotator in '{path}' could not be loaded ({err}); pass a transformers "
+                                   "depth-estimation model folder") from err
     depth = estimator(Image.fromarray(rgb))["depth"].convert("RGB")
     return depth.resize(size, Image.BICUBIC)
 
