@@ -100,7 +100,7 @@ def test_tiny_with_canny_lora_style_and_weighted_prompt(photos, tiny_cache, tmp_
     assert code == 0
     params = json.loads(Image.open(out).text["parameters"])
     assert params["style"] == "film-noir" and params["prompt"].startswith("film noir still of a (scientist:1.3)")
-    assert params["loras"] == [[str(lora), 0.6]] and params["controlnets"][0][1] == 0.3
+    assert params["loras"] == [[str(lora), 0.6]] and params["control_scales"] == [0.3]
 
 
 def test_bad_lora_file_is_a_clear_error(photos, tiny_cache, tmp_path, capsys):

@@ -11,7 +11,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "StableDiffusionXLInstantIDPipeline": "instantid.pipelines.sdxl",
     "StableDiffusionInstantIDPipeline": "instantid.pipelines.sd15",
+    "StableDiffusionXLInstantIDImg2ImgPipeline": "instantid.pipelines.img2img",
+    "StableDiffusionXLInstantIDInpaintPipeline": "instantid.pipelines.inpaint",
     "InstantIDMixin": "instantid.pipelines.instantid",
+    "IdentityRegion": "instantid.pipelines.face_region",
+    "generate_multi_identity": "instantid.pipelines.multi_identity",
+    "identities_from_photos": "instantid.pipelines.multi_identity",
+    "swap_face": "instantid.pipelines.face_swap",
     "load_pipeline": "instantid.pipelines.loading",
     "generate_from_photos": "instantid.pipelines.from_photos",
     "face_condition": "instantid.pipelines.from_photos",

@@ -31,3 +31,15 @@ class EmbeddingError(InstantIDError, ValueError):
 
 class UsageError(InstantIDError, ValueError):
     """Options or arguments that contradict each other or are out of range."""
+
+
+class FaceIndexError(InstantIDError, IndexError):
+    """A face index past the number of faces found."""
+
+
+class RegionError(InstantIDError, ValueError):
+    """A region (box or mask) is empty, outside the image, overlaps another, or does not match the faces."""
+
+
+class StrengthError(InstantIDError, ValueError):
+    """img2img / inpainting `strength` outside (0, 1]."""

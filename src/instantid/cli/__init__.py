@@ -13,6 +13,10 @@ import sys
 COMMANDS = {
     "faces": "faces",
     "generate": "generate",
+    "swap": "swap",
+    "multi": "multi",
+    "eval": "evaluate",
+    "bench": "bench",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import InstantIDError, NoFaceError
+from ..errors import FaceIndexError, NoFaceError
 from .image import describe_source, load_image
 from .keypoints import draw_kps
 from .types import KEYPOINT_NAMES, Face, FaceAnalyzer
@@ -25,9 +25,6 @@ BACKENDS = {
     "dlib": ("instantid.face.dlib_backend", "DlibFaceAnalyzer"),
 }
 
-
-class FaceIndexError(InstantIDError, IndexError):
-    """A face index past the number of faces found."""
 
 
 def get_face_analyzer(name: str = "antelopev2", **kwargs) -> FaceAnalyzer:

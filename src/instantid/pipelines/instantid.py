@@ -23,6 +23,7 @@ from ..errors import CheckpointError, EmbeddingError
 from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict, resampler_shape
 from ..models.controlnet_skip import skip_idle_controlnets
 from ..models.identitynet import identitynet_face_tokens
+from .face_region import regional_conditioning
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,14 @@ class InstantIDMixin:
                 return inspect.signature(vars(cls)["__call__"])
         raise TypeError(f"{type(self).__name__} has no stock pipeline to extend")
 
-    def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None, **kwargs):
+    def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,
+                 face_region_mask=None, identity_regions=None, **kwargs):
         """The stock pipeline's call, plus `image_embeds` (the raw face embedding, required) and
-        `ip_adapter_scale` (adapter strength for this call only). See the stock pipeline's docs for the rest."""
+        `ip_adapter_scale` (adapter strength for this call only). See the stock pipeline's docs for the rest.
+
+        `face_region_mask` (a box x1,y1,x2,y2 in output pixels, or a mask) confines the face to that region
+        ("enhance face region"); `identity_regions` (a list of face_region.IdentityRegion) puts several
+        identities in their own regions. See face_region.py."""
         if image_embeds is None:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
@@ -143,7 +149,8 @@ class InstantIDMixin:
 
         with (self._adapter_scale(ip_adapter_scale),
               identitynet_face_tokens(self.identitynet, tokens_for_batch),
-              skip_idle_controlnets(self.controlnets if self.skip_zero_scale_controlnets else [])):
+              skip_idle_controlnets(self.controlnets if self.skip_zero_scale_controlnets else []),
+              regional_conditioning(self, call, face_region_mask, identity_regions)):
             return super().__call__(**call)
 
     # ---- helpers

@@ -1,0 +1,130 @@
+"""Options, loading and output shared by the commands that generate (generate, swap, multi)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ..errors import UsageError
+from ..params import GENERATION_PARAMS
+
+# --tiny runs on random tiny weights; these keep it to seconds on a CPU.
+TINY_DEFAULTS = {"width": 128, "height": 128, "num_inference_steps": 4}
+DTYPES = {"auto": None, "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    from ..models.hub import DEFAULT_BASE, RELEASED_REPO
+    from ..pipelines.schedulers import SCHEDULERS
+
+    p.add_argument("--base", default=DEFAULT_BASE,
+                   help=f"base model: Hub id, diffusers folder or single .safetensors (default {DEFAULT_BASE})")
+    p.add_argument("--identitynet", default=RELEASED_REPO,
+                   help=f"IdentityNet: Hub id or ControlNetModel folder (default {RELEASED_REPO})")
+    p.add_argument("--adapter", default=RELEASED_REPO,
+                   help=f"face adapter: ip-adapter.bin / .safetensors file or Hub id (default {RELEASED_REPO})")
+    p.add_argument("--face-backend", choices=["auto", "antelopev2", "dlib"], default="auto",
+                   help="face analysis: antelopev2 (what the released weights need), dlib (128-d, offline); "
+                        "default auto = antelopev2, or dlib with --tiny")
+    p.add_argument("--face-models", metavar="DIR",
+                   help="folder with the antelopev2 models (or set INSTANTID_FACE_MODELS)")
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
+                   help="sampler (default: the base model's, Euler for SDXL base)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="auto", help="default auto = float16 on GPU, float32 on CPU")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument("--offload", action="store_true", help="model CPU offload: far less GPU memory, slower (default off)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny random weights (no download; the image is noise): checks an install offline; "
+                        "defaults to 128x128 and 4 steps (default off)")
+
+
+def add_generation_options(p: argparse.ArgumentParser, skip=frozenset()) -> None:
+    for param in GENERATION_PARAMS:
+        if param.name not in skip:
+            p.add_argument(param.flag, dest=param.name, type=param.parse, default=None,
+                           help=f"{param.help} (default {param.default})")
+
+
+def generation_values(args, skip=frozenset()) -> dict:
+    """Generation parameter values: given on the command line, else --tiny's, else the table's defaults."""
+    values = {}
+    for param in GENERATION_PARAMS:
+        if param.name in skip:
+            continue
+        given = getattr(args, param.name)
+        if given is None and args.tiny:
+            given = TINY_DEFAULTS.get(param.name)
+        values[param.name] = param.default if given is None else given
+    if values["control_guidance_start"] >= values["control_guidance_end"]:
+        raise UsageError(f"--control-start ({values['control_guidance_start']}) must be below --control-end "
+                         f"({values['control_guidance_end']})")
+    return values
+
+
+def face_analyzer(args):
+    from ..face import get_face_analyzer
+
+    backend = args.face_backend if args.face_backend != "auto" else ("dlib" if args.tiny else "antelopev2")
+    kwargs = {"model_dir": args.face_models} if backend == "antelopev2" and args.face_models else {}
+    return get_face_analyzer(backend, **kwargs)
+
+
+def load_from_args(args, analyzer, controlnets=(), loras=()) -> tuple:
+    """The pipeline the options name, and the (base, identitynet, adapter, controlnets) it was built from.
+
+    With --tiny everything is tiny and random, extra ControlNets left at their defaults included.
+    """
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from ..pipelines.conditions import CONDITION_KINDS
+    from ..pipelines.loading import default_device, load_pipeline
+
+    if not args.verbose:  # loading chatter is logged as warnings; keep the terminal to our own output
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()
+    base, identitynet, adapter, controlnets = args.base, args.identitynet, args.adapter, list(controlnets)
+    if args.tiny:
+        from ..models.tiny import tiny_instantid_cached
+
+        tiny = tiny_instantid_cached(embedding_dim=analyzer.embedding_dim)
+        base, identitynet, adapter = tiny.base, tiny.identitynet, tiny.adapter
+        defaults = {kind.default_model for kind in CONDITION_KINDS.values()}
+        controlnets = [tiny.identitynet if spec in defaults else spec for spec in controlnets]
+    device = default_device() if args.device == "auto" else args.device
+    dtype = getattr(torch, DTYPES[args.dtype]) if DTYPES[args.dtype] else None
+    pipe = load_pipeline(base, identitynet, adapter, device=device, dtype=dtype, scheduler=args.scheduler,
+                         offload=args.offload, controlnets=controlnets, loras=loras)
+    return pipe, {"base": str(base), "identitynet": str(identitynet), "adapter": str(adapter),
+                  "controlnets": [str(c) for c in controlnets], "tiny": args.tiny}
+
+
+def output_paths(out_arg: str, count: int, label: str = "") -> list[Path]:
+    """PNG paths for `count` images: OUT.png (or OUT_LABEL.png, OUT_000.png, ...), or files in a folder OUT/."""
+    out = Path(out_arg)
+    if out_arg.endswith(("/", os.sep)) or out.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / "instantid.png"
+    elif out.suffix.lower() != ".png":
+        out = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = f"{out.stem}_{label}" if label else out.stem
+    return [out.with_name(f"{stem}.png")] if count == 1 else [out.with_name(f"{stem}_{i:03d}.png") for i in range(count)]
+
+
+def write_pngs(images, out_arg: str, metadata: dict, label: str = "") -> list[Path]:
+    """Save images with the generation parameters in their PNG `parameters` text chunk; print each path."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from .. import __version__
+
+    info = PngInfo()
+    info.add_text("parameters", json.dumps({**metadata, "instantid_version": __version__}))
+    paths = output_paths(out_arg, len(images), label)
+    for path, image in zip(paths, images):
+        image.save(path, pnginfo=info)
+        print(f"wrote {path}")
+    return paths

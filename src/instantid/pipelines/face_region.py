@@ -1,0 +1,346 @@
+"""Identity conditioning confined to regions of the image ("enhance face region", multi-identity).
+
+Both InstantID paths become regional with stock parts, nothing re-implemented:
+- adapter: diffusers' IP-Adapter attention processors take `ip_adapter_masks` (through
+  `cross_attention_kwargs`), one mask per face "image" fed to the adapter; each face's attention output
+  is multiplied by its mask before it is added;
+- IdentityNet: one ControlNet call per region (that region's face tokens, keypoint image and scale),
+  each call's residuals multiplied by the region mask resized to the residual's resolution, then summed.
+
+One region holding the call's own face is "enhance face region"; several regions, each with its own
+face, is multi-identity (multi_identity.py builds those).
+
+Exactness. Masks live on a grid of MASK_CELLS_PER_LATENT cells per latent pixel, and boxes are snapped
+to the UNet's coarsest resolution (`region_grid`, 32 px for SDXL). Then every resize of a mask is
+exactly 0 or 1 per cell: area-averaging for IdentityNet residuals, and diffusers' bicubic downsampling
+for the adapter (its four taps fall inside one block when the factor is 4 or more). So a region's face
+tokens reach no residual or adapter output outside that region, bit for bit.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import RegionError
+from ..face.keypoints import draw_kps
+
+MASK_CELLS_PER_LATENT = 4  # >= 4 keeps diffusers' bicubic mask downsampling exact on block-aligned masks
+
+Box = tuple[float, float, float, float]
+
+
+
+@dataclass(frozen=True)
+class IdentityRegion:
+    """One identity confined to one region of the output.
+
+    region: a box (x1, y1, x2, y2) in output pixels, or a mask (HxW array/tensor in [0, 1], uint8 0-255,
+        or PIL image) covering the output; boxes are snapped to `region_grid(pipe)`.
+    embedding: raw face embedding; None = the call's `image_embeds`.
+    kps: [5, 2] keypoints in output pixels for this region's IdentityNet image; None = the call's image.
+    scale: multiplies both `controlnet_conditioning_scale` and `ip_adapter_scale` inside the region.
+    """
+
+    region: Any
+    embedding: Any = None
+    kps: Any = None
+    scale: float = 1.0
+
+
+# ---- geometry: pure functions
+
+
+def region_grid(pipe) -> int:
+    """Pixels per cell of the UNet's coarsest resolution: box edges snap to multiples of this."""
+    levels = len(pipe.unet.config.block_out_channels)
+    return int(pipe.vae_scale_factor) * 2 ** (levels - 1)
+
+
+def check_box(box, size: tuple[int, int], what: str = "region") -> Box:
+    """`box` as four floats, refused with a clear message when malformed, empty or outside the image."""
+    width, height = size
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise RegionError(f"{what} must be a box x1,y1,x2,y2 of four numbers, got {box!r}") from None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise RegionError(f"{what} {box!r} has non-finite coordinates")
+    if x2 <= x1 or y2 <= y1:
+        raise RegionError(f"{what} ({x1:g},{y1:g},{x2:g},{y2:g}) is empty: x2 must exceed x1 and y2 must exceed y1")
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        raise RegionError(f"{what} ({x1:g},{y1:g},{x2:g},{y2:g}) lies outside the {width}x{height} image; "
+                          f"keep 0 <= x1 < x2 <= {width} and 0 <= y1 < y2 <= {height}")
+    return x1, y1, x2, y2
+
+
+def snap_box(box: Box, grid: int, what: str = "region") -> tuple[int, int, int, int]:
+    """Box edges rounded to the nearest multiple of `grid`; two boxes sharing an edge still share it."""
+    snapped = tuple(int(math.floor(v / grid + 0.5)) * grid for v in box)  # halves round up, always
+    if snapped[2] <= snapped[0] or snapped[3] <= snapped[1]:
+        raise RegionError(f"{what} {tuple(round(v, 1) for v in box)} is smaller than the model's {grid}-px grid; "
+                          f"make it at least {grid} px wide and high")
+    return snapped  # type: ignore[return-value]
+
+
+def mask_shape(size: tuple[int, int], vae_scale_factor: int) -> tuple[int, int]:
+    """(rows, cols) of the mask grid for an output of `size` (width, height)."""
+    width, height = size
+    return (height // vae_scale_factor * MASK_CELLS_PER_LATENT, width // vae_scale_factor * MASK_CELLS_PER_LATENT)
+
+
+def box_mask(box: tuple[int, int, int, int], size: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
+    """A 0/1 mask of `shape` (rows, cols) that is 1 inside `box` (output pixels of an image of `size`)."""
+    rows, cols = shape
+    sx, sy = cols / size[0], rows / size[1]
+    x1, y1, x2, y2 = (int(round(v * s)) for v, s in zip(box, (sx, sy, sx, sy)))
+    mask = torch.zeros(shape)
+    mask[y1:y2, x1:x2] = 1.0
+    return mask
+
+
+def array_mask(mask, shape: tuple[int, int], what: str = "region") -> torch.Tensor:
+    """A user mask (PIL image, HxW array or tensor; floats in [0, 1], bool or uint8) resized to `shape`."""
+    if isinstance(mask, Image.Image):
+        mask = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+    elif isinstance(mask, np.ndarray) and mask.dtype == np.uint8:
+        mask = mask.astype(np.float32) / 255.0
+    tensor = torch.as_tensor(np.asarray(mask, dtype=np.float32) if not torch.is_tensor(mask) else mask).float()
+    tensor = tensor.squeeze()
+    if tensor.ndim != 2:
+        raise RegionError(f"{what} mask must be 2-D (height x width), got shape {tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all() or tensor.min() < 0 or tensor.max() > 1:
+        raise RegionError(f"{what} mask values must lie in [0, 1] (or 0-255 for uint8)")
+    if tensor.max() == 0:
+        raise RegionError(f"{what} mask is empty (all zero); it must cover the face")
+    return F.interpolate(tensor[None, None], size=shape, mode="area")[0, 0]
+
+
+def region_to_mask(region, size: tuple[int, int], grid: int, vae_scale_factor: int,
+                   what: str = "region") -> torch.Tensor:
+    """A box or a mask -> the mask grid (see module docstring) for an output of `size`."""
+    shape = mask_shape(size, vae_scale_factor)
+    if _is_box(region):
+        return box_mask(snap_box(check_box(region, size, what), grid, what), size, shape)
+    return array_mask(region, shape, what)
+
+
+def resize_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`mask` area-averaged to the spatial size of `like` ([B, C, h, w]), as [1, 1, h, w] in its dtype."""
+    return F.interpolate(mask[None, None].float(), size=tuple(like.shape[-2:]), mode="area").to(like)
+
+
+def check_disjoint(masks: Sequence[torch.Tensor]) -> None:
+    """Refuse overlapping regions: where two overlap, both identities would act on the same pixels."""
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            if bool(((masks[i] > 0) & (masks[j] > 0)).any()):
+                raise RegionError(f"regions {i} and {j} overlap (after snapping to the model's grid); "
+                                  "give each identity its own, non-overlapping region")
+
+
+def _is_box(region) -> bool:
+    if isinstance(region, (Image.Image, torch.Tensor)):
+        return False
+    if isinstance(region, np.ndarray):
+        return region.ndim == 1
+    return isinstance(region, (tuple, list)) and len(region) == 4 and all(np.isscalar(v) for v in region)
+
+
+# ---- the call: adapter masks and per-region IdentityNet
+
+
+@dataclass
+class _PreparedRegion:
+    mask: torch.Tensor  # on the mask grid
+    scale: float
+    tokens: tuple[torch.Tensor, torch.Tensor] | None  # (negative, positive) [1, T, C]; None = the call's
+    control_image: Image.Image | None  # None = the call's IdentityNet image
+
+
+def as_identity_regions(face_region_mask=None, identity_regions=None) -> list[IdentityRegion]:
+    """The pipeline call's two region arguments -> one list (empty when neither is given)."""
+    if face_region_mask is not None and identity_regions is not None:
+        raise RegionError("pass face_region_mask (one face) or identity_regions (several), not both")
+    if face_region_mask is not None:
+        return [IdentityRegion(region=face_region_mask)]
+    regions = list(identity_regions or [])
+    for index, region in enumerate(regions):
+        if not isinstance(region, IdentityRegion):
+            raise RegionError(f"identity_regions[{index}] must be an IdentityRegion, got {type(region).__name__}")
+    return regions
+
+
+@contextmanager
+def regional_conditioning(pipe, call: dict, face_region_mask=None, identity_regions=None) -> Iterator[None]:
+    """Within the InstantID call: confine the adapter and IdentityNet to the regions.
+
+    `call` holds the stock pipeline's arguments as the mixin prepared them (`ip_adapter_image_embeds`,
+    `width`, `height`); it is adjusted in place before the stock call runs.
+    """
+    regions = as_identity_regions(face_region_mask, identity_regions)
+    if not regions:
+        yield
+        return
+    width, height = call.get("width"), call.get("height")
+    if not width or not height:
+        raise RegionError("regions need the output size: pass width and height")
+    size, grid = (int(width), int(height)), region_grid(pipe)
+    masks = [region_to_mask(r.region, size, grid, pipe.vae_scale_factor, what=f"region {i}")
+             for i, r in enumerate(regions)]
+    check_disjoint(masks)
+    for index, (region, mask) in enumerate(zip(regions, masks)):
+        _check_region(region, mask, size, index)
+
+    embeds = call["ip_adapter_image_embeds"][0]  # [rows, 1, n, E]: the mixin's [negatives, positives]
+    call["ip_adapter_image_embeds"] = [_per_region_embeds(pipe, embeds, regions)]
+    attention_kwargs = dict(call.get("cross_attention_kwargs") or {})
+    attention_kwargs["ip_adapter_masks"] = [torch.stack(masks)[None]]  # [1 adapter batch, k faces, h, w]
+    call["cross_attention_kwargs"] = attention_kwargs
+
+    prepared = [_PreparedRegion(mask, float(r.scale), _region_tokens(pipe, r.embedding),
+                                draw_kps(size, r.kps) if r.kps is not None else None)
+                for r, mask in zip(regions, masks)]
+    with ExitStack() as stack:
+        stack.enter_context(per_face_adapter_scales(pipe, [r.scale for r in regions]))
+        stack.enter_context(regional_identitynet(pipe, pipe.identitynet, prepared))
+        yield
+
+
+def _check_region(region: IdentityRegion, mask: torch.Tensor, size: tuple[int, int], index: int) -> None:
+    if not math.isfinite(float(region.scale)) or region.scale < 0:
+        raise RegionError(f"region {index} scale must be a number >= 0, got {region.scale}")
+    if region.kps is None:
+        return
+    kps = np.asarray(region.kps, dtype=np.float64).reshape(-1, 2)
+    if kps.shape[0] != 5 or not np.isfinite(kps).all():
+        raise RegionError(f"region {index} keypoints must be five (x, y) points, got shape {kps.shape}")
+    cx, cy = kps.mean(axis=0)
+    row = int(np.clip(cy / size[1] * mask.shape[0], 0, mask.shape[0] - 1))
+    col = int(np.clip(cx / size[0] * mask.shape[1], 0, mask.shape[1] - 1))
+    if mask[row, col] <= 0:
+        raise RegionError(f"region {index}'s face keypoints (centre {cx:.0f},{cy:.0f}) lie outside its region; "
+                          "the face would be masked away: move the region or the keypoints")
+
+
+def _per_region_embeds(pipe, embeds: torch.Tensor, regions: Sequence[IdentityRegion]) -> torch.Tensor:
+    """The adapter input with one face "image" per region: [rows, k, n, E], negatives stay zero."""
+    own = embeds[-1, 0]  # the call's positive embedding [n, E]
+    faces = [own if r.embedding is None else pipe.face_embedding_tensor(r.embedding)[0].to(own) for r in regions]
+    lengths = {face.shape[0] for face in faces}
+    if len(lengths) > 1:
+        raise RegionError(f"every region's face embedding must have the same number of rows, got {sorted(lengths)}; "
+                          "average several embeddings of one person into one")
+    per_region = torch.stack(faces)[None].repeat(embeds.shape[0], 1, 1, 1)
+    if pipe.do_classifier_free_guidance:  # the mixin's layout: [negatives, positives], negatives = zeros
+        per_region[: embeds.shape[0] // 2] = 0
+    return per_region
+
+
+def _region_tokens(pipe, embedding) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(negative, positive) face tokens for a region's own embedding, as the mixin makes them."""
+    if embedding is None:
+        return None
+    proj = pipe.face_projection
+    weight = next(proj.parameters())
+    face = pipe.face_embedding_tensor(embedding).to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        tokens = proj(torch.cat([torch.zeros_like(face), face]))
+    return tokens[:1], tokens[1:]
+
+
+@contextmanager
+def per_face_adapter_scales(pipe, factors: Sequence[float]) -> Iterator[None]:
+    """Scale each masked face "image" of the adapter by its factor (on top of the call's adapter scale)."""
+    processors = [p for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
+    saved = [p.scale for p in processors]
+    for processor in processors:
+        if len(processor.scale) != 1 or isinstance(processor.scale[0], list):
+            raise RegionError("regions need exactly one face adapter with a single scale; "
+                              "unload other IP-Adapters first")
+        processor.scale = [[processor.scale[0] * float(f) for f in factors]]
+    try:
+        yield
+    finally:
+        for processor, previous in zip(processors, saved):
+            processor.scale = previous
+
+
+@contextmanager
+def regional_identitynet(pipe, controlnet: torch.nn.Module, regions: Sequence[_PreparedRegion]) -> Iterator[None]:
+    """While active, one call of `controlnet` runs once per region and returns the sum of the
+    region-masked residuals. Wraps whatever `forward` is there (the mixin's skip wrapper, offload hooks)."""
+    had_instance_forward = "forward" in controlnet.__dict__
+    previous = controlnet.forward
+    signature = inspect.signature(type(controlnet).forward)
+    cond_cache: dict[tuple, torch.Tensor] = {}
+
+    def forward(*args, **kwargs):
+        named = signature.bind(controlnet, *args, **kwargs).arguments
+        named.pop("self")
+        return_dict = named.get("return_dict", True)
+        named["return_dict"] = False
+        base_scale = named.get("conditioning_scale", 1.0)
+        total_down, total_mid = None, None
+        for index, region in enumerate(regions):
+            region_call = dict(named, conditioning_scale=base_scale * region.scale)
+            if region.tokens is not None:
+                region_call["encoder_hidden_states"] = _tokens_for_rows(
+                    pipe, region.tokens, named["encoder_hidden_states"], named.get("guess_mode", False))
+            if region.control_image is not None:
+                region_call["controlnet_cond"] = _prepared_cond(pipe, region.control_image, named["controlnet_cond"],
+                                                                cond_cache, index)
+            down, mid = previous(**region_call)
+            down = [d * resize_mask(region.mask, d) for d in down]
+            mid = mid * resize_mask(region.mask, mid)
+            if total_down is None:
+                total_down, total_mid = down, mid
+            else:
+                total_down = [a + b for a, b in zip(total_down, down)]
+                total_mid = total_mid + mid
+        if return_dict:
+            from diffusers.models.controlnets.controlnet import ControlNetOutput
+
+            return ControlNetOutput(down_block_res_samples=tuple(total_down), mid_block_res_sample=total_mid)
+        return tuple(total_down), total_mid
+
+    controlnet.forward = forward
+    try:
+        yield
+    finally:
+        if had_instance_forward:
+            controlnet.forward = previous
+        else:
+            del controlnet.forward
+
+
+def _tokens_for_rows(pipe, tokens, text_states: torch.Tensor, guess_mode: bool) -> torch.Tensor:
+    """A region's face tokens in the batch layout of the states the pipeline passed: [negatives, positives]
+    under CFG (unless guess mode, where IdentityNet only sees the conditional half), as the mixin lays them."""
+    negative, positive = tokens
+    rows = text_states.shape[0]
+    if pipe.do_classifier_free_guidance and not guess_mode:
+        half = rows // 2
+        out = torch.cat([negative.expand(half, -1, -1), positive.expand(rows - half, -1, -1)])
+    else:
+        out = positive.expand(rows, -1, -1)
+    return out.to(text_states)
+
+
+def _prepared_cond(pipe, image: Image.Image, like: torch.Tensor, cache: dict, index: int) -> torch.Tensor:
+    """A region's keypoint image prepared as the stock pipeline prepares its control image (same size,
+    [0, 1] floats, repeated over the batch)."""
+    key = (index, tuple(like.shape), like.dtype, like.device)
+    if key not in cache:
+        height, width = like.shape[-2:]
+        prepared = pipe.control_image_processor.preprocess(image, height=height, width=width).to(torch.float32)
+        cache[key] = prepared.to(like).expand(like.shape[0], -1, -1, -1)
+    return cache[key]
