@@ -150,3 +150,132 @@ def check_adapter_fits_unet(state_dict: AdapterStateDict, unet) -> ResamplerShap
 def _natural(key: str) -> tuple:
     head, _, rest = key.partition(".")
     return (int(head), rest) if head.isdigit() else (1 << 30, key)
+
+
+# ---- export: from the adapter diffusers holds in a UNet back to the released layout ----------------
+# diffusers renames the released Resampler keys when it loads them (IP-Adapter-Plus projection). The
+# table below is that renaming, per Resampler block, written once so both directions come from it.
+# (released suffix after "layers.{i}.", diffusers suffix after "layers.{i}.")
+_RESAMPLER_BLOCK_RENAMES = (
+    ("0.norm1.weight", "ln0.weight"),
+    ("0.norm1.bias", "ln0.bias"),
+    ("0.norm2.weight", "ln1.weight"),
+    ("0.norm2.bias", "ln1.bias"),
+    ("0.to_q.weight", "attn.to_q.weight"),
+    ("0.to_out.weight", "attn.to_out.0.weight"),
+    ("1.0.weight", "ff.0.weight"),
+    ("1.0.bias", "ff.0.bias"),
+    ("1.1.weight", "ff.1.net.0.proj.weight"),
+    ("1.3.weight", "ff.1.net.2.weight"),
+)
+# The released block keeps keys and values in one matrix; diffusers splits it in two halves.
+_RELEASED_KV, _DIFFUSERS_K, _DIFFUSERS_V = "0.to_kv.weight", "attn.to_k.weight", "attn.to_v.weight"
+_RESAMPLER_TOP_LEVEL = ("latents", "proj_in.weight", "proj_in.bias", "proj_out.weight", "proj_out.bias",
+                        "norm_out.weight", "norm_out.bias")
+
+
+def _split_block_key(key: str) -> tuple[int, str] | None:
+    match = re.fullmatch(r"layers\.(\d+)\.(.+)", key)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def resampler_state_dict_to_released(diffusers_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers' `IPAdapterPlusImageProjection` state dict -> the released `image_proj` key names."""
+    to_released = {d: r for r, d in _RESAMPLER_BLOCK_RENAMES}
+    out: dict[str, torch.Tensor] = {}
+    halves: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in diffusers_state.items():
+        if key in _RESAMPLER_TOP_LEVEL:
+            out[key] = tensor
+            continue
+        block = _split_block_key(key)
+        if block and block[1] in to_released:
+            out[f"layers.{block[0]}.{to_released[block[1]]}"] = tensor
+        elif block and block[1] in (_DIFFUSERS_K, _DIFFUSERS_V):
+            halves.setdefault(block[0], {})[block[1]] = tensor
+        else:
+            raise CheckpointError(f"cannot export Resampler key '{key}': not part of the InstantID Resampler layout")
+    for index, pair in halves.items():
+        if set(pair) != {_DIFFUSERS_K, _DIFFUSERS_V}:
+            raise CheckpointError(f"Resampler block {index} has only {sorted(pair)}; to_k and to_v are both needed")
+        out[f"layers.{index}.{_RELEASED_KV}"] = torch.cat([pair[_DIFFUSERS_K], pair[_DIFFUSERS_V]], dim=0)
+    return out
+
+
+def resampler_state_dict_to_diffusers(released_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The released `image_proj` key names -> diffusers' `IPAdapterPlusImageProjection` state dict
+    (the same renaming diffusers' loader does, usable to copy weights into an existing projection)."""
+    to_diffusers = dict(_RESAMPLER_BLOCK_RENAMES)
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in released_state.items():
+        if key in _RESAMPLER_TOP_LEVEL:
+            out[key] = tensor
+            continue
+        block = _split_block_key(key)
+        if block and block[1] in to_diffusers:
+            out[f"layers.{block[0]}.{to_diffusers[block[1]]}"] = tensor
+        elif block and block[1] == _RELEASED_KV:
+            keys, values = tensor.chunk(2, dim=0)
+            out[f"layers.{block[0]}.{_DIFFUSERS_K}"] = keys
+            out[f"layers.{block[0]}.{_DIFFUSERS_V}"] = values
+        else:
+            raise CheckpointError(f"image_proj key '{key}' is not part of the InstantID Resampler layout")
+    return out
+
+
+def _face_adapter_parts(unet) -> tuple[torch.nn.Module, dict[int, torch.nn.Module]]:
+    """(the Resampler, {released position: IP-Adapter attention processor}) of a UNet holding one adapter."""
+    from .architectures import cross_attention_modules
+
+    projection = getattr(unet, "encoder_hid_proj", None)
+    layers = getattr(projection, "image_projection_layers", None)
+    if layers is None or len(layers) != 1:
+        raise CheckpointError("the UNet holds no single face adapter: load one with pipe.load_ip_adapter_instantid first")
+    processors = {}
+    for position, attn in cross_attention_modules(unet).items():
+        if not hasattr(attn.processor, "to_k_ip") or len(attn.processor.to_k_ip) != 1:
+            raise CheckpointError(f"cross-attention {position} has no (single) IP-Adapter processor; "
+                                  "load the face adapter before exporting it")
+        processors[position] = attn.processor
+    return layers[0], processors
+
+
+def adapter_state_dict_from_unet(unet) -> AdapterStateDict:
+    """The face adapter a UNet holds (loaded by diffusers' IP-Adapter loader), in the released
+    `ip-adapter.bin` layout: detached CPU copies, so `load_ip_adapter_instantid` reads them back exactly."""
+    projection, processors = _face_adapter_parts(unet)
+    image_proj = resampler_state_dict_to_released(projection.state_dict())
+    ip_adapter = {}
+    for position, processor in processors.items():
+        ip_adapter[f"{position}.to_k_ip.weight"] = processor.to_k_ip[0].weight
+        ip_adapter[f"{position}.to_v_ip.weight"] = processor.to_v_ip[0].weight
+    return {part: {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+            for part, tensors in (("image_proj", image_proj), ("ip_adapter", ip_adapter))}
+
+
+def copy_adapter_into_unet_(unet, state_dict: AdapterStateDict) -> None:
+    """Overwrite, in place, the face adapter weights a UNet holds with a released-layout state dict.
+
+    Unlike loading anew, the parameter objects stay the same, so an optimizer holding them keeps working
+    (used when resuming training)."""
+    check_adapter_fits_unet(state_dict, unet)
+    projection, processors = _face_adapter_parts(unet)
+    projection.load_state_dict(resampler_state_dict_to_diffusers(state_dict["image_proj"]), strict=True)
+    with torch.no_grad():
+        for position, processor in processors.items():
+            processor.to_k_ip[0].weight.copy_(state_dict["ip_adapter"][f"{position}.to_k_ip.weight"])
+            processor.to_v_ip[0].weight.copy_(state_dict["ip_adapter"][f"{position}.to_v_ip.weight"])
+
+
+def save_adapter_state_dict(state_dict: AdapterStateDict, path: str | Path) -> Path:
+    """Write `ip-adapter.bin` (torch.save of {"image_proj", "ip_adapter"}) or, for a `.safetensors`
+    path, the community variant with `image_proj.` / `ip_adapter.` key prefixes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({f"{part}.{k}": v.contiguous() for part in PARTS for k, v in state_dict[part].items()}, str(path))
+    else:
+        torch.save({part: dict(state_dict[part]) for part in PARTS}, path)
+    return path

@@ -14,9 +14,9 @@ logger = logging.getLogger(__name__)
 
 _SINGLE_FILE_SUFFIXES = {".safetensors", ".ckpt"}
 # Files a diffusers SDXL base needs; skips the repo's duplicate single-file, ONNX and Flax weights.
-_BASE_PATTERNS = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt", "*/diffusion_pytorch_model.safetensors",
+BASE_FILE_PATTERNS = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt", "*/diffusion_pytorch_model.safetensors",
                   "*/model.safetensors"]
-_BASE_PATTERNS_FP16 = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt",
+BASE_FILE_PATTERNS_FP16 = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt",
                        "*/diffusion_pytorch_model.fp16.safetensors", "*/model.fp16.safetensors"]
 
 
@@ -100,7 +100,7 @@ def load_base(pipeline_class, spec: str | Path, controlnet, dtype: torch.dtype):
                 raise WeightsNotFoundError(f"base checkpoint '{spec}' does not exist; pass an existing file with --base")
             # Single files need the architecture's config; diffusers finds it in the cache or on the Hub.
             return pipeline_class.from_single_file(str(local), controlnet=controlnet, dtype=dtype)
-        patterns = _BASE_PATTERNS_FP16 if dtype == torch.float16 else _BASE_PATTERNS
+        patterns = BASE_FILE_PATTERNS_FP16 if dtype == torch.float16 else BASE_FILE_PATTERNS
         path = hub.resolve_dir(spec, what="base model", hint="with --base", allow_patterns=patterns)
         variant = "fp16" if dtype == torch.float16 and any(path.glob("unet/*.fp16.safetensors")) else None
         return pipeline_class.from_pretrained(path, controlnet=controlnet, dtype=dtype, variant=variant)

@@ -1,0 +1,245 @@
+"""The training dataset: prepared items -> image, keypoint image and face embedding tensors, in
+aspect-ratio buckets, in a deterministic order that resumes exactly.
+
+Every photo is resized to cover its bucket and cropped around its face (a centre crop would cut the
+face out of tall portraits). The keypoint image is drawn at the photo's original resolution and goes
+through the very same resize and crop, so points and photo stay aligned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..face.image import load_image
+from ..face.keypoints import draw_kps
+from .errors import TrainingDataError
+from .prepare import MANIFEST, read_dataset_info
+
+logger = logging.getLogger(__name__)
+
+Size = tuple[int, int]  # (width, height)
+
+
+@dataclass(frozen=True)
+class TrainingItem:
+    """One usable image of a prepared dataset (a manifest.jsonl row)."""
+
+    id: str
+    image: Path
+    caption: str
+    width: int
+    height: int
+    bbox: tuple[float, float, float, float]
+    kps: np.ndarray  # [5, 2], pixels of the original image
+    embedding_file: Path
+
+    @property
+    def face_centre(self) -> tuple[float, float]:
+        x1, y1, x2, y2 = self.bbox
+        return (x1 + x2) / 2, (y1 + y2) / 2
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    items: list[TrainingItem]
+    backend: str
+    embedding_dim: int
+    skipped_rows: Counter  # reason -> manifest rows left out
+
+
+def read_prepared_dataset(data_dir: str | Path) -> PreparedDataset:
+    """The usable items of a `prepare-data` folder, sorted by id; unreadable rows are counted and skipped."""
+    data_dir = Path(data_dir)
+    info = read_dataset_info(data_dir)
+    items, skipped = [], Counter()
+    with (data_dir / MANIFEST).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            item, reason = _parse_row(line, data_dir)
+            if item is None:
+                skipped[reason] += 1
+                logger.warning("%s line %d skipped: %s", MANIFEST, number, reason)
+            else:
+                items.append(item)
+    if not items:
+        raise TrainingDataError(f"{data_dir / MANIFEST} has no usable rows ({dict(skipped) or 'empty'}); "
+                                "run `instantid prepare-data` on images with faces and captions")
+    return PreparedDataset(sorted(items, key=lambda i: i.id), info["backend"], int(info["embedding_dim"]), skipped)
+
+
+def _parse_row(line: str, data_dir: Path) -> tuple[TrainingItem | None, str]:
+    try:
+        row = json.loads(line)
+        kps = np.asarray(row["kps"], dtype=np.float32)
+        item = TrainingItem(str(row["id"]), Path(row["image"]), str(row["caption"]), int(row["width"]),
+                            int(row["height"]), tuple(float(v) for v in row["bbox"]), kps,
+                            data_dir / row["embedding"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None, "unreadable_row"
+    if kps.shape != (5, 2) or len(item.bbox) != 4 or item.width <= 0 or item.height <= 0:
+        return None, "unreadable_row"
+    if not item.embedding_file.is_file():
+        return None, "missing_embedding"
+    if not item.image.is_file():
+        return None, "missing_image"
+    return item, ""
+
+
+# ---- aspect-ratio buckets -----------------------------------------------------------------------
+
+def make_buckets(resolution: int, step: int, max_aspect_ratio: float) -> list[Size]:
+    """(width, height) pairs, multiples of `step`, of about resolution^2 pixels (never more), with
+    aspect ratios from 1/max_aspect_ratio to max_aspect_ratio. Always holds the square."""
+    side = resolution // step * step
+    buckets = {(side, side)}
+    for width in range(step, 4 * resolution + 1, step):
+        height = (resolution * resolution // width) // step * step
+        if height >= step and 1 / max_aspect_ratio <= width / height <= max_aspect_ratio:
+            buckets.add((width, height))
+    return sorted(buckets)
+
+
+def nearest_bucket(width: int, height: int, buckets: list[Size]) -> Size:
+    """The bucket whose aspect ratio is closest (in log space, so 2:1 and 1:2 are equally far from 1:1)."""
+    aspect = math.log(width / height)
+    return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - aspect), -b[0] * b[1]))
+
+
+# ---- resize and crop around the face -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CropPlan:
+    resized: Size  # the photo is resized to this (covering the bucket) ...
+    left: int  # ... then cropped to the bucket from here
+    top: int
+    bucket: Size
+
+
+def plan_crop(original: Size, bucket: Size, face_centre: tuple[float, float]) -> CropPlan:
+    """Resize to cover `bucket`, then the bucket-sized window centred on the face, kept inside the photo."""
+    (width, height), (bucket_w, bucket_h) = original, bucket
+    scale = max(bucket_w / width, bucket_h / height)
+    resized = (max(bucket_w, round(width * scale)), max(bucket_h, round(height * scale)))
+    cx, cy = face_centre[0] * resized[0] / width, face_centre[1] * resized[1] / height
+    left = int(min(max(round(cx - bucket_w / 2), 0), resized[0] - bucket_w))
+    top = int(min(max(round(cy - bucket_h / 2), 0), resized[1] - bucket_h))
+    return CropPlan(resized, left, top, bucket)
+
+
+def apply_crop(image: Image.Image, plan: CropPlan, resample=Image.Resampling.BICUBIC) -> Image.Image:
+    resized = image.resize(plan.resized, resample)
+    return resized.crop((plan.left, plan.top, plan.left + plan.bucket[0], plan.top + plan.bucket[1]))
+
+
+def keypoint_image(item: TrainingItem, plan: CropPlan) -> Image.Image:
+    """IdentityNet's condition: drawn at the original resolution, then resized and cropped like the photo."""
+    return apply_crop(draw_kps((item.width, item.height), item.kps), plan, Image.Resampling.BILINEAR)
+
+
+def to_tensor(image: Image.Image, normalise: bool) -> torch.Tensor:
+    """PIL RGB -> [3, H, W] float32, in [-1, 1] (VAE input) or [0, 1] (ControlNet condition, as pipelines feed it)."""
+    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return array * 2.0 - 1.0 if normalise else array
+
+
+# ---- the dataset ---------------------------------------------------------------------------------
+
+class InstantIDDataset(torch.utils.data.Dataset):
+    """Items -> dicts of tensors. With a feature cache, cached latents / text embeddings replace decoding."""
+
+    def __init__(self, items: list[TrainingItem], buckets: list[Size], latent_cache=None, text_cache=None):
+        self.items = items
+        self.bucket_of = [nearest_bucket(item.width, item.height, buckets) for item in items]
+        self.latent_cache = latent_cache
+        self.text_cache = text_cache
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def crop_plan(self, index: int) -> CropPlan:
+        item = self.items[index]
+        return plan_crop((item.width, item.height), self.bucket_of[index], item.face_centre)
+
+    def __getitem__(self, index: int) -> dict:
+        item, plan = self.items[index], self.crop_plan(index)
+        example = {
+            "index": index,
+            "caption": item.caption,
+            "kps_image": to_tensor(keypoint_image(item, plan), normalise=False),
+            "face_embedding": torch.from_numpy(np.load(item.embedding_file).astype(np.float32).reshape(-1)),
+            # SDXL's micro-conditioning, (height, width) order as in diffusers
+            "time_ids": torch.tensor([item.height, item.width, plan.top, plan.left, plan.bucket[1], plan.bucket[0]],
+                                     dtype=torch.float32),
+        }
+        if self.latent_cache is not None:
+            example["latents"] = self.latent_cache.load(item.id)
+        else:
+            example["pixel_values"] = self.pixel_values(index)
+        if self.text_cache is not None:
+            example.update(self.text_cache.load(item.id))
+        return example
+
+    def pixel_values(self, index: int) -> torch.Tensor:
+        photo = Image.fromarray(load_image(self.items[index].image))
+        if photo.size != (self.items[index].width, self.items[index].height):
+            raise TrainingDataError(f"{self.items[index].image} is {photo.size[0]}x{photo.size[1]} now, not the "
+                                    f"{self.items[index].width}x{self.items[index].height} prepare-data saw; "
+                                    "rerun prepare-data into a new folder")
+        return to_tensor(apply_crop(photo, self.crop_plan(index)), normalise=True)
+
+
+def collate(examples: list[dict]) -> dict:
+    """Stack tensors, keep captions as a list. Every example of a batch shares one bucket."""
+    batch = {"caption": [e["caption"] for e in examples], "index": [e["index"] for e in examples]}
+    for key in examples[0]:
+        if key not in batch:
+            batch[key] = torch.stack([e[key] for e in examples])
+    return batch
+
+
+# ---- batches: bucket by bucket, deterministic per (seed, epoch), sharded across processes ----------
+
+class BucketBatchSampler(torch.utils.data.Sampler):
+    """Full batches of one bucket each, shuffled by (seed, epoch) the same way on every process;
+    process `rank` takes every `num_replicas`-th batch. A bucket's last batch is filled up with
+    repeats of its own items, and the batch list with repeats of its first batches, so every
+    process gets the same number of full batches. `set_epoch(epoch, skip)` resumes mid-epoch."""
+
+    def __init__(self, bucket_of: list, batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0):
+        self.bucket_of, self.batch_size, self.seed = bucket_of, batch_size, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def all_batches(self, epoch: int) -> list[list[int]]:
+        """Every process's batches of `epoch`, in order (process r takes r, r + num_replicas, ...)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        members: dict = {}
+        for index, bucket in enumerate(self.bucket_of):
+            members.setdefault(bucket, []).append(index)
+        batches = []
+        for bucket in sorted(members):
+            order = [members[bucket][i] for i in rng.permutation(len(members[bucket]))]
+            padded = order + [order[i % len(order)] for i in range(-len(order) % self.batch_size)]
+            batches += [padded[i:i + self.batch_size] for i in range(0, len(padded), self.batch_size)]
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches + batches[: -len(batches) % self.num_replicas]
+
+    def __len__(self) -> int:
+        return len(self.all_batches(self.epoch)) // self.num_replicas
+
+    def __iter__(self):
+        mine = self.all_batches(self.epoch)[self.rank::self.num_replicas]
+        yield from mine[self.skip:]

@@ -1,0 +1,226 @@
+"""`train(args)`: the whole training run, step by step. Each step is one call into a module of this package."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .args import tensorboard_available
+from .cache import cache_for, fill_latent_cache, fill_text_cache
+from .checkpoints import (
+    TrainingProgress,
+    checkpoint_dir,
+    export_weights,
+    register_checkpoint_hooks,
+    resolve_resume,
+    rotate_checkpoints,
+)
+from .conditioning import encode_captions
+from .data import BucketBatchSampler, InstantIDDataset, collate, make_buckets, read_prepared_dataset
+from .errors import TrainingConfigError
+from .loop import StepPlan, fixed_batch_loss, run_loop
+from .model import load_components
+from .validate import run_validation, validation_cases
+
+logger = logging.getLogger(__name__)
+SUMMARY_FILE = "training_summary.json"
+SUMMARY_LOSSES = 1000
+
+
+@dataclass
+class TrainingResult:
+    global_step: int
+    losses: list[float]  # per optimizer step of this run
+    fixed_batch_loss_before: float | None  # of this run's first step (main process)
+    fixed_batch_loss_after: float | None
+    exported: dict = field(default_factory=dict)  # "identitynet" / "adapter" -> path
+    components: object = None  # the trained modules, for callers that go on using them
+
+
+def train(args) -> TrainingResult:
+    accelerator = make_accelerator(args)
+    _seed_everything_else(args.seed)
+    prepared = read_prepared_dataset(args.data_dir)
+    components = load_components(args, prepared.embedding_dim, frozen_dtype(accelerator), accelerator.device)
+    resolution, bucket_step = training_resolution(args, components)
+    dataset = build_dataset(args, prepared, components, accelerator, resolution, bucket_step)
+    sampler = BucketBatchSampler(dataset.bucket_of, args.train_batch_size, args.seed,
+                                 accelerator.num_processes, accelerator.process_index)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=args.dataloader_num_workers)
+    plan = StepPlan.from_args(args, len(sampler))
+    optimizer, lr_scheduler = build_optimizer(args, components.model, plan, accelerator)
+    model, optimizer, lr_scheduler = accelerator.prepare(components.model, optimizer, lr_scheduler)
+
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(progress)
+    register_checkpoint_hooks(accelerator, args.adapter_format)
+    resume_from = resolve_resume(args.output_dir, args.resume_from_checkpoint)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from), **_deepspeed_kwargs(accelerator, "load"))
+        logger.info("resumed from %s at step %d", resume_from, progress.global_step)
+    start_trackers(accelerator, args)
+
+    cases = validation_cases(args, prepared) if args.validation_steps else []
+    empty_text = encode_captions(components.pipe, components.family, [""], accelerator.device) if args.text_dropout else None
+    fixed_batch = collate([dataset[i] for i in sampler.all_batches(0)[0]])
+    loss_before = _fixed_batch_loss(accelerator, components, fixed_batch, args.seed)
+
+    def after_step(step: int) -> None:
+        if step % args.checkpointing_steps == 0 or step == plan.max_train_steps:
+            save_checkpoint(accelerator, args, step)
+        if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
+            run_validation(accelerator, components.pipe, cases, step, args, resolution, bucket_step)
+
+    outcome = run_loop(accelerator, components, model, optimizer, lr_scheduler, loader, sampler, progress, plan,
+                       args, after_step, empty_text)
+    accelerator.wait_for_everyone()
+    result = TrainingResult(progress.global_step, outcome.losses, loss_before, None, components=components)
+    if accelerator.is_main_process:
+        result.fixed_batch_loss_after = _fixed_batch_loss(accelerator, components, fixed_batch, args.seed)
+        result.exported = export_weights(components.model, args.output_dir, args.adapter_format)
+        write_summary(args, prepared, result, accelerator.num_processes)
+    accelerator.end_training()
+    return result
+
+
+# ---- the steps ----------------------------------------------------------------------------------
+
+def make_accelerator(args):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    output_dir = Path(args.output_dir)
+    project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir))
+    # Several processes (torchrun / accelerate launch) on a machine without GPUs: tell accelerate to use
+    # gloo on the CPU, or each process would silently train alone into the same folder.
+    cpu_only_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              mixed_precision=args.mixed_precision, log_with=_tracker(args), project_config=project,
+                              cpu=cpu_only_distributed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    deepspeed = accelerator.state.deepspeed_plugin
+    if deepspeed is not None:  # our data loader is not prepared by accelerate, so DeepSpeed cannot infer it
+        deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = args.train_batch_size
+    return accelerator
+
+
+def _tracker(args) -> str | None:
+    if args.report_to == "none":
+        return None
+    if args.report_to == "auto" and not tensorboard_available():
+        logger.warning("TensorBoard is not installed: no training curves are logged (pip install tensorboard)")
+        return None
+    return "tensorboard"
+
+
+def _seed_everything_else(seed: int) -> None:
+    """Noise, data order and initial weights take explicit seeds; this covers library internals."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
+
+
+def frozen_dtype(accelerator) -> torch.dtype:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def training_resolution(args, components) -> tuple[int, int]:
+    """(resolution, bucket step): default resolution is the base's native one; sides are multiples of
+    8 latent pixels, so every UNet level divides them."""
+    vae_factor = components.pipe.vae_scale_factor
+    step = vae_factor * 8
+    resolution = args.resolution or components.unet.config.sample_size * vae_factor
+    if resolution < step:
+        raise TrainingConfigError(f"--resolution {resolution} is below this base's smallest size, {step} pixels")
+    return resolution, step
+
+
+def build_dataset(args, prepared, components, accelerator, resolution: int, bucket_step: int) -> InstantIDDataset:
+    buckets = make_buckets(resolution, bucket_step, args.max_aspect_ratio)
+    dataset = InstantIDDataset(prepared.items, buckets)
+    depends_on = dict(base=str(args.pretrained_model_name_or_path), resolution=resolution, buckets=buckets)
+    with accelerator.main_process_first():  # the main process fills the caches, the others only read them
+        if args.cache_latents:
+            dataset.latent_cache = cache_for(args.output_dir, "latents", **depends_on)
+            fill_latent_cache(dataset, dataset.latent_cache, components.vae, args.train_batch_size,
+                              progress=accelerator.is_local_main_process)
+        if args.cache_text_embeddings:
+            dataset.text_cache = cache_for(args.output_dir, "text", base=depends_on["base"])
+            fill_text_cache(prepared.items, dataset.text_cache, components.pipe, components.family,
+                            accelerator.device, args.train_batch_size, progress=accelerator.is_local_main_process)
+    if prepared.skipped_rows:
+        logger.warning("manifest rows skipped: %s", dict(prepared.skipped_rows))
+    return dataset
+
+
+def build_optimizer(args, model, plan: StepPlan, accelerator):
+    from diffusers.optimization import get_scheduler
+
+    if args.use_8bit_adam:
+        try:
+            import bitsandbytes
+        except ImportError as err:
+            raise TrainingConfigError("--use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from err
+        optimizer_class = bitsandbytes.optim.AdamW8bit
+    else:
+        optimizer_class = torch.optim.AdamW
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = optimizer_class(parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    # accelerate steps a prepared scheduler once per process for each optimizer step
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=plan.max_train_steps * accelerator.num_processes)
+    logger.info("training %.1fM parameters for %d steps", sum(p.numel() for p in parameters) / 1e6,
+                plan.max_train_steps)
+    return optimizer, lr_scheduler
+
+
+def start_trackers(accelerator, args) -> None:
+    if accelerator.is_main_process and accelerator.log_with:
+        config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()
+                  if k != "run"}
+        accelerator.init_trackers(args.tracker_project_name, config=config)
+
+
+def _fixed_batch_loss(accelerator, components, batch: dict, seed: int) -> float | None:
+    """On the main process, in the run's precision (frozen weights may be fp16/bf16)."""
+    if not accelerator.is_main_process:
+        return None
+    with accelerator.autocast():
+        return fixed_batch_loss(components, batch, seed)
+
+
+def save_checkpoint(accelerator, args, step: int) -> Path:
+    folder = checkpoint_dir(args.output_dir, step)
+    if accelerator.is_main_process:
+        rotate_checkpoints(args.output_dir, args.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(folder), **_deepspeed_kwargs(accelerator, "save"))
+    logger.info("saved %s", folder)
+    return folder
+
+
+def _deepspeed_kwargs(accelerator, action: str) -> dict:
+    """Under DeepSpeed the engine checkpoints the model itself: leave the frozen base out of it."""
+    if accelerator.state.deepspeed_plugin is None:
+        return {}
+    return {"exclude_frozen_parameters": True} if action == "save" else {"load_module_strict": False}
+
+
+def write_summary(args, prepared, result: TrainingResult, num_processes: int) -> None:
+    summary = {"global_step": result.global_step, "fixed_batch_loss_before": result.fixed_batch_loss_before,
+               "fixed_batch_loss_after": result.fixed_batch_loss_after,
+               "losses": result.losses[-SUMMARY_LOSSES:],  # per step, the last ones (TensorBoard has all)
+               "face_backend": prepared.backend, "embedding_dim": prepared.embedding_dim,
+               "items": len(prepared.items), "num_processes": num_processes, "exported": {k: str(v) for k, v in result.exported.items()}}
+    (Path(args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
