@@ -40,3 +40,25 @@ def huge_jpeg(tmp_path_factory, photos) -> Path:
     del astronaut
     canvas.save(path, quality=80)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tmp_path_factory):
+    """A tiny random SDXL InstantID pipeline with a 128-d (dlib-sized) adapter; one per test module,
+    built once per session into a temporary cache."""
+    from instantid.models.tiny import tiny_instantid_cached
+    from instantid.pipelines.loading import load_pipeline
+
+    tiny = tiny_instantid_cached(embedding_dim=128,
+                                 cache_dir=tmp_path_factory.getbasetemp() / "xdg-cache" / "instantid" / "tiny")
+    pipe = load_pipeline(tiny.base, tiny.identitynet, tiny.adapter, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def blank(tmp_path_factory) -> Path:
+    """A plain-colour photo with no face."""
+    path = tmp_path_factory.mktemp("blank") / "blank.png"
+    Image.new("RGB", (160, 120), (90, 140, 200)).save(path)
+    return path

@@ -22,22 +22,8 @@ from instantid.pipelines.img2img import StrengthError
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    from instantid.models.tiny import tiny_instantid_cached
-    from instantid.pipelines.loading import load_pipeline
-
-    tiny = tiny_instantid_cached(embedding_dim=128,
-                                 cache_dir=tmp_path_factory.getbasetemp() / "xdg-cache" / "instantid" / "tiny")
-    pipe = load_pipeline(tiny.base, tiny.identitynet, tiny.adapter, device="cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def blank(tmp_path_factory):
-    path = tmp_path_factory.mktemp("blank") / "blank.png"
-    Image.new("RGB", (160, 120), (90, 140, 200)).save(path)
-    return path
+def pipe(tiny_pipe):
+    return tiny_pipe
 
 
 FAST = dict(num_inference_steps=2, guidance_scale=2.0)

@@ -3,28 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from instantid.errors import EmbeddingError, NoFaceError
 from instantid.pipelines.from_photos import face_condition, generate_from_photos
-
-
-@pytest.fixture(scope="module")
-def tiny_pipe(tmp_path_factory):
-    from instantid.models.tiny import build_tiny_instantid
-    from instantid.pipelines.loading import load_pipeline
-
-    tiny = build_tiny_instantid(tmp_path_factory.mktemp("tiny"), embedding_dim=128)
-    pipe = load_pipeline(tiny.base, tiny.identitynet, tiny.adapter, device="cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def blank(tmp_path_factory):
-    path = tmp_path_factory.mktemp("blank") / "blank.png"
-    Image.new("RGB", (160, 120), (90, 140, 200)).save(path)
-    return path
 
 
 def test_references_are_averaged_and_keypoints_come_from_the_first(photos, dlib_analyzer):

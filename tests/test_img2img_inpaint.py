@@ -16,15 +16,8 @@ FACE_BOX = (18, 16, 46, 54)
 
 
 @pytest.fixture(scope="module")
-def text_to_image(tmp_path_factory):
-    from instantid.models.tiny import tiny_instantid_cached
-    from instantid.pipelines.loading import load_pipeline
-
-    tiny = tiny_instantid_cached(embedding_dim=128,
-                                 cache_dir=tmp_path_factory.getbasetemp() / "xdg-cache" / "instantid" / "tiny")
-    pipe = load_pipeline(tiny.base, tiny.identitynet, tiny.adapter, device="cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def text_to_image(tiny_pipe):
+    return tiny_pipe
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ COMMANDS = {
     "generate": "generate",
     "swap": "swap",
     "multi": "multi",
+    "prepare-data": "prepare_data",
+    "train": "train",
     "eval": "evaluate",
     "bench": "bench",
 }

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from ..errors import CheckpointError, EmbeddingError
-from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict, resampler_shape
+from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
+from ..models.call_cache import constant_input_modules, constant_inputs_computed_once
 from ..models.controlnet_skip import skip_idle_controlnets
 from ..models.identitynet import identitynet_face_tokens
 from .face_region import regional_conditioning
@@ -36,6 +37,8 @@ class InstantIDMixin:
     control_image_argument: str = "image"
     # Don't run a ControlNet at steps where its control window gives it weight 0 (bit-identical output).
     skip_zero_scale_controlnets: bool = True
+    # Compute face tokens and cross-attention keys/values once per call, not at every step (bit-identical).
+    compute_constant_inputs_once: bool = True
 
     # ---- loading: the released name, plus the load / set-scale / unload trio diffusers users know
 
@@ -140,17 +143,24 @@ class InstantIDMixin:
             tokens = proj(torch.cat([negative[:1, 0], positive[:1, 0]]).to(weight.device))
         neg_tokens, pos_tokens = tokens[:1], tokens[1:]
 
+        token_batches: dict[tuple, torch.Tensor] = {}  # the same tensor at every step (see call_cache.py)
+
         def tokens_for_batch(size: int, controlnet_kwargs: dict) -> torch.Tensor:
             # Same batch layout as the text states: [negatives, positives] under CFG unless guess mode.
-            if self.do_classifier_free_guidance and not controlnet_kwargs.get("guess_mode", False):
+            cfg = self.do_classifier_free_guidance and not controlnet_kwargs.get("guess_mode", False)
+            if (size, cfg) not in token_batches:
                 half = size // 2
-                return torch.cat([neg_tokens.expand(half, -1, -1), pos_tokens.expand(size - half, -1, -1)])
-            return pos_tokens.expand(size, -1, -1)
+                token_batches[size, cfg] = (torch.cat([neg_tokens.expand(half, -1, -1),
+                                                       pos_tokens.expand(size - half, -1, -1)])
+                                            if cfg else pos_tokens.expand(size, -1, -1))
+            return token_batches[size, cfg]
 
         with (self._adapter_scale(ip_adapter_scale),
               identitynet_face_tokens(self.identitynet, tokens_for_batch),
               skip_idle_controlnets(self.controlnets if self.skip_zero_scale_controlnets else []),
-              regional_conditioning(self, call, face_region_mask, identity_regions)):
+              regional_conditioning(self, call, face_region_mask, identity_regions),
+              constant_inputs_computed_once(constant_input_modules(self.unet, self.controlnets)
+                                            if self.compute_constant_inputs_once else [])):
             return super().__call__(**call)
 
     # ---- helpers

@@ -3,19 +3,22 @@
 ``build_components("full", ...)`` gives the architecture of SDXL base 1.0 (CLIP ViT-L/14 and
 OpenCLIP bigG text encoders, the SDXL VAE and UNet), the released IdentityNet and the released
 face adapter shapes; ``build_components("small", ...)`` gives the tiny test architecture. The
-weights are random, so only timings and memory mean anything.
+weights are random, so only timings and memory mean anything. Used by `instantid bench` and
+`benchmarks/gpu_bench.py`.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from instantid.models.architectures import (
+from .architectures import (
     TINY_VOCAB_SIZE,
     euler_scheduler_config,
     full_identitynet_config,
@@ -26,7 +29,7 @@ from instantid.models.architectures import (
     tiny_sdxl_unet_config,
     tiny_vae_config,
 )
-from instantid.models.tiny import (
+from .tiny import (
     TINY_CONDITIONING_CHANNELS,
     TINY_RESAMPLER_WIDTH,
     ZERO_CONV_STD,
@@ -131,10 +134,11 @@ class Components:
         return counts
 
 
-def build_components(size: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Components:
+def build_components(size: str, device: torch.device | str, dtype: torch.dtype, seed: int = 0) -> Components:
     """Random components of the `size` architecture, on `device` in `dtype`."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    device = torch.device(device)
     full = size == "full"
     seconds: dict[str, float] = {}
     torch.manual_seed(seed)
@@ -161,6 +165,8 @@ def build_components(size: str, device: torch.device, dtype: torch.dtype, seed: 
     start = time.perf_counter()
     width = {} if full else {"resampler_width": TINY_RESAMPLER_WIDTH}
     adapter = random_adapter_state_dict(released_adapter_shapes(unet, **width))  # on CPU, fp32
+    if device.type == "cpu" and dtype != torch.float32:  # halve what it holds until it is loaded
+        adapter = {part: {k: v.to(dtype) for k, v in tensors.items()} for part, tensors in adapter.items()}
     seconds["adapter"] = round(time.perf_counter() - start, 2)
     return Components(vae, text_encoder, text_encoder_2, unet, controlnet, adapter, seconds)
 
@@ -179,11 +185,24 @@ def _identitynet(config: dict) -> ControlNetModel:
 
 def _on_device(make, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """Build (and randomly initialise) directly on `device`: the full models' fp32 init on CPU
-    would take minutes. Built in fp32, then cast, so initialisers never run in fp16."""
-    with torch.device(device):
+    would take minutes. Built in fp32, then cast, so initialisers never run in fp16; except
+    bfloat16 on CPU, built as is: it has fp32's range, and an fp32 copy of the full UNet would
+    need 10 GB of RAM on top."""
+    build_dtype = dtype if (device.type == "cpu" and dtype == torch.bfloat16) else torch.float32
+    with torch.device(device), _default_dtype(build_dtype):
         module = make()
     # nn.Module.to: diffusers' own .to() warns about fp32-pinned modules, of which these have none.
     return torch.nn.Module.to(module, dtype=dtype).eval().requires_grad_(False)
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -1,0 +1,118 @@
+"""`instantid bench`: time InstantID against the stock diffusers pipelines, stage by stage, with peak memory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE = """\
+examples:
+  instantid bench --arch tiny                      # seconds: checks the harness
+  instantid bench --random-weights --arch sdxl --size 256 --steps 6 --dtype bfloat16 --runs 3
+  instantid bench --random-weights --arch sdxl --offload --pipelines instantid --control-end 1.0
+  instantid bench --arch sdxl --base stabilityai/stable-diffusion-xl-base-1.0   # real weights (downloads)
+
+Runs stock SDXL, the stock SDXL ControlNet pipeline and InstantID on the same modules at equal settings,
+interleaved (A B C A B C ...), and prints medians, per-stage seconds (prompt encoding, face projection,
+UNet, ControlNet/IdentityNet, VAE decode), peak memory (RSS; CUDA peaks on a GPU) and time ratios.
+--random-weights builds the architecture with random weights: nothing is downloaded, timings and memory are
+real, images are noise. Speed options (--attention, --channels-last, --compile, --offload, --vae-tiling,
+--vae-slicing, --num-images) apply to every compared pipeline alike."""
+
+
+def add_parser(subparsers) -> None:
+    from ..bench.settings import ARCHES, FACE_BACKENDS, PIPELINES
+    from ..bench.speed_options import ATTENTION_CHOICES
+
+    p = subparsers.add_parser("bench", help="time and memory of InstantID vs the stock pipelines",
+                              description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", choices=list(ARCHES), default="tiny",
+                   help="sdxl: the full SDXL + IdentityNet + adapter architecture; tiny: the test models (default)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random weights of the architecture, no download (always so for --arch tiny)")
+    p.add_argument("--base", help="real SDXL base (Hub id, folder, .safetensors), without --random-weights")
+    p.add_argument("--identitynet", help="real IdentityNet (Hub id or folder)")
+    p.add_argument("--adapter", help="real face adapter (ip-adapter.bin or Hub id)")
+    p.add_argument("--size", type=int, help="width and height in pixels (default 1024 for sdxl, 128 for tiny)")
+    p.add_argument("--width", type=int, help="output width (overrides --size)")
+    p.add_argument("--height", type=int, help="output height (overrides --size)")
+    p.add_argument("--steps", type=int, help="denoising steps (default 30 for sdxl, 4 for tiny)")
+    p.add_argument("--guidance-scale", type=float, default=5.0, help="classifier-free guidance (default 5.0)")
+    p.add_argument("--control-end", type=float, nargs="+", default=[1.0, 0.5], metavar="END",
+                   help="control_guidance_end values to compare (default 1.0 0.5)")
+    p.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), default=list(PIPELINES),
+                   help="pipelines to run (default all three)")
+    p.add_argument("--runs", type=int, default=3, help="timed rounds (default 3); the median is reported")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    p.add_argument("--num-images", type=int, default=1, help="images per call (batched generation)")
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
+                   help="auto = float16 on CUDA, float32 on CPU (bfloat16 is the fast half type on recent CPUs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    p.add_argument("--attention", choices=list(ATTENTION_CHOICES), default="sdpa",
+                   help="sdpa (torch scaled_dot_product_attention, diffusers' default) or eager")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout for UNet/ControlNet/VAE")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet (slow first run)")
+    p.add_argument("--offload", action="store_true", help="model CPU offload (on a CPU device: only its overhead)")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the latents in tiles (less memory at large sizes)")
+    p.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
+    p.add_argument("--no-skip-idle-controlnet", action="store_true",
+                   help="run IdentityNet also outside its control window (InstantID's default skips it)")
+    p.add_argument("--compare-without", nargs="+", choices=["skip", "call-cache"], default=[],
+                   metavar="SPEEDUP", help="also run InstantID with one of its speed-ups off: skip (idle IdentityNet "
+                                           "skipping), call-cache (face tokens and cross-attention K/V once per call)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is steadier on a busy machine)")
+    p.add_argument("--face", metavar="PHOTO", help="photo for the face-analysis timing (default: grace_hopper sample)")
+    p.add_argument("--face-backend", choices=list(FACE_BACKENDS), default="dlib",
+                   help="face analysis to time (default dlib; none skips it)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and of generation")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the full record as JSON")
+    p.add_argument("--markdown", type=Path, metavar="PATH", help="write the table as markdown")
+    p.add_argument("--profile", type=Path, metavar="PATH",
+                   help="after timing, profile one call per case with torch.profiler; write the tables here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def settings_from_args(args):
+    from ..bench.settings import BenchSettings
+    from ..bench.speed_options import SpeedOptions
+
+    options = SpeedOptions(attention=args.attention, channels_last=args.channels_last, compile=args.compile,
+                           offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
+    return BenchSettings(
+        arch=args.arch, random_weights=args.random_weights or args.arch == "tiny",
+        base=args.base, identitynet=args.identitynet, adapter=args.adapter,
+        width=args.width or args.size, height=args.height or args.size, steps=args.steps,
+        guidance_scale=args.guidance_scale, control_ends=tuple(args.control_end), pipelines=tuple(args.pipelines),
+        runs=args.runs, warmup=args.warmup, num_images=args.num_images, dtype=args.dtype, device=args.device,
+        options=options, skip_idle_controlnets=not args.no_skip_idle_controlnet,
+        compare_without=tuple(args.compare_without), threads=args.threads, face_photo=args.face,
+        face_backend=args.face_backend, seed=args.seed,
+    )
+
+
+def run(args) -> int:
+    from ..bench.session import run_bench
+
+    settings = settings_from_args(args)
+    if not args.verbose:  # model-building chatter is logged as warnings; keep the terminal to the results
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()
+    result = run_bench(settings, progress=not args.no_progress, profile_path=args.profile)
+    print(result.markdown)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.record, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(result.markdown + "\n", encoding="utf-8")
+        print(f"wrote {args.markdown}")
+    return 0
