@@ -148,3 +148,10 @@ def test_contradicting_options_are_refused(photos, tmp_path, capsys):
     assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--control-start", "0.6",
                  "--control-end", "0.4", "--prompt", "x", "--out", str(tmp_path / "o.png")]) == 1
     assert "must be below --control-end" in capsys.readouterr().err
+
+
+def test_memory_and_speed_switches(photos, tiny_cache, tmp_path, capsys):
+    out = tmp_path / "switches.png"
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--prompt", "x", "--steps", "1",
+                 "--vae-tiling", "--vae-slicing", "--channels-last", "--out", str(out)]) == 0
+    assert Image.open(out).size == (128, 128)

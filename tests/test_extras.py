@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from instantid.errors import CheckpointError
 from instantid.face.keypoints import draw_kps
@@ -134,3 +135,23 @@ def test_depth_annotator_missing_offline_is_clear(photos, monkeypatch, tmp_path)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(WeightsNotFoundError, match="hf download"):
         depth_image(load_image(photos["astronaut"]), (64, 64), model="Intel/dpt-hybrid-midas")
+
+
+def test_sd15_face_swap_and_img2img(tmp_path, photos, dlib_analyzer):
+    from instantid.models.tiny import build_tiny_instantid
+    from instantid.pipelines.face_swap import swap_face, swap_whole_image
+    from instantid.pipelines.loading import load_pipeline
+
+    sd15 = build_tiny_instantid(tmp_path, arch="sd15", embedding_dim=128)
+    pipe = load_pipeline(sd15.base, sd15.identitynet, sd15.adapter, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    result = swap_face(pipe, [photos["grace_hopper"]], photos["astronaut"], analyzer=dlib_analyzer,
+                       working_side=64, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    target = np.asarray(Image.open(photos["astronaut"]).convert("RGB"))
+    outside = result.mask == 0
+    assert (np.asarray(result.image)[outside] == target[outside]).all()
+    assert (np.asarray(result.image)[result.mask > 0.5] != target[result.mask > 0.5]).any()
+    output, _, _ = swap_whole_image(pipe, [photos["grace_hopper"]], photos["astronaut"], analyzer=dlib_analyzer,
+                                    width=64, height=64, num_inference_steps=2, strength=0.5,
+                                    generator=torch.Generator().manual_seed(0))
+    assert output.images[0].size == (64, 64)

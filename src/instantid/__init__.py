@@ -13,6 +13,8 @@ _EXPORTS = {
     "StableDiffusionInstantIDPipeline": "instantid.pipelines.sd15",
     "StableDiffusionXLInstantIDImg2ImgPipeline": "instantid.pipelines.img2img",
     "StableDiffusionXLInstantIDInpaintPipeline": "instantid.pipelines.inpaint",
+    "StableDiffusionInstantIDImg2ImgPipeline": "instantid.pipelines.img2img",
+    "StableDiffusionInstantIDInpaintPipeline": "instantid.pipelines.inpaint",
     "InstantIDMixin": "instantid.pipelines.instantid",
     "IdentityRegion": "instantid.pipelines.face_region",
     "generate_multi_identity": "instantid.pipelines.multi_identity",

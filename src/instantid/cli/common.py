@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 
 from ..errors import UsageError
 from ..params import GENERATION_PARAMS
+
+logger = logging.getLogger(__name__)
 
 # --tiny runs on random tiny weights; these keep it to seconds on a CPU.
 TINY_DEFAULTS = {"width": 128, "height": 128, "num_inference_steps": 4}
@@ -35,6 +38,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=list(DTYPES), default="auto", help="default auto = float16 on GPU, float32 on CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
     p.add_argument("--offload", action="store_true", help="model CPU offload: far less GPU memory, slower (default off)")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the image in tiles: less memory for large images")
+    p.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time: less memory")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout (sometimes faster on GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet and ControlNets: slow first image, faster after (default off)")
     p.add_argument("--tiny", action="store_true",
                    help="tiny random weights (no download; the image is noise): checks an install offline; "
                         "defaults to 128x128 and 4 steps (default off)")
@@ -96,8 +104,16 @@ def load_from_args(args, analyzer, controlnets=(), loras=()) -> tuple:
         controlnets = [tiny.identitynet if spec in defaults else spec for spec in controlnets]
     device = default_device() if args.device == "auto" else args.device
     dtype = getattr(torch, DTYPES[args.dtype]) if DTYPES[args.dtype] else None
+    if args.offload and device == "cpu":
+        logger.warning("--offload moves models between GPU and CPU; on the CPU it only costs time and memory")
     pipe = load_pipeline(base, identitynet, adapter, device=device, dtype=dtype, scheduler=args.scheduler,
                          offload=args.offload, controlnets=controlnets, loras=loras)
+    # The same switches `instantid bench` measures (one implementation of each).
+    from ..bench.speed_options import SpeedOptions, apply_to_modules
+
+    apply_to_modules(SpeedOptions(channels_last=args.channels_last, compile=args.compile,
+                                  vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing),
+                     unet=pipe.unet, controlnet=pipe.controlnet, vae=pipe.vae)
     return pipe, {"base": str(base), "identitynet": str(identitynet), "adapter": str(adapter),
                   "controlnets": [str(c) for c in controlnets], "tiny": args.tiny}
 

@@ -155,15 +155,14 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
     """Replace the face in `target_photo` with the person in `face_photos` (embeddings averaged; or pass
     their FaceCondition from from_photos.face_condition).
 
-    `pipe`: any SDXL InstantID pipeline; an inpainting one is made from it (sharing its weights) if needed.
+    `pipe`: any InstantID pipeline (SDXL or SD1.5); an inpainting one is made from it (sharing its weights) if needed.
     Other keywords go to the pipeline call (`generator`, `num_inference_steps`, scales, ...).
     """
     from .img2img import check_strength
-    from .inpaint import StableDiffusionXLInstantIDInpaintPipeline
+    from .inpaint import inpaint_pipeline_for
 
     strength = check_strength(strength)
-    if not isinstance(pipe, StableDiffusionXLInstantIDInpaintPipeline):
-        pipe = StableDiffusionXLInstantIDInpaintPipeline.from_pipe(pipe)
+    pipe = inpaint_pipeline_for(pipe)
     target = load_image(target_photo)
     height, width = target.shape[:2]
     face = target_face(target, analyzer, describe_source(target_photo), target_index)
@@ -193,11 +192,10 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
     face's keypoints. Output size: the target's, capped (see sizing.py), unless given.
 
     Returns (pipeline output, target Face, FaceCondition)."""
-    from .img2img import StableDiffusionXLInstantIDImg2ImgPipeline, check_strength
+    from .img2img import check_strength, img2img_pipeline_for
 
     strength = check_strength(strength)
-    if not isinstance(pipe, StableDiffusionXLInstantIDImg2ImgPipeline):
-        pipe = StableDiffusionXLInstantIDImg2ImgPipeline.from_pipe(pipe)
+    pipe = img2img_pipeline_for(pipe)
     target = load_image(target_photo)
     size = (target.shape[1], target.shape[0])
     face = target_face(target, analyzer, describe_source(target_photo), target_index)

@@ -1,4 +1,4 @@
-"""Inpainting: the stock SDXL ControlNet inpainting pipeline plus InstantIDMixin.
+"""Inpainting: the stock (SDXL or SD1.5) ControlNet inpainting pipeline plus InstantIDMixin.
 
 Only the white part of `mask_image` is repainted, with the face from `image_embeds` placed at the
 keypoints of `control_image`. The stock pipeline re-decodes the whole picture, so pixels outside the mask
@@ -7,13 +7,14 @@ change slightly; face_swap.paste_back puts the original pixels back exactly.
 
 from __future__ import annotations
 
-from diffusers import StableDiffusionXLControlNetInpaintPipeline
+from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionXLControlNetInpaintPipeline
 
-from .img2img import check_strength_and_steps
+from .img2img import StrengthCheckedMixin
 from .instantid import InstantIDMixin
 
 
-class StableDiffusionXLInstantIDInpaintPipeline(InstantIDMixin, StableDiffusionXLControlNetInpaintPipeline):
+class StableDiffusionXLInstantIDInpaintPipeline(StrengthCheckedMixin, InstantIDMixin,
+                                                StableDiffusionXLControlNetInpaintPipeline):
     """InstantID inpainting.
 
     >>> pipe = StableDiffusionXLInstantIDInpaintPipeline.from_pipe(text_to_image_pipe)
@@ -21,10 +22,18 @@ class StableDiffusionXLInstantIDInpaintPipeline(InstantIDMixin, StableDiffusionX
     ...            image_embeds=face.embedding).images[0]
     """
 
-    control_image_argument = "control_image"
-    default_strength = 0.9999  # the stock defaults: repaint the masked part fully
-    default_steps = 50
+    default_strength = 0.9999  # the stock default: repaint the masked part fully
 
-    def __call__(self, *args, **kwargs):
-        check_strength_and_steps(kwargs, self.default_strength, self.default_steps)
-        return super().__call__(*args, **kwargs)
+
+class StableDiffusionInstantIDInpaintPipeline(StrengthCheckedMixin, InstantIDMixin,
+                                              StableDiffusionControlNetInpaintPipeline):
+    """SD1.5 counterpart of StableDiffusionXLInstantIDInpaintPipeline."""
+
+    default_strength = 1.0  # the stock SD1.5 default
+
+
+def inpaint_pipeline_for(pipe):
+    """An inpainting pipeline sharing `pipe`'s modules, of `pipe`'s architecture (SDXL or SD1.5)."""
+    cls = (StableDiffusionXLInstantIDInpaintPipeline if hasattr(pipe, "text_encoder_2")
+           else StableDiffusionInstantIDInpaintPipeline)
+    return pipe if isinstance(pipe, cls) else cls.from_pipe(pipe)

@@ -104,8 +104,10 @@ class InstantIDMixin:
         return emb.reshape(1, -1, dim)
 
     def _stock_signature(self) -> inspect.Signature:
-        for cls in type(self).__mro__:
-            if cls is not InstantIDMixin and "__call__" in vars(cls) and not issubclass(cls, InstantIDMixin):
+        """The signature of the stock pipeline's __call__: the first one after this mixin in the MRO."""
+        mro = type(self).__mro__
+        for cls in mro[mro.index(InstantIDMixin) + 1:]:
+            if "__call__" in vars(cls):
                 return inspect.signature(vars(cls)["__call__"])
         raise TypeError(f"{type(self).__name__} has no stock pipeline to extend")
 
