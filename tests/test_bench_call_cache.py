@@ -8,24 +8,14 @@ import torch
 
 from instantid.face.keypoints import draw_kps
 from instantid.models.call_cache import constant_input_modules, constant_inputs_computed_once
-from shared_fixtures import require_parity_fixture
+from shared_fixtures import load_parity_pipeline
 
 KPS = np.array([[20.0, 25.0], [44.0, 25.0], [32.0, 38.0], [23.0, 50.0], [41.0, 50.0]])
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    fixture = require_parity_fixture()
-    from diffusers import ControlNetModel
-
-    from instantid import StableDiffusionXLInstantIDPipeline
-
-    pipe = StableDiffusionXLInstantIDPipeline.from_pretrained(
-        fixture / "base", controlnet=ControlNetModel.from_pretrained(fixture / "ControlNetModel"))
-    pipe.load_ip_adapter_instantid(fixture / "ip-adapter.bin", scale=0.8)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.embedding = np.load(fixture / "face_embedding.npy")
-    return pipe
+    return load_parity_pipeline(scale=0.8)
 
 
 def latents(pipe, cache: bool, **overrides):
