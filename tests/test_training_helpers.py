@@ -39,6 +39,14 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="module")
+def training_photos(tmp_path_factory) -> Path:
+    """A folder of captioned real photos with augmented copies, plus bad items (see make_photo_folder)."""
+    folder = make_photo_folder(tmp_path_factory.mktemp("src") / "photos")
+    add_bad_items(folder)
+    return folder
+
+
 def _fit(image: Image.Image) -> Image.Image:
     scale = LONG_SIDE / max(image.size)
     return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)

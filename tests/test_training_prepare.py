@@ -11,22 +11,15 @@ import pytest
 from instantid.cli import main as cli_main
 from instantid.training.data import read_prepared_dataset
 from instantid.training.prepare import MANIFEST, REJECTED, REPORT, PrepareOptions, prepare_dataset
-from test_training_helpers import BAD_ITEM_REASONS, PREPARE_MIN_SIZES, add_bad_items, make_photo_folder, write_table
+from test_training_helpers import BAD_ITEM_REASONS, PREPARE_MIN_SIZES, training_photos, write_table  # noqa: F401 (fixture)
 
 OPTIONS = PrepareOptions(progress=False, **PREPARE_MIN_SIZES)
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = make_photo_folder(tmp_path_factory.mktemp("src") / "photos")
-    add_bad_items(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def prepared(photos, tmp_path_factory):
+def prepared(training_photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "data"
-    assert cli_main(["prepare-data", str(photos), str(out), "--no-progress",
+    assert cli_main(["prepare-data", str(training_photos), str(out), "--no-progress",
                      "--min-image-size", "96", "--min-face-size", "24"]) == 0
     return out
 
@@ -56,22 +49,22 @@ def test_bad_items_are_counted_and_skipped(prepared, capsys):
     assert {row["reason"] for row in _rows(prepared / REJECTED)} == {"corrupt_image", "no_face"}
 
 
-def test_rerun_resumes_and_repairs_a_torn_manifest(prepared, photos, tmp_path):
+def test_rerun_resumes_and_repairs_a_torn_manifest(prepared, training_photos, tmp_path):
     out = tmp_path / "data"
     shutil.copytree(prepared, out)
     lines = (out / MANIFEST).read_text().splitlines(keepends=True)
     # as if killed while writing: the last 3 rows lost, the one before cut in half
     (out / MANIFEST).write_text("".join(lines[:12]) + lines[12][:40])
-    report = prepare_dataset(photos, out, OPTIONS)
+    report = prepare_dataset(training_photos, out, OPTIONS)
     assert (report.added, report.already_done, report.usable) == (4, 14, 16)
     assert dict(report.rejected) == BAD_ITEM_REASONS  # earlier rejections still counted, not redone
     assert sorted(r["id"] for r in _rows(out / MANIFEST)) == sorted(r["id"] for r in _rows(prepared / MANIFEST))
-    again = prepare_dataset(photos, out, OPTIONS)
+    again = prepare_dataset(training_photos, out, OPTIONS)
     assert (again.added, again.already_done) == (0, 18)
 
 
-def test_parallel_workers_give_the_same_records(prepared, photos, tmp_path):
-    report = prepare_dataset(photos, tmp_path / "data", PrepareOptions(workers=2, progress=False, **PREPARE_MIN_SIZES))
+def test_parallel_workers_give_the_same_records(prepared, training_photos, tmp_path):
+    report = prepare_dataset(training_photos, tmp_path / "data", PrepareOptions(workers=2, progress=False, **PREPARE_MIN_SIZES))
     assert report.usable == 16 and dict(report.rejected) == BAD_ITEM_REASONS
     serial = {r["id"]: r for r in _rows(prepared / MANIFEST)}
     for row in _rows(tmp_path / "data" / MANIFEST):
@@ -80,8 +73,8 @@ def test_parallel_workers_give_the_same_records(prepared, photos, tmp_path):
                                       np.load(prepared / serial[row["id"]]["embedding"]))
 
 
-def test_table_source_skips_unreadable_rows(photos, tmp_path):
-    good = sorted(photos.glob("astronaut_*.jpg"))
+def test_table_source_skips_unreadable_rows(training_photos, tmp_path):
+    good = sorted(training_photos.glob("astronaut_*.jpg"))
     table = write_table(tmp_path, [
         {"file_name": str(good[0]), "caption": "an astronaut"},
         {"image": str(good[1]), "text": "an astronaut again"},
@@ -96,10 +89,10 @@ def test_table_source_skips_unreadable_rows(photos, tmp_path):
     assert any("metadata.jsonl:3" in e for e in report.examples["unreadable_row"])
 
 
-def test_csv_source_and_size_filters(photos, tmp_path):
+def test_csv_source_and_size_filters(training_photos, tmp_path):
     table = tmp_path / "pairs.csv"
-    shutil.copy(photos / "grace_hopper_plain.jpg", tmp_path / "grace.jpg")
-    shutil.copy(photos / "tom_hanks_plain.jpg", tmp_path / "tom.jpg")
+    shutil.copy(training_photos / "grace_hopper_plain.jpg", tmp_path / "grace.jpg")
+    shutil.copy(training_photos / "tom_hanks_plain.jpg", tmp_path / "tom.jpg")
     table.write_text("file_name,caption\ngrace.jpg,grace hopper\ntom.jpg,tom hanks\nbroken,row,with,extras\n")
     report = prepare_dataset(table, tmp_path / "data", PrepareOptions(progress=False, min_image_size=250,
                                                                       min_face_size=24))
@@ -121,9 +114,9 @@ def test_training_reader_counts_unreadable_manifest_rows(prepared, tmp_path):
     assert dict(dataset.skipped_rows) == {"unreadable_row": 3, "missing_embedding": 1}
 
 
-def test_mixing_face_backends_in_one_folder_is_refused(prepared, photos, tmp_path):
+def test_mixing_face_backends_in_one_folder_is_refused(prepared, training_photos, tmp_path):
     from instantid.training.errors import TrainingDataError
 
     shutil.copytree(prepared, tmp_path / "data")
     with pytest.raises(TrainingDataError, match="prepared with the 'dlib' face backend"):
-        prepare_dataset(photos, tmp_path / "data", PrepareOptions(backend="antelopev2", progress=False))
+        prepare_dataset(training_photos, tmp_path / "data", PrepareOptions(backend="antelopev2", progress=False))

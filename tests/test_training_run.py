@@ -24,7 +24,7 @@ from instantid.models.tiny import build_tiny_instantid
 from instantid.training import main as train_main
 from instantid.training.checkpoints import list_checkpoints
 from instantid.training.prepare import PrepareOptions, prepare_dataset
-from test_training_helpers import PREPARE_MIN_SIZES, add_bad_items, make_photo_folder, one_torch_thread  # noqa: F401 (fixture)
+from test_training_helpers import PREPARE_MIN_SIZES, one_torch_thread, training_photos  # noqa: F401 (fixtures)
 
 STEPS, EVERY, KEEP = 24, 8, 2
 RESOLUTION = 32  # tiny VAE: 16x16 latents (the SD1.5 run uses 48: three aspect buckets)
@@ -45,16 +45,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = make_photo_folder(tmp_path_factory.mktemp("src") / "photos")
-    add_bad_items(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def data(photos, tmp_path_factory):
+def data(training_photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "data"
-    report = prepare_dataset(photos, out, PrepareOptions(progress=False, **PREPARE_MIN_SIZES))
+    report = prepare_dataset(training_photos, out, PrepareOptions(progress=False, **PREPARE_MIN_SIZES))
     assert report.usable == 16
     return out
 
@@ -147,30 +140,30 @@ def test_resuming_gives_the_weights_of_an_uninterrupted_run(sdxl_run, data, sdxl
     assert worst <= 1e-6, f"resumed weights differ by {worst}"
 
 
-def test_trained_weights_load_in_the_pipeline_and_generate(sdxl_run, sdxl_base, photos, dlib_analyzer):
+def test_trained_weights_load_in_the_pipeline_and_generate(sdxl_run, sdxl_base, training_photos, dlib_analyzer):
     from instantid import generate_from_photos, load_pipeline
 
     out, _ = sdxl_run
     pipe = load_pipeline(sdxl_base, out / "ControlNetModel", out / "ip-adapter.bin", device="cpu")
     assert pipe.face_embedding_dim == 128
-    output, condition = generate_from_photos(pipe, [photos / "grace_hopper_plain.jpg"], "a portrait",
+    output, condition = generate_from_photos(pipe, [training_photos / "grace_hopper_plain.jpg"], "a portrait",
                                              analyzer=dlib_analyzer, width=64, height=64, num_inference_steps=2,
                                              generator=torch.Generator().manual_seed(0), output_type="np")
     image = output.images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all() and image.std() > 0
 
 
-def test_generate_command_reads_the_trained_weights(sdxl_run, sdxl_base, photos, tmp_path):
+def test_generate_command_reads_the_trained_weights(sdxl_run, sdxl_base, training_photos, tmp_path):
     out, _ = sdxl_run
     target = tmp_path / "out.png"
     code = cli_main(["generate", "--base", str(sdxl_base), "--identitynet", str(out / "ControlNetModel"),
                      "--adapter", str(out / "ip-adapter.bin"), "--face-backend", "dlib",
-                     "--face", str(photos / "astronaut_plain.jpg"), "--prompt", "an astronaut", "--steps", "2",
+                     "--face", str(training_photos / "astronaut_plain.jpg"), "--prompt", "an astronaut", "--steps", "2",
                      "--width", "64", "--height", "64", "--out", str(target)])
     assert code == 0 and target.is_file()
 
 
-def test_sd15_base_trains_from_the_command_line_with_cached_features(data, photos, tmp_path, dlib_analyzer):
+def test_sd15_base_trains_from_the_command_line_with_cached_features(data, training_photos, tmp_path, dlib_analyzer):
     from diffusers import ControlNetModel
 
     from instantid import StableDiffusionInstantIDPipeline, generate_from_photos
@@ -179,7 +172,7 @@ def test_sd15_base_trains_from_the_command_line_with_cached_features(data, photo
     out = tmp_path / "sd15"
     code = cli_main(["train", *common_options(data, base, out, "--max_train_steps", "10", "--checkpointing_steps",
                                               "100", "--validation_steps", "10", "--validation_inference_steps", "2",
-                                              "--validation_image", str(photos / "tom_hanks_plain.jpg"),
+                                              "--validation_image", str(training_photos / "tom_hanks_plain.jpg"),
                                               "--validation_prompt", "a man, watercolor", "--cache_latents",
                                               "--cache_text_embeddings", "--gradient_checkpointing",
                                               "--adapter_format", "safetensors", "--text_dropout", "0.2",
@@ -194,7 +187,7 @@ def test_sd15_base_trains_from_the_command_line_with_cached_features(data, photo
     pipe = StableDiffusionInstantIDPipeline.from_pretrained(
         base, controlnet=ControlNetModel.from_pretrained(out / "ControlNetModel"), safety_checker=None)
     pipe.load_ip_adapter_instantid(out / "ip-adapter.safetensors")
-    output, _ = generate_from_photos(pipe, [photos / "tom_hanks_plain.jpg"], "a man", analyzer=dlib_analyzer,
+    output, _ = generate_from_photos(pipe, [training_photos / "tom_hanks_plain.jpg"], "a man", analyzer=dlib_analyzer,
                                      width=48, height=48, num_inference_steps=2, output_type="np",
                                      generator=torch.Generator().manual_seed(0))
     assert np.isfinite(output.images[0]).all()
@@ -243,7 +236,7 @@ def test_an_adapter_for_another_embedding_size_is_refused(data, sdxl_base, tmp_p
                                   str(released_like)))
 
 
-def test_512d_antelopev2_data_trains_and_generates(photos, sdxl_base, tmp_path):
+def test_512d_antelopev2_data_trains_and_generates(training_photos, sdxl_base, tmp_path):
     """The released embedding size, with the fake antelopev2 pack from shared/ (plumbing, not accuracy)."""
     from instantid import generate_from_photos, get_face_analyzer, load_pipeline
     from shared_fixtures import SHARED
@@ -252,7 +245,7 @@ def test_512d_antelopev2_data_trains_and_generates(photos, sdxl_base, tmp_path):
     if not (pack / "models" / "antelopev2" / "glintr100.onnx").is_file():
         pytest.skip(f"fake antelopev2 pack not found at {pack}: it comes from the project's shared/ folder")
     data = tmp_path / "data512"
-    report = prepare_dataset(photos, data, PrepareOptions(backend="antelopev2", face_models=str(pack),
+    report = prepare_dataset(training_photos, data, PrepareOptions(backend="antelopev2", face_models=str(pack),
                                                           progress=False, **PREPARE_MIN_SIZES))
     assert report.usable >= 8 and report.embedding_dim == 512
     out = tmp_path / "run512"
@@ -261,7 +254,7 @@ def test_512d_antelopev2_data_trains_and_generates(photos, sdxl_base, tmp_path):
     assert result.global_step == 4
     pipe = load_pipeline(sdxl_base, out / "ControlNetModel", out / "ip-adapter.bin", device="cpu")
     assert pipe.face_embedding_dim == 512
-    output, _ = generate_from_photos(pipe, [photos / "astronaut_plain.jpg"], "an astronaut",
+    output, _ = generate_from_photos(pipe, [training_photos / "astronaut_plain.jpg"], "an astronaut",
                                      analyzer=get_face_analyzer("antelopev2", model_dir=pack), width=32, height=32,
                                      num_inference_steps=2, output_type="np")
     assert np.isfinite(output.images[0]).all()
