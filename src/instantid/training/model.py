@@ -30,7 +30,8 @@ RELEASED_CONDITIONING_CHANNELS = (16, 32, 96, 256)
 
 class InstantIDTrainingModel(torch.nn.Module):
     """UNet (frozen, holding the trainable face adapter) + IdentityNet as one module, so DDP and
-    DeepSpeed see a single model. `forward` is InstantID's noise prediction, as in the pipeline."""
+    DeepSpeed see a single model. `forward` is InstantID's noise prediction, as in the pipeline.
+    With `identitynet=None` the face adapter alone conditions the UNet (the paper's ablation)."""
 
     def __init__(self, unet, identitynet):
         super().__init__()
@@ -43,13 +44,15 @@ class InstantIDTrainingModel(torch.nn.Module):
 
     def forward(self, noisy_latents, timesteps, text_states, face_embeddings, kps_images, added_cond=None):
         """face_embeddings [B, E] raw; kps_images [B, 3, H, W] in [0, 1]; added_cond: SDXL's pooled text + time ids."""
-        # 1. face tokens, once for IdentityNet (the UNet's IP-Adapter path projects the same embedding itself)
-        face_tokens = self.face_projection(face_embeddings[:, None])
-        # 2. IdentityNet: cross-attends to the face tokens instead of the text
-        with identitynet_face_tokens(self.identitynet, lambda size, kwargs: face_tokens):
-            down_residuals, mid_residual = self.identitynet(
-                noisy_latents, timesteps, encoder_hidden_states=text_states, controlnet_cond=kps_images,
-                added_cond_kwargs=added_cond, return_dict=False)
+        # 1-2. IdentityNet cross-attends to the face tokens instead of the text (the tokens are computed here
+        # once for it; the UNet's IP-Adapter path projects the same embedding itself)
+        down_residuals = mid_residual = None
+        if self.identitynet is not None:
+            face_tokens = self.face_projection(face_embeddings[:, None])
+            with identitynet_face_tokens(self.identitynet, lambda size, kwargs: face_tokens):
+                down_residuals, mid_residual = self.identitynet(
+                    noisy_latents, timesteps, encoder_hidden_states=text_states, controlnet_cond=kps_images,
+                    added_cond_kwargs=added_cond, return_dict=False)
         # 3. UNet: text cross-attention + decoupled face cross-attention, plus IdentityNet's residuals
         unet_cond = {**(added_cond or {}), "image_embeds": [face_embeddings[:, None, None]]}
         return self.unet(noisy_latents, timesteps, encoder_hidden_states=text_states, added_cond_kwargs=unet_cond,

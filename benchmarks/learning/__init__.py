@@ -1,0 +1,1 @@
+"""A CPU-scale InstantID experiment: does the training recipe learn identity? (README.md beside this file.)"""
