@@ -64,32 +64,37 @@ class StagePlan:
     warmup: int = 50
 
 
-def _optimizer(parameters, plan: StagePlan):
+def _fit(parameters, plan: StagePlan, label: str, loss_at_step) -> list[float]:
+    """AdamW with a linear warm-up over `plan.steps` steps of `loss_at_step(step)`; the losses."""
     optimizer = torch.optim.AdamW(parameters, lr=plan.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / plan.warmup))
-    return optimizer, schedule
+    losses = []
+    for step in tqdm(range(plan.steps), desc=label, mininterval=10):
+        loss = loss_at_step(step)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
 
 
 def train_base(data: TrainingSet, plan: StagePlan, seed: int, label: str = "base") -> tuple[torch.nn.Module, list[float]]:
     """Stage 1: a base that draws the world from captions (v-prediction MSE), returned frozen."""
     unet = toy_unet(seed)
     scheduler = training_scheduler()
-    optimizer, schedule = _optimizer(unet.parameters(), plan)
     rng = np.random.default_rng([seed, 1])
-    losses = []
-    for step in tqdm(range(plan.steps), desc=label, mininterval=10):
+
+    def loss_at_step(step: int) -> torch.Tensor:
         batch = data.batch(rng, plan.batch_size)
         generator = batch_generator(seed, 1, step)
         latents = batch["latents"]
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
         prediction = unet(scheduler.add_noise(latents, noise, timesteps), timesteps, batch["text_states"]).sample
-        loss = F.mse_loss(prediction, scheduler.get_velocity(latents, noise, timesteps))
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        return F.mse_loss(prediction, scheduler.get_velocity(latents, noise, timesteps))
+
+    losses = _fit(unet.parameters(), plan, label, loss_at_step)
     unet.requires_grad_(False).eval()
     return unet, losses
 
@@ -117,17 +122,10 @@ def train_instantid(base: torch.nn.Module, arms: tuple[str, ...], data: Training
                     label: str) -> tuple[object, list[float]]:
     """Stage 2: train `arms` on the frozen base with the project's training step."""
     components, model = instantid_on(base, arms, seed)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer, schedule = _optimizer(trainable, plan)
     rng = np.random.default_rng([seed, 2])
-    losses = []
-    for step in tqdm(range(plan.steps), desc=label, mininterval=10):
-        loss = compute_loss(components, model, data.batch(rng, plan.batch_size), batch_generator(seed, 2, step))
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+    losses = _fit([p for p in model.parameters() if p.requires_grad], plan, label,
+                  lambda step: compute_loss(components, model, data.batch(rng, plan.batch_size),
+                                            batch_generator(seed, 2, step)))
     components.pipe.controlnet.eval()
     components.pipe.unet.eval()
     return components, losses
