@@ -27,6 +27,7 @@ real, images are noise. Speed options (--attention, --channels-last, --compile, 
 def add_parser(subparsers) -> None:
     from ..bench.settings import ARCHES, FACE_BACKENDS, PIPELINES
     from ..bench.speed_options import ATTENTION_CHOICES
+    from .common import add_speed_options
 
     p = subparsers.add_parser("bench", help="time and memory of InstantID vs the stock pipelines",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,16 +50,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--runs", type=int, default=3, help="timed rounds (default 3); the median is reported")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--num-images", type=int, default=1, help="images per call (batched generation)")
-    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="auto = float16 on CUDA, float32 on CPU (bfloat16 is the fast half type on recent CPUs)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    add_speed_options(p)
     p.add_argument("--attention", choices=list(ATTENTION_CHOICES), default="sdpa",
                    help="sdpa (torch scaled_dot_product_attention, diffusers' default) or eager")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout for UNet/ControlNet/VAE")
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet (slow first run)")
-    p.add_argument("--offload", action="store_true", help="model CPU offload (on a CPU device: only its overhead)")
-    p.add_argument("--vae-tiling", action="store_true", help="decode the latents in tiles (less memory at large sizes)")
-    p.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
     p.add_argument("--no-skip-idle-controlnet", action="store_true",
                    help="run IdentityNet also outside its control window (InstantID's default skips it)")
     p.add_argument("--compare-without", nargs="+", choices=["skip", "call-cache"], default=[],

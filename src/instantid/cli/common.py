@@ -18,6 +18,19 @@ TINY_DEFAULTS = {"width": 128, "height": 128, "num_inference_steps": 4}
 DTYPES = {"auto": None, "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
+def add_speed_options(p: argparse.ArgumentParser) -> None:
+    """Device, precision and the memory/speed switches: the same for generating and benchmarking."""
+    p.add_argument("--dtype", choices=list(DTYPES), default="auto",
+                   help="default auto = float16 on GPU, float32 on CPU (bfloat16 is the fast half type on recent CPUs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument("--offload", action="store_true", help="model CPU offload: far less GPU memory, slower (default off)")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the image in tiles: less memory for large images")
+    p.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time: less memory")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout (sometimes faster on GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet and ControlNets: slow first image, faster after (default off)")
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     from ..models.hub import DEFAULT_BASE, RELEASED_REPO
     from ..pipelines.schedulers import SCHEDULERS
@@ -35,14 +48,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="folder with the antelopev2 models (or set INSTANTID_FACE_MODELS)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
                    help="sampler (default: the base model's, Euler for SDXL base)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="auto", help="default auto = float16 on GPU, float32 on CPU")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
-    p.add_argument("--offload", action="store_true", help="model CPU offload: far less GPU memory, slower (default off)")
-    p.add_argument("--vae-tiling", action="store_true", help="decode the image in tiles: less memory for large images")
-    p.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time: less memory")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout (sometimes faster on GPU)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the UNet and ControlNets: slow first image, faster after (default off)")
+    add_speed_options(p)
     p.add_argument("--tiny", action="store_true",
                    help="tiny random weights (no download; the image is noise): checks an install offline; "
                         "defaults to 128x128 and 4 steps (default off)")
