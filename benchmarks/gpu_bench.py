@@ -1,6 +1,6 @@
 """Speed and memory of InstantID on full-size SDXL, against the stock diffusers pipelines.
 
-Random fp16 weights of the real architecture (see src/instantid/models/random_sdxl.py), so nothing is
+Random fp16 weights of the real architecture (see src/instantid/testing/random_sdxl.py), so nothing is
 downloaded.
 Measures seconds per image (warm-up run, then the median of N timed runs) and peak GPU memory for:
 - stock StableDiffusionXLPipeline and StableDiffusionXLControlNetPipeline on the same modules;
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
     settings = Settings.from_args(args)
     out_path = json_path(args)
 
-    from instantid.models.random_sdxl import build_components
+    from instantid.testing.random_sdxl import build_components
 
     components = build_components(settings.size, settings.device, settings.dtype)
     print(f"[{clock.elapsed():6.1f} s] built {settings.size} components: {components.build_seconds}",

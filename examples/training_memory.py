@@ -1,6 +1,6 @@
 """Peak GPU memory and step time of InstantID training on the full-size SDXL architecture.
 
-Random weights built in code (instantid.models.random_sdxl: SDXL base 1.0 shapes, the released IdentityNet
+Random weights built in code (instantid.testing.random_sdxl: SDXL base 1.0 shapes, the released IdentityNet
 and adapter shapes), so nothing is downloaded. Each case runs a few real training steps (the training
 package's own loss and model: VAE encode, both text encoders, IdentityNet + UNet with the face adapter,
 backward, AdamW) in bf16 autocast with the trainable weights in fp32, as `instantid train
@@ -28,7 +28,7 @@ CASES = ((1, True), (2, True), (1, False), (2, False))
 
 
 def build(size: str, device: torch.device):
-    from instantid.models.random_sdxl import build_components
+    from instantid.testing.random_sdxl import build_components
     from instantid.pipelines.sdxl import StableDiffusionXLInstantIDPipeline
     from instantid.training.model import SDXL, assemble_components
 

@@ -46,7 +46,7 @@ def huge_jpeg(tmp_path_factory, photos) -> Path:
 def tiny_pipe(tmp_path_factory):
     """A tiny random SDXL InstantID pipeline with a 128-d (dlib-sized) adapter; one per test module,
     built once per session into a temporary cache."""
-    from instantid.models.tiny import tiny_instantid_cached
+    from instantid.testing.tiny import tiny_instantid_cached
     from instantid.pipelines.loading import load_pipeline
 
     tiny = tiny_instantid_cached(embedding_dim=128,

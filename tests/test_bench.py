@@ -11,7 +11,7 @@ import torch
 from instantid.bench.adapter_switch import face_adapter_detached
 from instantid.bench.memory import PeakMemory
 from instantid.bench.settings import BenchSettings
-from instantid.bench.speed_options import SpeedOptions
+from instantid.pipelines.speed import SpeedOptions
 from instantid.bench.stage_timer import StageTimer
 from instantid.cli import main
 
@@ -88,7 +88,7 @@ def _stock_latents(pipe):
 def test_stock_runs_on_a_unet_without_the_adapter_and_it_comes_back():
     from diffusers import StableDiffusionXLControlNetPipeline
 
-    from instantid.models.random_sdxl import build_components
+    from instantid.testing.random_sdxl import build_components
     from instantid.pipelines.sdxl import StableDiffusionXLInstantIDPipeline
 
     components = build_components("small", "cpu", torch.float32)

@@ -90,7 +90,7 @@ def test_help_has_an_example(capsys):
 
 
 def test_tiny_with_canny_lora_style_and_weighted_prompt(photos, tiny_cache, tmp_path, capsys):
-    from instantid.models.tiny import build_tiny_lora, tiny_instantid_cached
+    from instantid.testing.tiny import build_tiny_lora, tiny_instantid_cached
 
     lora = build_tiny_lora(tiny_instantid_cached(embedding_dim=128).base, tmp_path / "style.safetensors")
     out = tmp_path / "styled.png"

@@ -106,7 +106,7 @@ def test_clip_scores_with_a_local_model(photos, tmp_path):
     """A tiny random CLIP saved to a folder stands in for a downloaded one: CLIP-T/CLIP-I get filled in."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from instantid.models.tiny import byte_level_clip_tokenizer
+    from instantid.testing.tiny import byte_level_clip_tokenizer
 
     text = dict(vocab_size=514, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
                 max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from instantid.evaluation import metrics
-from instantid.evaluation.face_cache import CachedFaceAnalyzer, content_hash
+from instantid.face.cache import CachedFaceAnalyzer, content_hash
 from instantid.evaluation.head_pose import HeadPose, head_pose, project_generic_face
 
 KPS = np.array([[40.0, 50.0], [80.0, 50.0], [60.0, 72.0], [45.0, 92.0], [75.0, 92.0]])

@@ -17,7 +17,7 @@ KPS = [[20, 25], [44, 25], [32, 38], [23, 50], [41, 50]]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from instantid.models.tiny import build_tiny_instantid, build_tiny_lora
+    from instantid.testing.tiny import build_tiny_instantid, build_tiny_lora
 
     root = tmp_path_factory.mktemp("tiny")
     paths = build_tiny_instantid(root, embedding_dim=128)
@@ -112,7 +112,7 @@ def test_canny_image_is_edges_at_the_size(photos):
 
 def test_sd15_pipeline_is_picked_from_identitynet_and_generates(tmp_path, photos, dlib_analyzer):
     from instantid import StableDiffusionInstantIDPipeline
-    from instantid.models.tiny import build_tiny_instantid
+    from instantid.testing.tiny import build_tiny_instantid
     from instantid.pipelines.from_photos import generate_from_photos
     from instantid.pipelines.loading import load_pipeline
 
@@ -138,7 +138,7 @@ def test_depth_annotator_missing_offline_is_clear(photos, monkeypatch, tmp_path)
 
 
 def test_sd15_face_swap_and_img2img(tmp_path, photos, dlib_analyzer):
-    from instantid.models.tiny import build_tiny_instantid
+    from instantid.testing.tiny import build_tiny_instantid
     from instantid.pipelines.face_swap import swap_face, swap_whole_image
     from instantid.pipelines.loading import load_pipeline
 

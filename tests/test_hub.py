@@ -5,7 +5,7 @@ import time
 import pytest
 
 from instantid.errors import WeightsNotFoundError
-from instantid.models import hub
+from instantid.pipelines import hub
 from instantid.pipelines.loading import load_pipeline
 
 

@@ -21,7 +21,7 @@ from instantid.models.architectures import (
     full_sdxl_unet_config,
     released_adapter_shapes,
 )
-from instantid.models.tiny import build_tiny_instantid, save_adapter_safetensors, tiny_instantid_cached
+from instantid.testing.tiny import build_tiny_instantid, save_adapter_safetensors, tiny_instantid_cached
 
 REPO = Path(__file__).resolve().parents[1]
 # shared/ sits beside the checkout here, inside it on some machines.

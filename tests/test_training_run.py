@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from instantid.cli import main as cli_main
 from instantid.models.adapter import check_adapter_fits_unet, load_adapter_state_dict
-from instantid.models.tiny import build_tiny_instantid
+from instantid.testing.tiny import build_tiny_instantid
 from instantid.training import main as train_main
 from instantid.training.checkpoints import list_checkpoints
 from instantid.training.prepare import PrepareOptions, prepare_dataset

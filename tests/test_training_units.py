@@ -18,7 +18,7 @@ from instantid.models.adapter import (
     save_adapter_state_dict,
 )
 from instantid.models.architectures import released_adapter_shapes
-from instantid.models.tiny import build_tiny_instantid, random_adapter_state_dict
+from instantid.testing.tiny import build_tiny_instantid, random_adapter_state_dict
 from instantid.training.args import parse_args
 from instantid.training.checkpoints import list_checkpoints, rotate_checkpoints
 from instantid.training.data import BucketBatchSampler, make_buckets, nearest_bucket, plan_crop

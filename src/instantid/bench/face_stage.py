@@ -14,7 +14,7 @@ WARM_REPEATS = 3
 
 def time_face_analysis(photo, backend: str, repeats: int = WARM_REPEATS) -> dict:
     """Seconds for: first detect (incl. model loading), warm detects (median), cached repeats (median)."""
-    from ..evaluation.face_cache import CachedFaceAnalyzer
+    from ..face.cache import CachedFaceAnalyzer
     from ..face import get_face_analyzer
 
     analyzer = get_face_analyzer(backend)

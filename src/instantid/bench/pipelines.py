@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .settings import BenchSettings
-from .speed_options import apply_to_modules
+from ..pipelines.speed import apply_to_modules
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +52,12 @@ def build_components(settings: BenchSettings):
 
     device, dtype = settings.torch_device, settings.torch_dtype
     if settings.random_weights:
-        from ..models.random_sdxl import build_components as build_random
+        from ..testing.random_sdxl import build_components as build_random
 
         return build_random(settings.size, device, dtype, seed=settings.seed)
     from diffusers import StableDiffusionXLControlNetPipeline
 
-    from ..models import hub
+    from ..pipelines import hub
     from ..models.adapter import load_adapter_state_dict
     from ..pipelines.loading import load_base, load_identitynet, resolve_adapter
 

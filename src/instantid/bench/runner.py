@@ -21,7 +21,7 @@ from .adapter_switch import face_adapter_detached
 from .cases import Case
 from .memory import PeakMemory
 from .settings import BenchSettings
-from .speed_options import enable_offload
+from ..pipelines.speed import enable_offload
 from .stage_timer import StageTimer
 
 logger = logging.getLogger(__name__)

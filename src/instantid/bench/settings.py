@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..errors import UsageError
-from .speed_options import SpeedOptions
+from ..pipelines.speed import SpeedOptions
 
 # --arch name -> random_sdxl size; the real-weights path always has the SDXL architecture.
 ARCHES = {"sdxl": "full", "tiny": "small"}

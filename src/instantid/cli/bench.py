@@ -26,7 +26,7 @@ real, images are noise. Speed options (--attention, --channels-last, --compile, 
 
 def add_parser(subparsers) -> None:
     from ..bench.settings import ARCHES, FACE_BACKENDS, PIPELINES
-    from ..bench.speed_options import ATTENTION_CHOICES
+    from ..pipelines.speed import ATTENTION_CHOICES
     from .common import add_speed_options
 
     p = subparsers.add_parser("bench", help="time and memory of InstantID vs the stock pipelines",
@@ -73,7 +73,7 @@ def add_parser(subparsers) -> None:
 
 def settings_from_args(args):
     from ..bench.settings import BenchSettings
-    from ..bench.speed_options import SpeedOptions
+    from ..pipelines.speed import SpeedOptions
 
     options = SpeedOptions(attention=args.attention, channels_last=args.channels_last, compile=args.compile,
                            offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)

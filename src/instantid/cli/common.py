@@ -32,7 +32,7 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    from ..models.hub import DEFAULT_BASE, RELEASED_REPO
+    from ..pipelines.hub import DEFAULT_BASE, RELEASED_REPO
     from ..pipelines.schedulers import SCHEDULERS
 
     p.add_argument("--base", default=DEFAULT_BASE,
@@ -102,7 +102,7 @@ def load_from_args(args, analyzer, controlnets=(), loras=()) -> tuple:
         transformers_logging.set_verbosity_error()
     base, identitynet, adapter, controlnets = args.base, args.identitynet, args.adapter, list(controlnets)
     if args.tiny:
-        from ..models.tiny import tiny_instantid_cached
+        from ..testing.tiny import tiny_instantid_cached
 
         tiny = tiny_instantid_cached(embedding_dim=analyzer.embedding_dim)
         base, identitynet, adapter = tiny.base, tiny.identitynet, tiny.adapter
@@ -115,7 +115,7 @@ def load_from_args(args, analyzer, controlnets=(), loras=()) -> tuple:
     pipe = load_pipeline(base, identitynet, adapter, device=device, dtype=dtype, scheduler=args.scheduler,
                          offload=args.offload, controlnets=controlnets, loras=loras)
     # The same switches `instantid bench` measures (one implementation of each).
-    from ..bench.speed_options import SpeedOptions, apply_to_modules
+    from ..pipelines.speed import SpeedOptions, apply_to_modules
 
     apply_to_modules(SpeedOptions(channels_last=args.channels_last, compile=args.compile,
                                   vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing),

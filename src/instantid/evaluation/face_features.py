@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import FaceModelNotFoundError
 from ..face.types import FaceAnalyzer
-from .face_cache import CachedFaceAnalyzer
+from ..face.cache import CachedFaceAnalyzer
 
 logger = logging.getLogger(__name__)
 

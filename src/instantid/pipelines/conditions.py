@@ -36,7 +36,7 @@ def depth_image(rgb: np.ndarray, size: tuple[int, int], model: str | None = None
     model = model or os.environ.get(DEPTH_ANNOTATOR_ENV, DEPTH_ANNOTATOR)
     from transformers import pipeline
 
-    from ..models.hub import resolve_dir
+    from .hub import resolve_dir
 
     # Our resolver: a local folder, the cache, or a download; offline it fails fast with the fix.
     path = resolve_dir(model, what="depth annotator", hint=f"in ${DEPTH_ANNOTATOR_ENV}")

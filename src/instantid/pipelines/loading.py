@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, WeightsNotFoundError
-from ..models import hub
+from . import hub
 
 logger = logging.getLogger(__name__)
 

@@ -200,7 +200,7 @@ def load_identitynet(spec, unet, vae):
 
 
 def resolve_base(spec) -> Path:
-    from ..models import hub
+    from ..pipelines import hub
     from ..pipelines.loading import BASE_FILE_PATTERNS
 
     if Path(str(spec)).suffix in (".safetensors", ".ckpt"):

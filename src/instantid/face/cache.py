@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..face.types import Face, FaceAnalyzer
+from .types import Face, FaceAnalyzer
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from .architectures import (
+from ..models.architectures import (
     TINY_VOCAB_SIZE,
     euler_scheduler_config,
     full_identitynet_config,
