@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/env.sh
-exec "$PYTHON" -m instantid.bench "$@"
+exec "$PYTHON" -m instantid bench "$@"

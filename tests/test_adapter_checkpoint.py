@@ -8,7 +8,8 @@ from diffusers import UNet2DConditionModel
 
 from instantid.errors import CheckpointError
 from instantid.models.adapter import check_adapter_fits_unet, load_adapter_state_dict, resampler_shape
-from instantid.models.architectures import full_sdxl_unet_config, released_adapter_shapes
+from instantid.models.architectures import released_adapter_shapes
+from instantid.testing.architectures import full_sdxl_unet_config
 from instantid.testing.tiny import build_tiny_instantid, save_adapter_safetensors
 
 

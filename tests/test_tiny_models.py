@@ -15,12 +15,8 @@ from diffusers import (
 )
 from safetensors.torch import load_file
 
-from instantid.models.architectures import (
-    cross_attention_modules,
-    full_identitynet_config,
-    full_sdxl_unet_config,
-    released_adapter_shapes,
-)
+from instantid.models.architectures import cross_attention_modules, released_adapter_shapes
+from instantid.testing.architectures import full_identitynet_config, full_sdxl_unet_config
 from instantid.testing.tiny import build_tiny_instantid, save_adapter_safetensors, tiny_instantid_cached
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,10 @@
 """Generation parameters, declared once: name in the pipeline call, CLI flag, default, range, help.
 
-The CLI (and any other front end) derives its options from this table.
+The library entry (`generate_from_photos` and the swap / multi-identity entries) takes its defaults and
+range checks from this table through `resolve`; the CLI (and any other front end) derives its options from
+it. So the same inputs give the same image whichever way they come in.
+
+This module imports nothing heavy: front ends build their parsers from it in milliseconds.
 """
 
 from __future__ import annotations
@@ -27,9 +31,21 @@ class Param:
             value = self.type(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{self.flag} must be a{'n integer' if self.type is int else ' number'}, got {text!r}")
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise argparse.ArgumentTypeError(f"{self.flag} must be between {self.min} and {self.max}, got {value}")
+        problem = self.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
+
+    def problem(self, value) -> str | None:
+        """Why `value` is not acceptable (naming the flag and the range), or None."""
+        if value is None:
+            return None if self.default is None else f"{self.flag} ({self.name}) needs a value"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.type is int and value != int(value)):
+            kind = "an integer" if self.type is int else "a number"
+            return f"{self.flag} ({self.name}) must be {kind}, got {value!r}"
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            return f"{self.flag} ({self.name}) must be between {self.min} and {self.max}, got {value}"
+        return None
 
 
 GENERATION_PARAMS: tuple[Param, ...] = (
@@ -51,3 +67,45 @@ GENERATION_PARAMS: tuple[Param, ...] = (
 )
 
 PARAMS_BY_NAME = {p.name: p for p in GENERATION_PARAMS}
+# Identity interpolation series (`interpolate=` / --interpolate): one image per weight, 0 = the first identity.
+INTERPOLATION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+# Face swap (`swap_face`, `swap_whole_image`, `instantid swap`).
+SWAP_PROMPT = "a photo of a person, natural skin, detailed face"
+SWAP_STRENGTH = {"face": 0.85, "image": 0.6}  # < 1 keeps some of the target's lighting and shape
+SWAP_WORKING_SIDE = 1024  # long side of the crop the model paints (SDXL's native size)
+SWAP_MASK_GROW = 1.3  # the mask ellipse is the face box grown by this (forehead, chin, cheeks)
+SWAP_FEATHER = 0.12  # blur radius as a fraction of the face box's larger side
+
+DEFAULTS = {p.name: p.default for p in GENERATION_PARAMS}
+
+
+def split_params(kwargs: dict) -> tuple[dict, dict]:
+    """(the table's parameters among `kwargs`, the other keywords)."""
+    return ({k: v for k, v in kwargs.items() if k in PARAMS_BY_NAME},
+            {k: v for k, v in kwargs.items() if k not in PARAMS_BY_NAME})
+
+
+def resolve(given: dict | None = None, skip=frozenset()) -> dict:
+    """Every parameter of the table (less `skip`): the given value, else the table's default; range-checked.
+
+    Raises UsageError naming the flag and the allowed range, or the contradicting pair."""
+    from .errors import UsageError
+
+    given = dict(given or {})
+    values = {}
+    for param in GENERATION_PARAMS:
+        if param.name in skip:
+            if given.get(param.name) is not None:
+                raise UsageError(f"{param.name} ({param.flag}) does not apply here")
+            continue
+        value = given.get(param.name)
+        value = param.default if value is None else value
+        problem = param.problem(value)
+        if problem:
+            raise UsageError(problem)
+        values[param.name] = param.type(value) if value is not None else None
+    start, end = values.get("control_guidance_start"), values.get("control_guidance_end")
+    if start is not None and end is not None and start >= end:
+        raise UsageError(f"--control-start ({start}) must be below --control-end ({end})")
+    return values

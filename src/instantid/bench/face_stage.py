@@ -12,12 +12,12 @@ logger = logging.getLogger(__name__)
 WARM_REPEATS = 3
 
 
-def time_face_analysis(photo, backend: str, repeats: int = WARM_REPEATS) -> dict:
+def time_face_analysis(photo, backend: str, repeats: int = WARM_REPEATS, model_dir=None) -> dict:
     """Seconds for: first detect (incl. model loading), warm detects (median), cached repeats (median)."""
     from ..face.cache import CachedFaceAnalyzer
     from ..face import get_face_analyzer
 
-    analyzer = get_face_analyzer(backend)
+    analyzer = get_face_analyzer(backend, **({"model_dir": model_dir} if model_dir else {}))
     start = time.perf_counter()
     faces = analyzer.detect(photo)
     first = time.perf_counter() - start

@@ -46,7 +46,7 @@ def run_bench(settings: BenchSettings, *, progress: bool = True, profile_path: s
 
     face = None
     if settings.face_backend != "none":
-        face = time_face_analysis(_face_photo(settings), settings.face_backend)
+        face = time_face_analysis(_face_photo(settings), settings.face_backend, model_dir=settings.face_models)
         logger.info("face analysis: %s", {k: v for k, v in face.items() if k != "embedding"})
 
     components = build_components(settings)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..pipelines.speed import SpeedOptions
+
+if TYPE_CHECKING:  # torch loads when a bench runs, not when the CLI builds its parser
+    import torch
 
 # --arch name -> random_sdxl size; the real-weights path always has the SDXL architecture.
 ARCHES = {"sdxl": "full", "tiny": "small"}
@@ -48,6 +50,7 @@ class BenchSettings:
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     face_photo: str | None = None  # None: a sample photo shipped with a package
     face_backend: str = "dlib"
+    face_models: str | None = None  # antelopev2 model folder (as --face-models elsewhere)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,12 +95,16 @@ class BenchSettings:
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         if self.device != "auto":
             return torch.device(self.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        import torch
+
         if self.dtype == "auto":
             # fp16 matmuls are slow on most CPUs; bfloat16 is the fast half type there (if supported)
             return torch.float16 if self.torch_device.type == "cuda" else torch.float32

@@ -25,9 +25,9 @@ real, images are noise. Speed options (--attention, --channels-last, --compile, 
 
 
 def add_parser(subparsers) -> None:
-    from ..bench.settings import ARCHES, FACE_BACKENDS, PIPELINES
+    from ..bench.settings import ARCHES, PIPELINES
     from ..pipelines.speed import ATTENTION_CHOICES
-    from .common import add_speed_options
+    from .common import add_face_backend_options, add_speed_options
 
     p = subparsers.add_parser("bench", help="time and memory of InstantID vs the stock pipelines",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,8 +60,8 @@ def add_parser(subparsers) -> None:
                                            "skipping), call-cache (face tokens and cross-attention K/V once per call)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is steadier on a busy machine)")
     p.add_argument("--face", metavar="PHOTO", help="photo for the face-analysis timing (default: grace_hopper sample)")
-    p.add_argument("--face-backend", choices=list(FACE_BACKENDS), default="dlib",
-                   help="face analysis to time (default dlib; none skips it)")
+    add_face_backend_options(p)
+    p.add_argument("--no-face-stage", action="store_true", help="do not time face analysis")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and of generation")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the full record as JSON")
     p.add_argument("--markdown", type=Path, metavar="PATH", help="write the table as markdown")
@@ -74,6 +74,7 @@ def add_parser(subparsers) -> None:
 def settings_from_args(args):
     from ..bench.settings import BenchSettings
     from ..pipelines.speed import SpeedOptions
+    from .common import face_backend_name
 
     options = SpeedOptions(attention=args.attention, channels_last=args.channels_last, compile=args.compile,
                            offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
@@ -85,7 +86,8 @@ def settings_from_args(args):
         runs=args.runs, warmup=args.warmup, num_images=args.num_images, dtype=args.dtype, device=args.device,
         options=options, skip_idle_controlnets=not args.no_skip_idle_controlnet,
         compare_without=tuple(args.compare_without), threads=args.threads, face_photo=args.face,
-        face_backend=args.face_backend, seed=args.seed,
+        face_backend="none" if args.no_face_stage else face_backend_name(args), face_models=args.face_models,
+        seed=args.seed,
     )
 
 

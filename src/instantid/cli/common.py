@@ -1,4 +1,9 @@
-"""Options, loading and output shared by the commands that generate (generate, swap, multi)."""
+"""Options, checks, loading and output shared by the commands.
+
+Building a parser imports nothing heavy (no torch, diffusers, transformers, OpenCV or face libraries):
+`instantid --help` and option errors answer in well under a second. Each command's `run` checks its
+arguments and paths first, then loads models and heavy libraries.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
-from ..params import GENERATION_PARAMS
+from ..params import GENERATION_PARAMS, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +46,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"IdentityNet: Hub id or ControlNetModel folder (default {RELEASED_REPO})")
     p.add_argument("--adapter", default=RELEASED_REPO,
                    help=f"face adapter: ip-adapter.bin / .safetensors file or Hub id (default {RELEASED_REPO})")
-    p.add_argument("--face-backend", choices=["auto", "antelopev2", "dlib"], default="auto",
-                   help="face analysis: antelopev2 (what the released weights need), dlib (128-d, offline); "
-                        "default auto = antelopev2, or dlib with --tiny")
-    p.add_argument("--face-models", metavar="DIR",
-                   help="folder with the antelopev2 models (or set INSTANTID_FACE_MODELS)")
+    add_face_backend_options(p)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
                    help="sampler (default: the base model's, Euler for SDXL base)")
     add_speed_options(p)
@@ -58,31 +59,64 @@ def add_generation_options(p: argparse.ArgumentParser, skip=frozenset()) -> None
     for param in GENERATION_PARAMS:
         if param.name not in skip:
             p.add_argument(param.flag, dest=param.name, type=param.parse, default=None,
-                           help=f"{param.help} (default {param.default})")
+                           metavar="N" if param.type is int else "X", help=f"{param.help} (default {param.default})")
 
 
 def generation_values(args, skip=frozenset()) -> dict:
-    """Generation parameter values: given on the command line, else --tiny's, else the table's defaults."""
-    values = {}
+    """Generation parameter values: given on the command line, else --tiny's, else the table's defaults
+    (params.resolve, the library's own defaults and checks)."""
+    given = {}
     for param in GENERATION_PARAMS:
         if param.name in skip:
             continue
-        given = getattr(args, param.name)
-        if given is None and args.tiny:
-            given = TINY_DEFAULTS.get(param.name)
-        values[param.name] = param.default if given is None else given
-    if values["control_guidance_start"] >= values["control_guidance_end"]:
-        raise UsageError(f"--control-start ({values['control_guidance_start']}) must be below --control-end "
-                         f"({values['control_guidance_end']})")
-    return values
+        value = getattr(args, param.name)
+        given[param.name] = TINY_DEFAULTS.get(param.name) if value is None and args.tiny else value
+    return resolve(given, skip=skip)
 
 
-def face_analyzer(args):
+# ---- face analysis: one option set and one default rule for every command
+
+FACE_BACKEND_CHOICES = ("auto", "antelopev2", "dlib")
+FACE_BACKEND_RULE = ("auto = antelopev2 where the released weights are used (generate, swap, multi), dlib "
+                     "elsewhere and with --tiny (offline, free); for eval, every recognizer available")
+
+
+def add_face_backend_options(p: argparse.ArgumentParser, *, legacy_backend_flag: bool = False) -> None:
+    """--face-backend and --face-models, the same for faces, generate, swap, multi, prepare-data, eval, bench."""
+    p.add_argument("--face-backend", choices=FACE_BACKEND_CHOICES, default="auto",
+                   help="face analysis: antelopev2 (512-d, what the released weights need; non-commercial models) "
+                        f"or dlib (128-d, offline, commercial use allowed). Default {FACE_BACKEND_RULE}")
+    if legacy_backend_flag:  # the old name of --face-backend in `faces` and `prepare-data`
+        p.add_argument("--backend", dest="face_backend", choices=FACE_BACKEND_CHOICES, help=argparse.SUPPRESS)
+    p.add_argument("--face-models", metavar="DIR",
+                   help="antelopev2 model folder: DIR/models/antelopev2/*.onnx or DIR/*.onnx (default: "
+                        "$INSTANTID_FACE_MODELS, then the Hugging Face cache); for dlib, a folder of its .dat files "
+                        "(default: the face_recognition_models package)")
+
+
+def face_backend_name(args, *, released_weights: bool = False) -> str:
+    """The backend --face-backend names, `auto` resolved by FACE_BACKEND_RULE."""
+    if args.face_backend != "auto":
+        return args.face_backend
+    return "antelopev2" if released_weights and not getattr(args, "tiny", False) else "dlib"
+
+
+def face_analyzer(args, *, released_weights: bool = False):
     from ..face import get_face_analyzer
 
-    backend = args.face_backend if args.face_backend != "auto" else ("dlib" if args.tiny else "antelopev2")
-    kwargs = {"model_dir": args.face_models} if backend == "antelopev2" and args.face_models else {}
+    backend = face_backend_name(args, released_weights=released_weights)
+    kwargs = {"model_dir": args.face_models} if args.face_models else {}
     return get_face_analyzer(backend, **kwargs)
+
+
+# ---- checks that need no model: run before anything heavy loads
+
+
+def check_files(flag: str, paths) -> None:
+    """Every path given with `flag` is an existing file (a typo fails here, in milliseconds)."""
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or []):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag} {path}: no such file")
 
 
 def load_from_args(args, analyzer, controlnets=(), loras=()) -> tuple:

@@ -15,7 +15,7 @@ EXAMPLE = """\
 examples:
   instantid eval --reference me.jpg --generated outdir/ --out eval/
   instantid eval --reference a.jpg --reference b.jpg --generated x.png y.png --prompt "a knight" --out eval/
-  instantid eval --reference me.jpg --generated outdir/ --recognizer dlib --no-clip --out eval/
+  instantid eval --reference me.jpg --generated outdir/ --face-backend dlib --no-clip --out eval/
 
 Per image: face found (per recognizer), face similarity (cosine to the reference identity; antelopev2 when its
 models are on disk, dlib always), CLIP-T (image vs prompt) and CLIP-I (image vs reference) when a CLIP model is
@@ -26,6 +26,7 @@ on disk (--clip-model; nothing is downloaded), and the "copy-paste" axis: keypoi
 
 def add_parser(subparsers) -> None:
     from ..evaluation.clip_features import DEFAULT_CLIP_MODEL
+    from .common import add_face_backend_options
 
     p = subparsers.add_parser("eval", help="score generated images against reference photos", description=__doc__,
                               epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,9 +39,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prompt", help="prompt of every generated image (for CLIP-T), unless its PNG metadata has one")
     p.add_argument("--prompts", type=Path, metavar="FILE",
                    help="text file: one 'IMAGE_NAME<TAB>PROMPT' per line (wins over metadata and --prompt)")
+    add_face_backend_options(p)
     p.add_argument("--recognizer", action="append", choices=["antelopev2", "dlib"], dest="recognizers",
-                   help="face recognizer(s) to use (default: all available)")
-    p.add_argument("--face-models", metavar="DIR", help="folder with the antelopev2 models")
+                   help=argparse.SUPPRESS)  # the old name of --face-backend here; repeatable
     p.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
                    help=f"CLIP model folder or Hub id already in the cache (default {DEFAULT_CLIP_MODEL})")
     p.add_argument("--no-clip", action="store_true", help="leave CLIP-T and CLIP-I out")
@@ -102,8 +103,13 @@ def run(args) -> int:
     from ..evaluation.report import markdown, write_report
     from ..evaluation.scoring import evaluate
 
+    from .common import check_files
+
+    check_files("--reference", args.reference)
+    check_files("--pose-reference", args.pose_reference)
     generated = expand_images(args.generated)
-    extractors, notes = available_face_extractors(args.recognizers, face_models=args.face_models,
+    recognizers = args.recognizers or (None if args.face_backend == "auto" else [args.face_backend])
+    extractors, notes = available_face_extractors(recognizers, face_models=args.face_models,
                                                   cache_dir=args.cache_dir)
     clip = None
     if args.no_clip:

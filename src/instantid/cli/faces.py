@@ -6,7 +6,7 @@ import argparse
 
 EXAMPLE = """\
 The default backend is dlib: it works offline with no model download. Use
---backend antelopev2 to see the faces the released InstantID weights would use
+--face-backend antelopev2 to see the faces the released InstantID weights would use
 (needs the antelopev2 models; see --face-models).
 
 examples:
@@ -14,11 +14,13 @@ examples:
   instantid faces group.jpg --json
   instantid faces photo.jpg --kps-out kps.png            # keypoints of the largest face
   instantid faces group.jpg --index 2 --kps-out kps.png  # the third-largest face
-  instantid faces photo.jpg --backend antelopev2 --face-models ~/models
+  instantid faces photo.jpg --face-backend antelopev2 --face-models ~/models
 """
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from .common import add_face_backend_options
+
     parser = subparsers.add_parser(
         "faces",
         help="list the faces in a photo; draw a face's keypoint image",
@@ -27,19 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("image", metavar="IMAGE", help="photo file (JPEG, PNG, ...)")
-    parser.add_argument(
-        "--backend",
-        choices=("dlib", "antelopev2"),
-        default="dlib",
-        help="face analyzer (default: dlib, offline; antelopev2 matches the released weights)",
-    )
-    parser.add_argument(
-        "--face-models",
-        metavar="DIR",
-        help="folder with the backend's model files. antelopev2: DIR/models/antelopev2/*.onnx or "
-        "DIR/*.onnx (default: $INSTANTID_FACE_MODELS, then the Hugging Face cache); dlib: the .dat "
-        "files (default: the face_recognition_models package)",
-    )
+    add_face_backend_options(parser, legacy_backend_flag=True)
     parser.add_argument("--json", action="store_true", help="print a JSON list of faces, largest first")
     parser.add_argument("--kps-out", metavar="PATH", help="write the chosen face's keypoint image (PNG) here")
     parser.add_argument("--index", type=int, default=0, metavar="N", help="face to draw, 0 = largest (default)")
@@ -50,18 +40,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..face import draw_kps, get_face_analyzer, get_reference_face
+    from ..face import draw_kps, get_reference_face
     from ..face.image import image_size
+    from .common import check_files, face_analyzer
 
-    options = {"model_dir": args.face_models} if args.face_models else {}
-    analyzer = get_face_analyzer(args.backend, **options)
+    check_files("IMAGE", args.image)
+    analyzer = face_analyzer(args)
     size = image_size(args.image)  # also fails early, with a clear message, on unreadable files
     faces = analyzer.detect(args.image)
 
     if args.json:
         print(json.dumps([face.to_dict() for face in faces], indent=2))
     else:
-        _print_table(args.image, args.backend, faces, size)
+        _print_table(args.image, analyzer.name, faces, size)
 
     if args.kps_out:
         face = get_reference_face(args.image, index=args.index, analyzer=_FacesAlreadyFound(faces))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
-from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
+from .common import (
+    add_generation_options,
+    add_model_options,
+    check_files,
+    face_analyzer,
+    generation_values,
+    load_from_args,
+    write_pngs,
+)
 
 EXAMPLE = """\
 example:
@@ -28,6 +36,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def add_parser(subparsers) -> None:
+    from ..params import INTERPOLATION_WEIGHTS
     from ..pipelines.conditions import CONDITION_KINDS
     from ..pipelines.styles import BUILTIN_STYLES
 
@@ -62,8 +71,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--interpolate", metavar="PHOTO",
                    help="second identity: one image per --weights value between --face (0) and this face (1), "
                         "plus a contact sheet")
-    p.add_argument("--weights", type=_float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="W,W,...",
-                   help="interpolation weights in [0, 1] (default 0,0.25,0.5,0.75,1)")
+    p.add_argument("--weights", type=_float_list, default=list(INTERPOLATION_WEIGHTS), metavar="W,W,...",
+                   help=f"interpolation weights in [0, 1] (default {','.join(f'{w:g}' for w in INTERPOLATION_WEIGHTS)})")
     p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
@@ -82,101 +91,64 @@ def _parse_lora(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
-def _extra_controls(args, size: tuple[int, int]) -> list[tuple[str, object, float]]:
-    """(model, condition image, scale) for each extra ControlNet asked for, images at the output size."""
-    from ..face import load_image
+def _extra_controls(args) -> list:
+    """An ExtraControl per extra ControlNet asked for (--canny/--depth/--openpose PHOTO)."""
+    from ..pipelines.conditions import CONDITION_KINDS, ExtraControl
+
+    return [ExtraControl.of_kind(kind.name, getattr(args, kind.name), getattr(args, f"{kind.name}_scale"),
+                                 getattr(args, f"{kind.name}_model"))
+            for kind in CONDITION_KINDS.values() if getattr(args, kind.name)]
+
+
+def check_args(args) -> dict:
+    """Every check that needs no model and no heavy library: values, contradictions, files. Returns the
+    generation parameter values."""
     from ..pipelines.conditions import CONDITION_KINDS
+    from ..pipelines.styles import get_style
 
-    controls = []
-    for kind in CONDITION_KINDS.values():
-        photo = getattr(args, kind.name)
-        if photo:
-            image = kind.annotate(load_image(photo), size)
-            controls.append((getattr(args, f"{kind.name}_model"), image, getattr(args, f"{kind.name}_scale")))
-    return controls
-
-
-def _with_explicit_kps(condition, numbers: list[float], size: tuple[int, int]):
-    from dataclasses import replace
-
-    import numpy as np
-
-    kps = np.asarray(numbers, np.float32)
-    if kps.size != 10:
-        raise UsageError(f"--kps needs 10 numbers (5 x,y points), got {kps.size}")
-    kps = kps.reshape(5, 2)
-    if (kps < 0).any() or (kps[:, 0] >= size[0]).any() or (kps[:, 1] >= size[1]).any():
-        raise UsageError(f"--kps points must lie inside the {size[0]}x{size[1]} output")
-    return replace(condition, kps=kps, pose_size=size)
-
-
-def _series(args, condition, analyzer) -> list[tuple[str, object]]:
-    """(label, FaceCondition) per image to generate: one plain, or an interpolation / head-pose series."""
-    from dataclasses import replace
-
-    from ..pipelines.from_photos import face_condition
-    from ..pipelines.variations import interpolate_embeddings, turn_head
-
+    values = generation_values(args)
     if args.interpolate and args.yaw:
         raise UsageError("use either --interpolate or --yaw, not both")
-    if args.interpolate:
-        other = face_condition([args.interpolate], analyzer)
-        mixed = interpolate_embeddings(condition.embedding, other.embedding, args.weights)
-        return [(f"w{w:.2f}", replace(condition, embedding=e)) for w, e in zip(args.weights, mixed)]
-    if args.yaw:
-        return [(f"yaw{d:+g}", replace(condition, kps=turn_head(condition.kps, d))) for d in args.yaw]
-    return [("", condition)]
+    if args.interpolate and any(not 0.0 <= w <= 1.0 for w in args.weights or [None]):
+        raise UsageError(f"--weights must be numbers in [0, 1], got {args.weights}")
+    check_files("--face", args.face)
+    check_files("--pose", args.pose)
+    check_files("--interpolate", args.interpolate)
+    for kind in CONDITION_KINDS:
+        check_files(f"--{kind}", getattr(args, kind))
+    get_style(args.style, args.styles_file)  # an unknown style or a bad styles file fails now
+    return values
 
 
 def run(args) -> int:
-    import torch
-
-    from ..pipelines.from_photos import face_condition
-    from ..pipelines.styles import get_style
+    from ..pipelines.from_photos import face_condition, generate_from_photos
     from ..pipelines.variations import contact_sheet
 
-    values = generation_values(args)
-    analyzer = face_analyzer(args)
-    # Everything that can fail on the inputs fails here, in seconds, before any model loads.
+    values = check_args(args)
+    analyzer = face_analyzer(args, released_weights=True)
+    # Face analysis before any model loads: a photo without a face fails in seconds. The size is the
+    # library's decision (FaceCondition.output_size); it is asked here only to check --kps early.
     condition = face_condition(args.face, analyzer, args.pose)
-    width, height = condition.output_size(values.pop("width"), values.pop("height"))
     if args.kps:
-        condition = _with_explicit_kps(condition, args.kps, (width, height))
-    prompt, negative_prompt = get_style(args.style, args.styles_file).apply(args.prompt, args.negative_prompt)
-    controls = _extra_controls(args, (width, height))
+        condition.with_kps(args.kps, condition.output_size(values["width"], values["height"]))
+    other = face_condition([args.interpolate], analyzer) if args.interpolate else None
+    controls = _extra_controls(args)
     loras = [_parse_lora(spec) for spec in args.lora]
-    series = _series(args, condition, analyzer)
 
-    pipe, models = load_from_args(args, analyzer, controlnets=[model for model, _, _ in controls], loras=loras)
-    seed = values.pop("seed")
-    call = dict(values)
-    if controls:
-        # IdentityNet first (it is the one that sees the face tokens), then the extra ControlNets.
-        call["controlnet_conditioning_scale"] = [values["controlnet_conditioning_scale"], *[s for _, _, s in controls]]
-        call["control_guidance_start"] = [values["control_guidance_start"]] + [0.0] * len(controls)
-        call["control_guidance_end"] = [values["control_guidance_end"]] + [1.0] * len(controls)
-    if args.prompt_weighting:
-        from ..pipelines.prompts import weighted_prompt_kwargs
-
-        call.update(weighted_prompt_kwargs(pipe, prompt, negative_prompt))
-    else:
-        call.update(prompt=prompt, negative_prompt=negative_prompt or None)
-
-    metadata = {"command": "generate", "prompt": prompt, "negative_prompt": negative_prompt, "style": args.style,
-                "loras": [list(lora) for lora in loras], "control_scales": [s for _, _, s in controls],
-                "seed": seed, "width": width, "height": height, **values,
-                "scheduler": type(pipe.scheduler).__name__, "face_backend": analyzer.name,
+    pipe, models = load_from_args(args, analyzer, controlnets=[c.model for c in controls], loras=loras)
+    result = generate_from_photos(pipe, condition, args.prompt, analyzer=analyzer,
+                                  negative_prompt=args.negative_prompt, style=args.style,
+                                  styles_file=args.styles_file, prompt_weighting=args.prompt_weighting,
+                                  kps=args.kps, controls=controls, interpolate=other, weights=args.weights, yaw=args.yaw,
+                                  **values)
+    metadata = {"command": "generate", **result.parameters, "loras": [list(lora) for lora in loras],
                 "faces": [str(f) for f in args.face], "pose": args.pose, **models}
-    firsts = []
-    for label, variant in series:
-        kps_image = variant.kps_image(width, height)
-        images = pipe(image_embeds=variant.embedding, width=width, height=height,
-                      image=[kps_image, *[image for _, image, _ in controls]] if controls else kps_image,
-                      generator=torch.Generator("cpu").manual_seed(seed), **call).images
+    series = result.series()
+    for label, images in series:
         write_pngs(images, args.out, {**metadata, "variant": label} if label else metadata, label)
-        firsts.append(images[0])
     if len(series) > 1:
-        write_pngs([contact_sheet(firsts, [label for label, _ in series])], args.out, metadata, "sheet")
-    if condition.skipped:
-        print("skipped: " + "; ".join(condition.skipped))
+        write_pngs([contact_sheet([images[0] for _, images in series], [label for label, _ in series])],
+                   args.out, metadata, "sheet")
+    if result.skipped:
+        print("skipped: " + "; ".join(result.skipped))
     return 0

@@ -10,6 +10,7 @@ from .common import (
     TINY_DEFAULTS,
     add_generation_options,
     add_model_options,
+    check_files,
     face_analyzer,
     generation_values,
     load_from_args,
@@ -68,8 +69,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from ..errors import RegionError
     from ..pipelines.multi_identity import generate_multi_identity, identities_from_photos
 
@@ -85,18 +84,16 @@ def run(args) -> int:
 
         size = default_output_size(image_size(args.layout), max_side=TINY_DEFAULTS["width"], multiple=32)
     scales = args.scale or [1.0] * len(args.face)
-    analyzer = face_analyzer(args)
+    check_files("--face", args.face)
+    check_files("--layout", args.layout)
+    analyzer = face_analyzer(args, released_weights=True)
     # Faces and regions first: bad photos or boxes fail in seconds, before any model loads.
     identities, size = identities_from_photos(args.face, analyzer, boxes=args.box, layout_photo=args.layout,
                                               size=size, scale=scales)
     pipe, models = load_from_args(args, analyzer)
-    seed = values.pop("seed")
-    images = generate_multi_identity(pipe, identities, args.prompt, width=size[0], height=size[1],
-                                     negative_prompt=args.negative_prompt,
-                                     generator=torch.Generator("cpu").manual_seed(seed), **values).images
-    metadata = {"command": "multi", "prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": seed,
-                "width": size[0], "height": size[1], **values, "faces": [str(f) for f in args.face],
-                "layout": args.layout, "regions": [list(map(float, i.region)) for i in identities],
-                "scales": scales, **models}
-    write_pngs(images, args.out, metadata)
+    result = generate_multi_identity(pipe, identities, args.prompt, width=size[0], height=size[1],
+                                     negative_prompt=args.negative_prompt, **values)
+    metadata = {"command": "multi", **result.parameters, "face_backend": analyzer.name,
+                "faces": [str(f) for f in args.face], "layout": args.layout, **models}
+    write_pngs(result.images, args.out, metadata)
     return 0

@@ -15,19 +15,18 @@ continue an interrupted run: finished images are skipped.
 examples:
   instantid prepare-data photos/ data/                       # dlib, 128-d: free for commercial use
   instantid prepare-data captions.jsonl data/ --workers 8
-  instantid prepare-data photos/ data512/ --backend antelopev2 --face-models ~/models   # the released 512-d
+  instantid prepare-data photos/ data512/ --face-backend antelopev2 --face-models ~/models   # the released 512-d
 """
 
 
 def add_parser(subparsers) -> None:
+    from .common import add_face_backend_options
+
     p = subparsers.add_parser("prepare-data", help="analyse faces in image-caption pairs for training",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", metavar="SRC", help="folder of images + .txt captions, or a .jsonl/.csv table")
     p.add_argument("out", metavar="OUT", help="output folder (created; reused to resume)")
-    p.add_argument("--backend", choices=("dlib", "antelopev2"), default="dlib",
-                   help="face model: dlib (128-d, offline, commercial use allowed) or antelopev2 (512-d, what the "
-                        "released weights use; non-commercial). Default dlib")
-    p.add_argument("--face-models", metavar="DIR", help="antelopev2 model folder (or set INSTANTID_FACE_MODELS)")
+    add_face_backend_options(p, legacy_backend_flag=True)
     p.add_argument("--min-image-size", type=int, default=512, metavar="PX",
                    help="leave out images whose shorter side is below PX (default 512)")
     p.add_argument("--min-face-size", type=int, default=64, metavar="PX",
@@ -39,11 +38,17 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import UsageError
     from ..training.prepare import REPORT, PrepareOptions, prepare_dataset
+    from .common import face_backend_name
 
     if args.workers < 1 or args.min_image_size < 0 or args.min_face_size < 0:
-        raise SystemExit("error: --workers must be >= 1 and the minimum sizes >= 0")
-    options = PrepareOptions(backend=args.backend, face_models=args.face_models, min_image_size=args.min_image_size,
+        raise UsageError("--workers must be >= 1 and the minimum sizes >= 0")
+    if not Path(args.src).exists():
+        raise UsageError(f"SRC {args.src}: no such file or folder")
+    options = PrepareOptions(backend=face_backend_name(args), face_models=args.face_models, min_image_size=args.min_image_size,
                              min_face_size=args.min_face_size, workers=args.workers,
                              progress=not args.no_progress, retry_rejected=args.retry_rejected)
     report = prepare_dataset(args.src, args.out, options)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PROMPT, SWAP_STRENGTH, SWAP_WORKING_SIDE
 from .common import (
     TINY_DEFAULTS,
     add_generation_options,
     add_model_options,
+    check_files,
     face_analyzer,
     generation_values,
     load_from_args,
@@ -29,7 +31,7 @@ repaints the whole target (img2img) with the identity at the target face's keypo
 
 # Generation parameters that `swap` does not take: the size comes from the target (or --working-size).
 _NOT_FOR_SWAP = {"width", "height", "num_images_per_prompt"}
-STRENGTH_DEFAULTS = {"face": 0.85, "image": 0.6}
+STRENGTH_DEFAULTS = SWAP_STRENGTH
 TINY_WORKING_SIZE = 128
 
 
@@ -37,15 +39,13 @@ TINY_WORKING_SIZE = 128
 
 
 def add_parser(subparsers) -> None:
-    from ..pipelines import face_swap
-
     p = subparsers.add_parser("swap", help="put the person in a face photo into a target photo (face swap)",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--face", action="append", required=True, metavar="PHOTO",
                    help="photo of the person to put in (repeat for several photos of one person: embeddings averaged)")
     p.add_argument("--target", required=True, metavar="PHOTO", help="the photo whose face is replaced")
-    p.add_argument("--prompt", default=face_swap.DEFAULT_PROMPT,
-                   help=f"what to paint (default {face_swap.DEFAULT_PROMPT!r})")
+    p.add_argument("--prompt", default=SWAP_PROMPT,
+                   help=f"what to paint (default {SWAP_PROMPT!r})")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
     p.add_argument("--region", choices=["face", "image"], default="face",
                    help="face: inpaint the face only and paste back; image: repaint the whole target (img2img) "
@@ -57,11 +57,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--target-index", type=int, default=0,
                    help="which face of the target to replace, 0 = largest (default 0)")
     p.add_argument("--working-size", type=int, default=None,
-                   help=f"long side the face crop is painted at (default {face_swap.WORKING_SIDE}; {TINY_WORKING_SIZE} with --tiny)")
-    p.add_argument("--mask-grow", type=float, default=face_swap.MASK_GROW,
-                   help=f"mask ellipse = the face box grown by this (default {face_swap.MASK_GROW})")
-    p.add_argument("--feather", type=float, default=face_swap.FEATHER,
-                   help=f"soft mask edge, as a fraction of the face size (default {face_swap.FEATHER})")
+                   help=f"long side the face crop is painted at (default {SWAP_WORKING_SIDE}; {TINY_WORKING_SIZE} with --tiny)")
+    p.add_argument("--mask-grow", type=float, default=SWAP_MASK_GROW,
+                   help=f"mask ellipse = the face box grown by this (default {SWAP_MASK_GROW})")
+    p.add_argument("--feather", type=float, default=SWAP_FEATHER,
+                   help=f"soft mask edge, as a fraction of the face size (default {SWAP_FEATHER})")
     p.add_argument("--mask-out", metavar="PATH",
                    help="also write the blend mask as a greyscale PNG (default: not written)")
     add_model_options(p)
@@ -72,7 +72,6 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     import numpy as np
-    import torch
     from PIL import Image
 
     from ..face import load_image
@@ -85,37 +84,30 @@ def run(args) -> int:
                "num_inference_steps": values["num_inference_steps"]}
     check_strength_and_steps(checked, STRENGTH_DEFAULTS[args.region], values["num_inference_steps"])
     strength = checked["strength"]
-    working_size = args.working_size or (TINY_WORKING_SIZE if args.tiny else face_swap.WORKING_SIDE)
-    analyzer = face_analyzer(args)
+    working_size = args.working_size or (TINY_WORKING_SIZE if args.tiny else SWAP_WORKING_SIDE)
+    check_files("--face", args.face)
+    check_files("--target", args.target)
+    analyzer = face_analyzer(args, released_weights=True)
     # Faces first: a target or face photo without a face fails in seconds, before any model loads.
     face_swap.target_face(load_image(args.target), analyzer, args.target, args.target_index)
     condition = face_condition(args.face, analyzer)
     pipe, models = load_from_args(args, analyzer)
-    seed = values.pop("seed")
     common = dict(analyzer=analyzer, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                  target_index=args.target_index, strength=strength,
-                  generator=torch.Generator("cpu").manual_seed(seed), **values)
+                  target_index=args.target_index, strength=strength, **values)
     if args.region == "face":
         result = face_swap.swap_face(pipe, condition, args.target, working_side=working_size, grow=args.mask_grow,
                                      feather=args.feather, **common)
-        image, skipped, mask = result.image, result.condition.skipped, result.mask
     else:
         size = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"]) if args.tiny else (None, None)
-        output, _, condition = face_swap.swap_whole_image(pipe, condition, args.target, width=size[0],
-                                                          height=size[1], **common)
-        image, skipped, mask = output.images[0], condition.skipped, None
-    metadata = {"command": "swap", "region": args.region, "prompt": args.prompt,
-                "negative_prompt": args.negative_prompt, "seed": seed, "strength": strength, **values,
-                "faces": [str(f) for f in args.face],
-                "target": str(args.target), "target_index": args.target_index, "working_size": working_size,
-                "mask_grow": args.mask_grow, "feather": args.feather, **models}
-    write_pngs([image], args.out, metadata)
-    if args.mask_out and mask is not None:
+        result = face_swap.swap_whole_image(pipe, condition, args.target, width=size[0], height=size[1], **common)
+    metadata = {"command": "swap", **result.parameters, "working_size": working_size, "mask_grow": args.mask_grow,
+                "feather": args.feather, "faces": [str(f) for f in args.face], "target": str(args.target), **models}
+    write_pngs(result.images[:1], args.out, metadata)
+    if args.mask_out and result.mask is not None:
         mask_path = Path(args.mask_out)
         mask_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.rint(mask * 255).astype(np.uint8)).save(mask_path)
+        Image.fromarray(np.rint(result.mask * 255).astype(np.uint8)).save(mask_path)
         print(f"wrote {mask_path}")
-    if skipped:
-        print("skipped: " + "; ".join(skipped))
+    if result.skipped:
+        print("skipped: " + "; ".join(result.skipped))
     return 0
-

@@ -38,9 +38,10 @@ def _quiet_libraries() -> None:
 
 def run(args) -> int:
     from ..training.args import check_args
+
+    check_args(args)  # before torch, diffusers and accelerate load: a bad option fails in milliseconds
     from ..training.train import train
 
-    check_args(args)
     if not getattr(args, "verbose", False):
         _quiet_libraries()
     result = train(args)

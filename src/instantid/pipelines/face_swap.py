@@ -15,26 +15,30 @@ is the img2img variant: the whole target repainted at `strength`, the identity a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import EmbeddingError, NoFaceError
+from ..errors import NoFaceError
 from ..face.image import describe_source, load_image
 from ..face.keypoints import draw_kps
 from ..face.types import Face, FaceAnalyzer
-from .from_photos import FaceCondition, face_condition
+from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PROMPT, SWAP_STRENGTH, SWAP_WORKING_SIDE, resolve, split_params
+from .from_photos import FaceCondition, as_face_condition, check_embedding_size
+from .results import GenerationResult
 from .sizing import default_output_size
 
-DEFAULT_PROMPT = "a photo of a person, natural skin, detailed face"
-WORKING_SIDE = 1024  # long side of the crop the model paints (SDXL's native size)
+# The defaults are declared with the other parameters (instantid.params), shared with the CLI.
+DEFAULT_PROMPT = SWAP_PROMPT
+WORKING_SIDE = SWAP_WORKING_SIDE
 SIZE_MULTIPLE = 64
-MASK_GROW = 1.3  # the mask ellipse is the face box grown by this (forehead, chin, cheeks)
-FEATHER = 0.12  # blur radius as a fraction of the face box's larger side
+MASK_GROW = SWAP_MASK_GROW
+FEATHER = SWAP_FEATHER
 CROP_CONTEXT = 2.0  # crop side = this times the mask's larger side, so the model sees head and shoulders
-DEFAULT_STRENGTH = 0.85  # < 1 keeps some of the target's lighting and shape under the new face
+DEFAULT_STRENGTH = SWAP_STRENGTH["face"]
+# The output size comes from the target (or the working size); one image per call.
+_NOT_SWAP_PARAMS = frozenset({"width", "height", "num_images_per_prompt"})
 
 
 # ---- pure helpers
@@ -128,40 +132,45 @@ def target_face(target: np.ndarray, analyzer: FaceAnalyzer, name: str, index: in
 # ---- the pipelines
 
 
-@dataclass
-class FaceSwapResult:
-    image: Image.Image  # the target with the new face
-    mask: np.ndarray  # the feathered blend mask, HxW float32 in [0, 1]
-    crop_box: tuple[int, int, int, int]  # where the model painted, in target pixels
-    target_face: Face
-    condition: FaceCondition  # the face photos' analysis (embedding, skipped photos)
-    painted: Image.Image | None = field(default=None, repr=False)  # the model's crop, before paste-back
-
-
 def _identity(face_photos, analyzer: FaceAnalyzer, pipe) -> FaceCondition:
     """The face photos' analysis (or a FaceCondition already made from them), checked against the adapter."""
-    condition = face_photos if isinstance(face_photos, FaceCondition) else face_condition(face_photos, analyzer)
-    if condition.embedding.shape[0] != pipe.face_embedding_dim:
-        raise EmbeddingError(
-            f"the '{analyzer.name}' face backend gives {condition.embedding.shape[0]}-d embeddings but the loaded "
-            f"adapter takes {pipe.face_embedding_dim}-d ones; use the backend the adapter was trained with")
+    condition = as_face_condition(face_photos, analyzer)
+    check_embedding_size(condition.embedding, pipe, analyzer.name if analyzer is not None else condition.backend)
     return condition
+
+
+def _call_values(kwargs: dict) -> tuple[dict, dict, int | None]:
+    """(generation parameters from instantid.params, other pipeline keywords, seed or None when a
+    generator is given); the generator made from the seed is put into the keywords."""
+    import torch
+
+    given, rest = split_params(kwargs)
+    values = resolve(given, skip=_NOT_SWAP_PARAMS)
+    seed = values.pop("seed")
+    if rest.get("generator") is None:
+        rest["generator"] = torch.Generator("cpu").manual_seed(seed)
+    else:
+        seed = None
+    return values, rest, seed
 
 
 def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt: str = DEFAULT_PROMPT,
               target_index: int = 0, strength: float = DEFAULT_STRENGTH, working_side: int = WORKING_SIDE,
               grow: float = MASK_GROW, feather: float = FEATHER, context: float = CROP_CONTEXT,
-              **call_kwargs) -> FaceSwapResult:
+              **call_kwargs) -> GenerationResult:
     """Replace the face in `target_photo` with the person in `face_photos` (embeddings averaged; or pass
     their FaceCondition from from_photos.face_condition).
 
     `pipe`: any InstantID pipeline (SDXL or SD1.5); an inpainting one is made from it (sharing its weights) if needed.
-    Other keywords go to the pipeline call (`generator`, `num_inference_steps`, scales, ...).
+    Generation parameters (instantid.params: steps, scales, control window, seed) default from that table;
+    other keywords go to the pipeline call (`generator`, `negative_prompt`, ...). The result's `mask`,
+    `crop_box`, `target_face` and `painted` tell where and what was painted.
     """
     from .img2img import check_strength
     from .inpaint import inpaint_pipeline_for
 
     strength = check_strength(strength)
+    values, call_kwargs, seed = _call_values(call_kwargs)
     pipe = inpaint_pipeline_for(pipe)
     target = load_image(target_photo)
     height, width = target.shape[:2]
@@ -179,22 +188,26 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
     kps = (np.asarray(face.kps, dtype=np.float64) - [x1, y1]) * [work_w / (x2 - x1), work_h / (y2 - y1)]
     painted = pipe(prompt=prompt, image=crop, mask_image=paint_mask, control_image=draw_kps((work_w, work_h), kps),
                    image_embeds=condition.embedding, strength=strength, width=work_w, height=work_h,
-                   **call_kwargs).images[0]
+                   **values, **call_kwargs).images[0]
     result = Image.fromarray(paste_back(target, painted, box, mask))
-    return FaceSwapResult(image=result, mask=mask, crop_box=box, target_face=face, condition=condition,
-                          painted=painted)
+    parameters = {"region": "face", "prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"),
+                  "seed": seed, "strength": strength, **values, "target_index": target_index,
+                  "working_size": working_side, "mask_grow": grow, "feather": feather, "crop_box": list(box),
+                  "face_backend": analyzer.name if analyzer is not None else condition.backend}
+    return GenerationResult(images=[result], parameters=parameters, condition=condition, mask=mask, crop_box=box,
+                            target_face=face, painted=painted)
 
 
 def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt: str = DEFAULT_PROMPT,
-                     target_index: int = 0, strength: float = 0.6, width: int | None = None,
-                     height: int | None = None, **call_kwargs):
+                     target_index: int = 0, strength: float = SWAP_STRENGTH["image"], width: int | None = None,
+                     height: int | None = None, **call_kwargs) -> GenerationResult:
     """img2img: repaint the whole target at `strength` with the person from `face_photos` at the target
     face's keypoints. Output size: the target's, capped (see sizing.py), unless given.
-
-    Returns (pipeline output, target Face, FaceCondition)."""
+    Parameters as for swap_face; the result's `target_face` is the face whose place the identity takes."""
     from .img2img import check_strength, img2img_pipeline_for
 
     strength = check_strength(strength)
+    values, call_kwargs, seed = _call_values(call_kwargs)
     pipe = img2img_pipeline_for(pipe)
     target = load_image(target_photo)
     size = (target.shape[1], target.shape[0])
@@ -205,5 +218,10 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
     kps = np.asarray(face.kps, dtype=np.float64) * [width / size[0], height / size[1]]
     output = pipe(prompt=prompt, image=Image.fromarray(target).resize((width, height), Image.LANCZOS),
                   control_image=draw_kps((width, height), kps), image_embeds=condition.embedding,
-                  strength=strength, width=width, height=height, **call_kwargs)
-    return output, face, condition
+                  strength=strength, width=width, height=height, **values, **call_kwargs)
+    parameters = {"region": "image", "prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"),
+                  "seed": seed, "strength": strength, "width": width, "height": height, **values,
+                  "target_index": target_index,
+                  "face_backend": analyzer.name if analyzer is not None else condition.backend}
+    return GenerationResult(images=list(output.images), parameters=parameters, condition=condition,
+                            target_face=face)

@@ -1,19 +1,26 @@
-"""The higher-level entry: face photos in, images out. Runs face analysis, then the pipeline."""
+"""The library entry: face photos + prompt in, images out. Runs face analysis, then the pipeline.
+
+`generate_from_photos` is what `instantid generate` (and the service and UI) call: every generation
+parameter defaults from `instantid.params`, so the same inputs give the same images from the library and
+from the command line.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageReadError, NoFaceError
+from ..errors import EmbeddingError, ImageReadError, NoFaceError, UsageError
 from ..face.keypoints import average_embeddings, draw_kps, scale_kps
 from ..face.types import Face, FaceAnalyzer
+from ..params import INTERPOLATION_WEIGHTS, PARAMS_BY_NAME, resolve
+from .results import GenerationResult
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
@@ -29,8 +36,13 @@ class FaceCondition:
     faces: list[Face] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # reference photos without a usable face
 
+    @property
+    def backend(self) -> str | None:
+        return self.faces[0].backend if self.faces else None
+
     def output_size(self, width: int | None = None, height: int | None = None) -> tuple[int, int]:
-        """Explicit sizes win; otherwise the pose image's size, capped (see sizing.py)."""
+        """The output size, decided here for every entry: explicit sizes win; otherwise the pose image's
+        size, capped (see sizing.py)."""
         if width and height:
             return width, height
         auto_w, auto_h = default_output_size(self.pose_size)
@@ -39,6 +51,17 @@ class FaceCondition:
     def kps_image(self, width: int, height: int) -> Image.Image:
         """The keypoint image redrawn at (width, height), so points stay round at any output size."""
         return draw_kps((width, height), scale_kps(self.kps, self.pose_size, (width, height)))
+
+    def with_kps(self, numbers, size: tuple[int, int]) -> "FaceCondition":
+        """The same identity placed at explicit keypoints: 10 numbers (left eye, right eye, nose, left and
+        right mouth corner; x,y each) in pixels of an output of `size` (width, height)."""
+        kps = np.asarray(numbers, np.float32)
+        if kps.size != 10 or not np.isfinite(kps).all():
+            raise UsageError(f"kps needs 10 numbers (5 x,y points), got {kps.size}")
+        kps = kps.reshape(5, 2)
+        if (kps < 0).any() or (kps[:, 0] >= size[0]).any() or (kps[:, 1] >= size[1]).any():
+            raise UsageError(f"kps points must lie inside the {size[0]}x{size[1]} output")
+        return replace(self, kps=kps, pose_size=tuple(size))
 
 
 def _name(photo) -> str:
@@ -54,6 +77,8 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
     """
     from ..face.image import image_size
 
+    if analyzer is None:
+        raise UsageError("face photos need a face analyzer: pass analyzer=get_face_analyzer(...)")
     if isinstance(face_photos, (str, Path, Image.Image, np.ndarray)):
         face_photos = [face_photos]
     faces, sizes, skipped = [], [], []
@@ -86,19 +111,124 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
                          pose_size=pose_size, faces=faces, skipped=skipped)
 
 
-def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyzer, pose_photo=None,
-                         width: int | None = None, height: int | None = None, **call_kwargs):
-    """Run face analysis on the photos, then the pipeline. Returns (pipeline output, FaceCondition)."""
-    condition = face_condition(face_photos, analyzer, pose_photo)
-    if condition.embedding.shape[0] != pipe.face_embedding_dim:
-        from ..errors import EmbeddingError
+def as_face_condition(face_photos, analyzer: FaceAnalyzer | None, pose_photo=None) -> FaceCondition:
+    """`face_photos` analysed, or returned as is when it is already a FaceCondition."""
+    if isinstance(face_photos, FaceCondition):
+        return face_condition_with_pose(face_photos, analyzer, pose_photo) if pose_photo is not None else face_photos
+    return face_condition(face_photos, analyzer, pose_photo)
 
+
+def face_condition_with_pose(condition: FaceCondition, analyzer: FaceAnalyzer | None, pose_photo) -> FaceCondition:
+    """`condition` with its keypoints taken from `pose_photo`."""
+    from ..face.image import image_size
+
+    if analyzer is None:
+        raise UsageError("a pose photo needs a face analyzer: pass analyzer=get_face_analyzer(...)")
+    pose_faces = analyzer.detect(pose_photo)
+    if not pose_faces:
+        raise NoFaceError(f"no face found in the pose photo {_name(pose_photo)}; it supplies the keypoints")
+    return replace(condition, kps=np.asarray(pose_faces[0].kps), pose_size=image_size(pose_photo))
+
+
+def check_embedding_size(embedding, pipe, backend: str | None = None) -> None:
+    """The one check that a face backend's embeddings fit the loaded adapter (antelopev2 512-d, dlib 128-d)."""
+    size, expected = int(np.asarray(embedding).shape[-1]), int(pipe.face_embedding_dim)
+    if size != expected:
+        source = f"the '{backend}' face backend gives" if backend else "the face embedding has"
         raise EmbeddingError(
-            f"the '{analyzer.name}' face backend gives {condition.embedding.shape[0]}-d embeddings but the loaded "
-            f"adapter takes {pipe.face_embedding_dim}-d ones; use the backend the adapter was trained with "
-            "(the released weights need antelopev2)"
+            f"{source} {size}-d embeddings but the loaded adapter takes {expected}-d ones; use the backend the "
+            "adapter was trained with (the released weights need antelopev2)"
         )
-    width, height = condition.output_size(width, height)
-    output = pipe(prompt=prompt, image_embeds=condition.embedding, image=condition.kps_image(width, height),
-                  width=width, height=height, **call_kwargs)
-    return output, condition
+
+
+def _series(condition: FaceCondition, interpolate: FaceCondition | None, weights, yaw) -> list[tuple[str, FaceCondition]]:
+    """(label, condition) per variant: one plain, or an identity-interpolation / head-pose series."""
+    from .variations import interpolate_embeddings, turn_head
+
+    if interpolate is not None and yaw:
+        raise UsageError("use either interpolate (--interpolate) or yaw (--yaw), not both")
+    if interpolate is not None:
+        weights = [float(w) for w in weights]
+        if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
+            raise UsageError(f"interpolation weights must be in [0, 1], got {weights}")
+        mixed = interpolate_embeddings(condition.embedding, interpolate.embedding, weights)
+        return [(f"w{w:.2f}", replace(condition, embedding=e)) for w, e in zip(weights, mixed)]
+    if yaw:
+        return [(f"yaw{d:+g}", replace(condition, kps=turn_head(condition.kps, d))) for d in yaw]
+    return [("", condition)]
+
+
+def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyzer | None = None, pose_photo=None,
+                         kps=None, negative_prompt: str | None = None, style: str = "none", styles_file=None,
+                         prompt_weighting: bool = False, controls: Sequence = (), interpolate=None,
+                         weights: Sequence[float] = INTERPOLATION_WEIGHTS, yaw: Sequence[float] | None = None,
+                         **kwargs) -> GenerationResult:
+    """Images of the person in `face_photos` (several photos of one person: embeddings averaged).
+
+    face_photos: paths, PIL images or arrays (analysed with `analyzer`), or a FaceCondition already made
+        by `face_condition` (front ends analyse first, so a faceless photo fails before any model loads).
+    pose_photo: take the keypoints (head position and pose) from this photo; kps: or from 10 numbers in
+        output pixels.
+    style / styles_file: a style preset (pipelines/styles.py); prompt_weighting: compel syntax.
+    controls: conditions.ExtraControl per extra ControlNet the pipeline holds beside IdentityNet, in order.
+    interpolate (photos or a FaceCondition) with `weights`, or `yaw` (degrees): a series, one image per value.
+    Generation parameters (`instantid.params`: num_inference_steps, guidance_scale,
+    controlnet_conditioning_scale, ip_adapter_scale, control_guidance_start/end, seed, width, height,
+    num_images_per_prompt) default from that table and are range-checked. `seed` makes the generator
+    (a fresh one per variant, so every variant starts from the same noise); a `generator` keyword wins.
+    Other keywords go to the pipeline call as they are (output_type, callback_on_step_end, ...).
+    """
+    import torch
+
+    from .styles import get_style
+
+    values = resolve({name: kwargs.pop(name) for name in list(kwargs) if name in PARAMS_BY_NAME})
+    generator = kwargs.pop("generator", None)
+    condition = as_face_condition(face_photos, analyzer, pose_photo)
+    backend = analyzer.name if analyzer is not None else condition.backend
+    check_embedding_size(condition.embedding, pipe, backend)
+    if interpolate is not None:
+        interpolate = as_face_condition(interpolate, analyzer)
+        check_embedding_size(interpolate.embedding, pipe, backend)
+    width, height = condition.output_size(values.pop("width"), values.pop("height"))
+    if kps is not None:
+        condition = condition.with_kps(kps, (width, height))
+    series = _series(condition, interpolate, weights, yaw)
+    prompt, negative_prompt = get_style(style, styles_file).apply(prompt, negative_prompt)
+    control_images = [control.condition_image((width, height)) for control in controls]
+    seed = values.pop("seed")
+
+    call = dict(values)
+    if controls:
+        # IdentityNet first (it is the one that sees the face tokens), then the extra ControlNets.
+        call["controlnet_conditioning_scale"] = [values["controlnet_conditioning_scale"], *[c.scale for c in controls]]
+        call["control_guidance_start"] = [values["control_guidance_start"], *[c.start for c in controls]]
+        call["control_guidance_end"] = [values["control_guidance_end"], *[c.end for c in controls]]
+    if prompt_weighting:
+        from .prompts import weighted_prompt_kwargs
+
+        call.update(weighted_prompt_kwargs(pipe, prompt, negative_prompt))
+    else:
+        call.update(prompt=prompt, negative_prompt=negative_prompt or None)
+    call.update(kwargs)
+
+    images, labels = [], []
+    for label, variant in series:
+        kps_image = variant.kps_image(width, height)
+        output = pipe(image_embeds=variant.embedding, width=width, height=height,
+                      image=[kps_image, *control_images] if controls else kps_image,
+                      generator=generator if generator is not None else torch.Generator("cpu").manual_seed(seed),
+                      **call)
+        images += list(output.images)
+        labels += [label] * len(output.images)
+    parameters = {"prompt": prompt, "negative_prompt": negative_prompt, "style": style,
+                  "prompt_weighting": prompt_weighting, "seed": None if generator is not None else seed,
+                  "width": width, "height": height, **values,
+                  "control_scales": [c.scale for c in controls], "scheduler": type(pipe.scheduler).__name__,
+                  "face_backend": backend, "kps": np.asarray(condition.kps, dtype=float).round(2).tolist(),
+                  "pose_size": list(condition.pose_size)}
+    if interpolate is not None:
+        parameters["interpolation_weights"] = [float(w) for w in weights]
+    if yaw:
+        parameters["yaw"] = [float(d) for d in yaw]
+    return GenerationResult(images=images, parameters=parameters, condition=condition, labels=labels)

@@ -66,6 +66,8 @@ class StableDiffusionInstantIDImg2ImgPipeline(StrengthCheckedMixin, InstantIDMix
 
 def img2img_pipeline_for(pipe):
     """An img2img pipeline sharing `pipe`'s modules, of `pipe`'s architecture (SDXL or SD1.5)."""
-    cls = (StableDiffusionXLInstantIDImg2ImgPipeline if hasattr(pipe, "text_encoder_2")
+    from ..models.architectures import SDXL, family_of_pipeline
+
+    cls = (StableDiffusionXLInstantIDImg2ImgPipeline if family_of_pipeline(pipe) == SDXL
            else StableDiffusionInstantIDImg2ImgPipeline)
     return pipe if isinstance(pipe, cls) else cls.from_pipe(pipe)

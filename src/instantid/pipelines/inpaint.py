@@ -34,6 +34,8 @@ class StableDiffusionInstantIDInpaintPipeline(StrengthCheckedMixin, InstantIDMix
 
 def inpaint_pipeline_for(pipe):
     """An inpainting pipeline sharing `pipe`'s modules, of `pipe`'s architecture (SDXL or SD1.5)."""
-    cls = (StableDiffusionXLInstantIDInpaintPipeline if hasattr(pipe, "text_encoder_2")
+    from ..models.architectures import SDXL, family_of_pipeline
+
+    cls = (StableDiffusionXLInstantIDInpaintPipeline if family_of_pipeline(pipe) == SDXL
            else StableDiffusionInstantIDInpaintPipeline)
     return pipe if isinstance(pipe, cls) else cls.from_pipe(pipe)

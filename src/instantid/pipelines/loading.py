@@ -53,16 +53,21 @@ def load_identitynet(spec: str | Path = hub.RELEASED_REPO, dtype: torch.dtype = 
 
 
 def architecture_of(identitynet) -> str:
-    """"sdxl" or "sd15", read from IdentityNet's config (SDXL adds pooled text + time ids)."""
-    return "sdxl" if identitynet.config.addition_embed_type == "text_time" else "sd15"
+    """"sdxl" or "sd15", read from IdentityNet's config (models.architectures.family_of_config)."""
+    from ..models.architectures import family_of_config
+
+    return family_of_config(identitynet.config)
 
 
 def pipeline_class(arch: str):
-    if arch == "sdxl":
+    """The InstantID pipeline class of a base family ("sdxl" or "sd15")."""
+    from ..models.architectures import SD15, SDXL
+
+    if arch == SDXL:
         from .sdxl import StableDiffusionXLInstantIDPipeline
 
         return StableDiffusionXLInstantIDPipeline
-    if arch == "sd15":
+    if arch == SD15:
         from .sd15 import StableDiffusionInstantIDPipeline
 
         return StableDiffusionInstantIDPipeline

@@ -18,6 +18,7 @@ from ..face.types import Face, FaceAnalyzer
 from ..errors import RegionError
 from .face_region import Box, IdentityRegion, check_box
 from .from_photos import face_condition
+from .results import GenerationResult
 from .sizing import default_output_size
 
 # A layout face's region: its box grown by this factor around its centre (head, hair, a bit of shoulders).
@@ -136,13 +137,26 @@ def _layout_regions(layout_photo, analyzer: FaceAnalyzer, count: int, size: tupl
 
 
 def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, *, width: int, height: int,
-                            **call_kwargs):
-    """Run `pipe` with each identity confined to its region. Returns the pipeline output.
+                            **call_kwargs) -> GenerationResult:
+    """Run `pipe` with each identity confined to its region.
 
     Every identity needs its own `embedding` and `kps` (output pixels); regions must not overlap.
-    Other keywords go to the pipeline call (`controlnet_conditioning_scale`, `ip_adapter_scale`,
-    `generator`, ...); each identity's `scale` multiplies both scales inside its region.
+    Generation parameters (instantid.params: steps, `controlnet_conditioning_scale`, `ip_adapter_scale`,
+    control window, seed, num_images_per_prompt) default from that table; each identity's `scale`
+    multiplies both scales inside its region. Other keywords go to the pipeline call (`generator`,
+    `negative_prompt`, ...).
     """
+    import torch
+
+    from ..params import resolve, split_params
+
+    given, call_kwargs = split_params(call_kwargs)
+    values = resolve(given, skip={"width", "height"})
+    seed = values.pop("seed")
+    if call_kwargs.get("generator") is None:
+        call_kwargs["generator"] = torch.Generator("cpu").manual_seed(seed)
+    else:
+        seed = None
     identities = list(identities)
     if not identities:
         raise RegionError("give at least one identity")
@@ -154,5 +168,11 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
     # The call's IdentityNet image is only a picture of all faces (and sets sizes); each face's IdentityNet
     # pass gets its own keypoints. Pass a list there when the pipeline holds extra ControlNets.
     call_kwargs.setdefault(pipe.control_image_argument, kps_overview(identities, (width, height)))
-    return pipe(prompt=prompt, image_embeds=identities[0].embedding, width=width, height=height,
-                identity_regions=identities, **call_kwargs)
+    output = pipe(prompt=prompt, image_embeds=identities[0].embedding, width=width, height=height,
+                  identity_regions=identities, **values, **call_kwargs)
+    parameters = {"prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"), "seed": seed,
+                  "width": width, "height": height, **values,
+                  "regions": [[float(v) for v in identity.region] if isinstance(identity.region, (tuple, list))
+                              else "mask" for identity in identities],
+                  "scales": [float(identity.scale) for identity in identities]}
+    return GenerationResult(images=list(output.images), parameters=parameters, identities=identities)

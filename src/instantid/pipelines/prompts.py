@@ -11,7 +11,9 @@ def weighted_prompt_kwargs(pipe, prompt: str, negative_prompt: str | None = None
     except ImportError as err:
         raise ImportError("weighted prompts need compel: pip install compel") from err
 
-    if hasattr(pipe, "text_encoder_2"):
+    from ..models.architectures import SDXL, family_of_pipeline
+
+    if family_of_pipeline(pipe) == SDXL:
         out = CompelForSDXL(pipe)(prompt, negative_prompt=negative_prompt or "")
         return {"prompt_embeds": out.embeds, "pooled_prompt_embeds": out.pooled_embeds,
                 "negative_prompt_embeds": out.negative_embeds, "negative_pooled_prompt_embeds": out.negative_pooled_embeds}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads with the pipelines; the CLI reads ATTENTION_CHOICES without it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ def apply_to_modules(options: SpeedOptions, *, unet, controlnet, vae) -> None:
         for module in (unet, controlnet, vae):
             use_eager_attention(module)
     if options.channels_last:
+        import torch
+
         for module in (unet, controlnet, vae):
             module.to(memory_format=torch.channels_last)
     if options.vae_tiling:

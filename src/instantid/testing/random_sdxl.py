@@ -3,8 +3,8 @@
 ``build_components("full", ...)`` gives the architecture of SDXL base 1.0 (CLIP ViT-L/14 and
 OpenCLIP bigG text encoders, the SDXL VAE and UNet), the released IdentityNet and the released
 face adapter shapes; ``build_components("small", ...)`` gives the tiny test architecture. The
-weights are random, so only timings and memory mean anything. Used by `instantid bench` and
-`benchmarks/gpu_bench.py`.
+weights are random, so only timings and memory mean anything. Used by `instantid bench` (and so
+`benchmarks/gpu.sh`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from ..models.architectures import (
+from ..models.architectures import released_adapter_shapes
+from .architectures import (
     TINY_VOCAB_SIZE,
     euler_scheduler_config,
     full_identitynet_config,
     full_sdxl_unet_config,
     identitynet_config_from_unet_config,
-    released_adapter_shapes,
     tiny_clip_text_config,
     tiny_sdxl_unet_config,
     tiny_vae_config,
@@ -43,7 +43,6 @@ SIZES = ("full", "small")
 BYTE_TOKENIZER_BOS = TINY_VOCAB_SIZE - 2
 BYTE_TOKENIZER_EOS = TINY_VOCAB_SIZE - 1
 CLIP_VOCAB_SIZE = 49408  # holds every byte-level token id (< 514)
-RELEASED_CONDITIONING_CHANNELS = (16, 32, 96, 256)
 
 
 def clip_vit_l_text_config() -> dict:
@@ -139,9 +138,14 @@ def build_components(size: str, device: torch.device | str, dtype: torch.dtype, 
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     device = torch.device(device)
-    full = size == "full"
+    # A forked RNG: the same seed gives the same weights, and the caller's global RNG is left untouched.
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _build_components(size == "full", device, dtype)
+
+
+def _build_components(full: bool, device: torch.device, dtype: torch.dtype) -> Components:
     seconds: dict[str, float] = {}
-    torch.manual_seed(seed)
 
     def timed(name, make):
         start = time.perf_counter()

@@ -35,10 +35,12 @@ from instantid.models.architectures import (
     FACE_EMBEDDING_DIM,
     RESAMPLER_DEPTH,
     RESAMPLER_NUM_TOKENS,
+    released_adapter_shapes,
+)
+from instantid.testing.architectures import (
     euler_scheduler_config,
     full_identitynet_config,
     full_sdxl_unet_config,
-    released_adapter_shapes,
     tiny_clip_text_config,
     tiny_sd15_unet_config,
     tiny_sdxl_unet_config,
@@ -53,7 +55,7 @@ __all__ = [
     "random_adapter_state_dict",
     "save_adapter_safetensors",
     "build_tiny_lora",
-    # full-size shapes, for meta-device tests (defined in architectures.py)
+    # full-size shapes, for meta-device tests (testing/architectures.py, models/architectures.py)
     "full_identitynet_config",
     "full_sdxl_unet_config",
     "released_adapter_shapes",
@@ -278,6 +280,8 @@ def build_tiny_lora(base_dir: str | Path, out_path: str | Path, *, rank: int = 4
     layers = {k: torch.randn(v.shape, generator=generator) * 0.1
               for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)).items()}
     out_path = Path(out_path)
-    pipeline_cls = StableDiffusionXLPipeline if unet.config.addition_embed_type == "text_time" else StableDiffusionPipeline
+    from instantid.models.architectures import SDXL, family_of_config
+
+    pipeline_cls = StableDiffusionXLPipeline if family_of_config(unet.config) == SDXL else StableDiffusionPipeline
     pipeline_cls.save_lora_weights(out_path.parent, unet_lora_layers=layers, weight_name=out_path.name)
     return out_path

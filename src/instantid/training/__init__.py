@@ -15,6 +15,8 @@ from __future__ import annotations
 def main(input_args: list[str] | None = None):
     """Parse the options, train, return the TrainingResult (`accelerate launch -m instantid.training`)."""
     from .args import parse_args
+
+    args = parse_args(input_args)  # options checked before torch, diffusers and accelerate load
     from .train import train
 
-    return train(parse_args(input_args))
+    return train(args)

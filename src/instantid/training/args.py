@@ -11,9 +11,9 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+from ..pipelines.hub import DEFAULT_BASE
 from .errors import TrainingConfigError
 
-DEFAULT_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 ADAPTER_FORMATS = ("bin", "safetensors")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")

@@ -17,15 +17,19 @@ from pathlib import Path
 import torch
 
 from ..models.adapter import AdapterStateDict, load_adapter_state_dict, resampler_shape
-from ..models.architectures import cross_attention_modules, released_adapter_shapes
+from ..models.architectures import (  # noqa: F401  (SDXL, SD15: the family names, used across training)
+    RELEASED_CONDITIONING_CHANNELS,
+    SD15,
+    SDXL,
+    cross_attention_modules,
+    family_of_config,
+    released_adapter_shapes,
+)
 from ..models.identitynet import identitynet_face_tokens
 from .errors import TrainingConfigError
 
 logger = logging.getLogger(__name__)
 
-SDXL, SD15 = "sdxl", "sd15"
-# IdentityNet's keypoint encoder, as released; it needs one level per VAE level (4 for SD/SDXL VAEs).
-RELEASED_CONDITIONING_CHANNELS = (16, 32, 96, 256)
 
 
 class InstantIDTrainingModel(torch.nn.Module):
@@ -212,21 +216,14 @@ def resolve_base(spec) -> Path:
 
 
 def detect_family(base_dir: Path) -> str:
-    """SDXL or SD1.5 family, from the base's own config (SDXL has a second text encoder and text-time embeds)."""
-    index = base_dir / "model_index.json"
-    if index.is_file() and "text_encoder_2" in json.loads(index.read_text(encoding="utf-8")):
-        return SDXL
+    """SDXL or SD1.5 family, from the base UNet's own config (models.architectures.family_of_config)."""
     unet_config = base_dir / "unet" / "config.json"
     if not unet_config.is_file():
         raise TrainingConfigError(f"{base_dir} is not a diffusers base model folder (no unet/config.json)")
-    return SDXL if json.loads(unet_config.read_text(encoding="utf-8")).get("addition_embed_type") == "text_time" else SD15
+    return family_of_config(json.loads(unet_config.read_text(encoding="utf-8")))
 
 
 def pipeline_class(family: str):
-    if family == SDXL:
-        from ..pipelines.sdxl import StableDiffusionXLInstantIDPipeline
+    from ..pipelines.loading import pipeline_class as inference_pipeline_class
 
-        return StableDiffusionXLInstantIDPipeline
-    from ..pipelines.sd15 import StableDiffusionInstantIDPipeline
-
-    return StableDiffusionInstantIDPipeline
+    return inference_pipeline_class(family)
