@@ -130,18 +130,31 @@ def test_head_pose_series(photos, tiny_cache, tmp_path, capsys):
     assert {p.name for p in tmp_path.glob("pose_*.png")} == {"pose_yaw-20.png", "pose_yaw+20.png", "pose_sheet.png"}
 
 
-def test_explicit_keypoints(photos, tiny_cache, tmp_path, capsys):
-    kps = "30,40,90,40,60,70,38,95,82,95"
+def test_explicit_keypoints_reach_identitynet(photos, tiny_cache, tmp_path, capsys, monkeypatch):
+    from instantid.face.keypoints import draw_kps
+
+    calls = spy_on_pipeline_calls(monkeypatch)
+    numbers = [30, 40, 90, 40, 60, 70, 38, 95, 82, 95]
     out = tmp_path / "kps.png"
-    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--kps", kps, "--prompt", "x",
-                 "--steps", "1", "--out", str(out)]) == 0
-    assert json.loads(Image.open(out).text["parameters"])["width"] == 128
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--kps", ",".join(map(str, numbers)),
+                 "--prompt", "x", "--steps", "1", "--out", str(out)]) == 0
+    (call,) = calls
+    expected = np.asarray(draw_kps((128, 128), np.reshape(numbers, (5, 2))))
+    assert np.array_equal(np.asarray(call["image"]), expected)  # what IdentityNet was conditioned on
+    params = json.loads(Image.open(out).text["parameters"])
+    assert params["width"] == 128 and params["kps"] == np.reshape(numbers, (5, 2)).tolist()
+    # without --kps the photo's keypoints are used: a different condition image
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--prompt", "x", "--steps", "1",
+                 "--out", str(tmp_path / "photo_kps.png")]) == 0
+    assert not np.array_equal(np.asarray(calls[1]["image"]), expected)
     assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--kps", "1,2,3", "--prompt", "x",
                  "--out", str(out)]) == 1
     assert "10 numbers" in capsys.readouterr().err
-    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--kps", kps.replace("90", "900"),
+    far = ",".join(map(str, numbers)).replace("90", "900")
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--kps", far,
                  "--prompt", "x", "--out", str(out)]) == 1
     assert "inside the 128x128 output" in capsys.readouterr().err
+    assert len(calls) == 2  # the refused runs never called the pipeline
 
 
 def test_contradicting_options_are_refused(photos, tmp_path, capsys):
@@ -150,8 +163,86 @@ def test_contradicting_options_are_refused(photos, tmp_path, capsys):
     assert "must be below --control-end" in capsys.readouterr().err
 
 
-def test_memory_and_speed_switches(photos, tiny_cache, tmp_path, capsys):
+def test_memory_and_speed_switches_take_effect_on_the_pipeline(photos, tiny_cache, tmp_path, monkeypatch):
+    import torch
+
+    pipes = spy_on_loaded_pipelines(monkeypatch)
     out = tmp_path / "switches.png"
     assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--prompt", "x", "--steps", "1",
                  "--vae-tiling", "--vae-slicing", "--channels-last", "--out", str(out)]) == 0
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--prompt", "x", "--steps", "1",
+                 "--out", str(tmp_path / "plain.png")]) == 0
+    switched, plain = pipes
+    assert switched.vae.use_tiling and switched.vae.use_slicing
+    assert not plain.vae.use_tiling and not plain.vae.use_slicing
+    for module in (switched.unet, switched.controlnet, switched.vae):
+        weight = next(p for p in module.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+        assert weight.is_contiguous(memory_format=torch.channels_last)
+        assert not weight.is_contiguous()  # really re-laid out, not trivially both
+    weight = next(p for p in plain.unet.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+    assert weight.is_contiguous() and not weight.is_contiguous(memory_format=torch.channels_last)
     assert Image.open(out).size == (128, 128)
+
+
+def test_cli_and_library_entry_give_bit_identical_images(photos, tiny_cache, tmp_path):
+    from instantid.face import get_face_analyzer
+    from instantid.pipelines.from_photos import generate_from_photos
+    from instantid.pipelines.loading import load_pipeline
+    from instantid.testing.tiny import tiny_instantid_cached
+
+    out = tmp_path / "cli.png"
+    assert main(["generate", "--tiny", "--face", str(photos["grace_hopper"]), "--face", str(photos["tom_hanks"]),
+                 "--pose", str(photos["astronaut"]), "--prompt", "a portrait", "--seed", "11", "--steps", "2",
+                 "--style", "watercolor", "--out", str(out)]) == 0
+    cli_image = Image.open(out)
+    cli_params = json.loads(cli_image.text["parameters"])
+
+    analyzer = get_face_analyzer("dlib")
+    tiny = tiny_instantid_cached(embedding_dim=analyzer.embedding_dim)
+    pipe = load_pipeline(tiny.base, tiny.identitynet, tiny.adapter, device="cpu")
+    # --tiny's own defaults (128x128, 4 steps) are the CLI's; everything else is the library's default
+    result = generate_from_photos(pipe, [photos["grace_hopper"], photos["tom_hanks"]], "a portrait",
+                                  analyzer=analyzer, pose_photo=photos["astronaut"], seed=11, num_inference_steps=2,
+                                  width=128, height=128, style="watercolor")
+    assert np.array_equal(np.asarray(cli_image.convert("RGB")), np.asarray(result.image))
+    assert {k: cli_params[k] for k in result.parameters} == json.loads(json.dumps(result.parameters))
+    assert cli_params["ip_adapter_scale"] == cli_params["controlnet_conditioning_scale"] == 0.8
+
+
+# ---- spies
+
+
+def spy_on_loaded_pipelines(monkeypatch) -> list:
+    """Every pipeline `instantid generate` loads, appended as loaded."""
+    from instantid.cli import generate
+
+    pipes, load = [], generate.load_from_args
+
+    def loading(*args, **kwargs):
+        pipe, models = load(*args, **kwargs)
+        pipes.append(pipe)
+        return pipe, models
+
+    monkeypatch.setattr(generate, "load_from_args", loading)
+    return pipes
+
+
+def spy_on_pipeline_calls(monkeypatch) -> list:
+    """The keywords of every call of a pipeline `instantid generate` loads (the pipeline still runs)."""
+    from instantid.cli import generate
+
+    calls, load = [], generate.load_from_args
+
+    def loading(*args, **kwargs):
+        pipe, models = load(*args, **kwargs)
+
+        class Spy(type(pipe)):
+            def __call__(self, *call_args, **call_kwargs):
+                calls.append(call_kwargs)
+                return super().__call__(*call_args, **call_kwargs)
+
+        pipe.__class__ = Spy
+        return pipe, models
+
+    monkeypatch.setattr(generate, "load_from_args", loading)
+    return calls

@@ -120,9 +120,9 @@ def test_sd15_pipeline_is_picked_from_identitynet_and_generates(tmp_path, photos
     pipe = load_pipeline(sd15.base, sd15.identitynet, sd15.adapter, device="cpu")
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe, StableDiffusionInstantIDPipeline)
-    output, _ = generate_from_photos(pipe, photos["grace_hopper"], "a portrait", analyzer=dlib_analyzer,
-                                     width=64, height=64, num_inference_steps=2, output_type="latent",
-                                     generator=torch.Generator().manual_seed(0))
+    output = generate_from_photos(pipe, photos["grace_hopper"], "a portrait", analyzer=dlib_analyzer,
+                                  width=64, height=64, num_inference_steps=2, output_type="latent",
+                                  generator=torch.Generator().manual_seed(0))
     assert output.images.shape == (1, 4, 32, 32) and torch.isfinite(output.images).all()
 
 
@@ -151,7 +151,7 @@ def test_sd15_face_swap_and_img2img(tmp_path, photos, dlib_analyzer):
     outside = result.mask == 0
     assert (np.asarray(result.image)[outside] == target[outside]).all()
     assert (np.asarray(result.image)[result.mask > 0.5] != target[result.mask > 0.5]).any()
-    output, _, _ = swap_whole_image(pipe, [photos["grace_hopper"]], photos["astronaut"], analyzer=dlib_analyzer,
-                                    width=64, height=64, num_inference_steps=2, strength=0.5,
-                                    generator=torch.Generator().manual_seed(0))
+    output = swap_whole_image(pipe, [photos["grace_hopper"]], photos["astronaut"], analyzer=dlib_analyzer,
+                              width=64, height=64, num_inference_steps=2, strength=0.5,
+                              generator=torch.Generator().manual_seed(0))
     assert output.images[0].size == (64, 64)

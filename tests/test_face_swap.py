@@ -94,10 +94,10 @@ def test_swap_on_a_real_photo_changes_only_pixels_inside_the_mask(pipe, photos, 
 
 
 def test_whole_image_mode_is_img2img_at_the_target_pose(pipe, photos, dlib_analyzer):
-    output, face, condition = swap_whole_image(pipe, [photos["grace_hopper"]], photos["astronaut"],
-                                               analyzer=dlib_analyzer, width=64, height=64, strength=0.5,
-                                               generator=torch.Generator().manual_seed(0), **FAST)
-    assert output.images[0].size == (64, 64) and condition.embedding.shape == (128,)
+    result = swap_whole_image(pipe, [photos["grace_hopper"]], photos["astronaut"], analyzer=dlib_analyzer,
+                              width=64, height=64, strength=0.5, generator=torch.Generator().manual_seed(0), **FAST)
+    assert result.image.size == (64, 64) and result.condition.embedding.shape == (128,)
+    assert result.target_face is not None and result.parameters["strength"] == 0.5
 
 
 def test_target_without_a_face_and_bad_strength_are_clear_errors(pipe, photos, dlib_analyzer, blank):

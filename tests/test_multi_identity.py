@@ -158,7 +158,7 @@ def test_a_region_at_scale_zero_contributes_nothing(pipe):
         assert residual[..., cells(residual.shape[-2:], LEFT)].abs().max() > 0
     # the adapter-attention layer: its output with the adapter minus without it, per token
     args, kwargs, with_adapter, scale_in_call = seen["attention"][0]
-    assert scale_in_call == [[0.5, 0.0]]  # the call's adapter scale (0.5, as loaded) x each region's scale
+    assert scale_in_call == [[0.8, 0.0]]  # the call's adapter scale (0.8, params' default) x each region's scale
     saved = layer.processor.scale
     layer.processor.scale = [[0.0, 0.0]]
     try:

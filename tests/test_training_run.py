@@ -146,9 +146,9 @@ def test_trained_weights_load_in_the_pipeline_and_generate(sdxl_run, sdxl_base, 
     out, _ = sdxl_run
     pipe = load_pipeline(sdxl_base, out / "ControlNetModel", out / "ip-adapter.bin", device="cpu")
     assert pipe.face_embedding_dim == 128
-    output, condition = generate_from_photos(pipe, [training_photos / "grace_hopper_plain.jpg"], "a portrait",
-                                             analyzer=dlib_analyzer, width=64, height=64, num_inference_steps=2,
-                                             generator=torch.Generator().manual_seed(0), output_type="np")
+    output = generate_from_photos(pipe, [training_photos / "grace_hopper_plain.jpg"], "a portrait",
+                                  analyzer=dlib_analyzer, width=64, height=64, num_inference_steps=2,
+                                  generator=torch.Generator().manual_seed(0), output_type="np")
     image = output.images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all() and image.std() > 0
 
@@ -187,7 +187,7 @@ def test_sd15_base_trains_from_the_command_line_with_cached_features(data, train
     pipe = StableDiffusionInstantIDPipeline.from_pretrained(
         base, controlnet=ControlNetModel.from_pretrained(out / "ControlNetModel"), safety_checker=None)
     pipe.load_ip_adapter_instantid(out / "ip-adapter.safetensors")
-    output, _ = generate_from_photos(pipe, [training_photos / "tom_hanks_plain.jpg"], "a man", analyzer=dlib_analyzer,
+    output = generate_from_photos(pipe, [training_photos / "tom_hanks_plain.jpg"], "a man", analyzer=dlib_analyzer,
                                      width=48, height=48, num_inference_steps=2, output_type="np",
                                      generator=torch.Generator().manual_seed(0))
     assert np.isfinite(output.images[0]).all()
@@ -254,7 +254,7 @@ def test_512d_antelopev2_data_trains_and_generates(training_photos, sdxl_base, t
     assert result.global_step == 4
     pipe = load_pipeline(sdxl_base, out / "ControlNetModel", out / "ip-adapter.bin", device="cpu")
     assert pipe.face_embedding_dim == 512
-    output, _ = generate_from_photos(pipe, [training_photos / "astronaut_plain.jpg"], "an astronaut",
+    output = generate_from_photos(pipe, [training_photos / "astronaut_plain.jpg"], "an astronaut",
                                      analyzer=get_face_analyzer("antelopev2", model_dir=pack), width=32, height=32,
                                      num_inference_steps=2, output_type="np")
     assert np.isfinite(output.images[0]).all()

@@ -223,5 +223,4 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
                   "seed": seed, "strength": strength, "width": width, "height": height, **values,
                   "target_index": target_index,
                   "face_backend": analyzer.name if analyzer is not None else condition.backend}
-    return GenerationResult(images=list(output.images), parameters=parameters, condition=condition,
-                            target_face=face)
+    return GenerationResult(images=output.images, parameters=parameters, condition=condition, target_face=face)

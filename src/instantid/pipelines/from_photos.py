@@ -20,7 +20,7 @@ from ..errors import EmbeddingError, ImageReadError, NoFaceError, UsageError
 from ..face.keypoints import average_embeddings, draw_kps, scale_kps
 from ..face.types import Face, FaceAnalyzer
 from ..params import INTERPOLATION_WEIGHTS, PARAMS_BY_NAME, resolve
-from .results import GenerationResult
+from .results import GenerationResult, concat_images
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
@@ -212,14 +212,14 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
         call.update(prompt=prompt, negative_prompt=negative_prompt or None)
     call.update(kwargs)
 
-    images, labels = [], []
+    batches, labels = [], []
     for label, variant in series:
         kps_image = variant.kps_image(width, height)
         output = pipe(image_embeds=variant.embedding, width=width, height=height,
                       image=[kps_image, *control_images] if controls else kps_image,
                       generator=generator if generator is not None else torch.Generator("cpu").manual_seed(seed),
                       **call)
-        images += list(output.images)
+        batches.append(output.images)
         labels += [label] * len(output.images)
     parameters = {"prompt": prompt, "negative_prompt": negative_prompt, "style": style,
                   "prompt_weighting": prompt_weighting, "seed": None if generator is not None else seed,
@@ -231,4 +231,5 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
         parameters["interpolation_weights"] = [float(w) for w in weights]
     if yaw:
         parameters["yaw"] = [float(d) for d in yaw]
-    return GenerationResult(images=images, parameters=parameters, condition=condition, labels=labels)
+    return GenerationResult(images=concat_images(batches), parameters=parameters, condition=condition,
+                            labels=labels)

@@ -175,4 +175,4 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
                   "regions": [[float(v) for v in identity.region] if isinstance(identity.region, (tuple, list))
                               else "mask" for identity in identities],
                   "scales": [float(identity.scale) for identity in identities]}
-    return GenerationResult(images=list(output.images), parameters=parameters, identities=identities)
+    return GenerationResult(images=output.images, parameters=parameters, identities=identities)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # type names only: this module stays free of numpy/PIL/torch 
 
 @dataclass
 class GenerationResult:
-    images: list  # PIL images (or arrays/tensors with output_type="np"/"pt"/"latent"), in order
+    images: Any  # as the pipeline gives them: a list of PIL images, or one array/tensor (output_type "np", "pt", "latent")
     parameters: dict[str, Any]  # everything the images were made with, JSON-able
     condition: FaceCondition | None = None  # the face photos' analysis (averaged embedding, skipped photos)
     labels: list[str] = field(default_factory=list)  # per image: its series variant ("w0.50", "yaw+15"), or ""
@@ -34,7 +34,6 @@ class GenerationResult:
     identities: list[IdentityRegion] | None = None
 
     def __post_init__(self) -> None:
-        self.images = list(self.images)
         if not self.labels:
             self.labels = [""] * len(self.images)
         if len(self.labels) != len(self.images):
@@ -56,3 +55,18 @@ class GenerationResult:
         for label, image in zip(self.labels, self.images):
             groups.setdefault(label, []).append(image)
         return list(groups.items())
+
+
+def concat_images(batches: list):
+    """Several pipeline outputs' `images` as one: lists joined, arrays and tensors concatenated."""
+    if len(batches) == 1:
+        return batches[0]
+    if all(isinstance(batch, list) for batch in batches):
+        return [image for batch in batches for image in batch]
+    if type(batches[0]).__module__.startswith("torch"):
+        import torch
+
+        return torch.cat(list(batches))
+    import numpy as np
+
+    return np.concatenate(list(batches))
