@@ -92,9 +92,9 @@ def settings_from_args(args):
 
 
 def run(args) -> int:
+    settings = settings_from_args(args)  # checked (BenchSettings) before torch and diffusers load
     from ..bench.session import run_bench
 
-    settings = settings_from_args(args)
     if not args.verbose:  # model-building chatter is logged as warnings; keep the terminal to the results
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging

@@ -96,6 +96,11 @@ def prompts_for(images: list[Path], prompt: str | None, prompts_file: Path | Non
 
 
 def run(args) -> int:
+    from .common import check_files
+
+    check_files("--reference", args.reference)
+    check_files("--pose-reference", args.pose_reference)
+    generated = expand_images(args.generated)
     from tqdm.auto import tqdm
 
     from ..evaluation.clip_features import ClipExtractor, ClipModelNotFoundError
@@ -103,11 +108,6 @@ def run(args) -> int:
     from ..evaluation.report import markdown, write_report
     from ..evaluation.scoring import evaluate
 
-    from .common import check_files
-
-    check_files("--reference", args.reference)
-    check_files("--pose-reference", args.pose_reference)
-    generated = expand_images(args.generated)
     recognizers = args.recognizers or (None if args.face_backend == "auto" else [args.face_backend])
     extractors, notes = available_face_extractors(recognizers, face_models=args.face_models,
                                                   cache_dir=args.cache_dir)

@@ -40,11 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..face import draw_kps, get_reference_face
-    from ..face.image import image_size
     from .common import check_files, face_analyzer
 
     check_files("IMAGE", args.image)
+    from ..face import draw_kps, get_reference_face
+    from ..face.image import image_size
+
     analyzer = face_analyzer(args)
     size = image_size(args.image)  # also fails early, with a clear message, on unreadable files
     faces = analyzer.detect(args.image)

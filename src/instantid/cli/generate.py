@@ -121,10 +121,10 @@ def check_args(args) -> dict:
 
 
 def run(args) -> int:
+    values = check_args(args)
     from ..pipelines.from_photos import face_condition, generate_from_photos
     from ..pipelines.variations import contact_sheet
 
-    values = check_args(args)
     analyzer = face_analyzer(args, released_weights=True)
     # Face analysis before any model loads: a photo without a face fails in seconds. The size is the
     # library's decision (FaceCondition.output_size); it is asked here only to check --kps early.

@@ -70,9 +70,10 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..errors import RegionError
-    from ..pipelines.multi_identity import generate_multi_identity, identities_from_photos
 
     values = generation_values(args, skip=_SIZE)
+    check_files("--face", args.face)
+    check_files("--layout", args.layout)
     width, height = args.width, args.height
     if args.box is not None and (width is None) != (height is None):
         raise RegionError("give both --width and --height (boxes are in output pixels)")
@@ -84,8 +85,8 @@ def run(args) -> int:
 
         size = default_output_size(image_size(args.layout), max_side=TINY_DEFAULTS["width"], multiple=32)
     scales = args.scale or [1.0] * len(args.face)
-    check_files("--face", args.face)
-    check_files("--layout", args.layout)
+    from ..pipelines.multi_identity import generate_multi_identity, identities_from_photos
+
     analyzer = face_analyzer(args, released_weights=True)
     # Faces and regions first: bad photos or boxes fail in seconds, before any model loads.
     identities, size = identities_from_photos(args.face, analyzer, boxes=args.box, layout_photo=args.layout,

@@ -71,13 +71,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-    from PIL import Image
-
-    from ..face import load_image
-    from ..pipelines import face_swap
-    from ..pipelines.from_photos import face_condition
-    from ..pipelines.img2img import check_strength_and_steps
+    from ..pipelines.strength import check_strength_and_steps
 
     values = generation_values(args, skip=_NOT_FOR_SWAP)
     checked = {"strength": args.strength if args.strength is not None else STRENGTH_DEFAULTS[args.region],
@@ -87,6 +81,12 @@ def run(args) -> int:
     working_size = args.working_size or (TINY_WORKING_SIZE if args.tiny else SWAP_WORKING_SIDE)
     check_files("--face", args.face)
     check_files("--target", args.target)
+    import numpy as np
+    from PIL import Image
+
+    from ..face import load_image
+    from ..pipelines import face_swap
+    from ..pipelines.from_photos import face_condition
     analyzer = face_analyzer(args, released_weights=True)
     # Faces first: a target or face photo without a face fails in seconds, before any model loads.
     face_swap.target_face(load_image(args.target), analyzer, args.target, args.target_index)

@@ -166,7 +166,7 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
     other keywords go to the pipeline call (`generator`, `negative_prompt`, ...). The result's `mask`,
     `crop_box`, `target_face` and `painted` tell where and what was painted.
     """
-    from .img2img import check_strength
+    from .strength import check_strength
     from .inpaint import inpaint_pipeline_for
 
     strength = check_strength(strength)
@@ -204,7 +204,8 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
     """img2img: repaint the whole target at `strength` with the person from `face_photos` at the target
     face's keypoints. Output size: the target's, capped (see sizing.py), unless given.
     Parameters as for swap_face; the result's `target_face` is the face whose place the identity takes."""
-    from .img2img import check_strength, img2img_pipeline_for
+    from .img2img import img2img_pipeline_for
+    from .strength import check_strength
 
     strength = check_strength(strength)
     values, call_kwargs, seed = _call_values(call_kwargs)

@@ -1,0 +1,96 @@
+"""Fast start, early errors: building the parsers, --help and option errors load no heavy library.
+
+Each check runs in a fresh interpreter (this test process has long imported torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from instantid.cli import COMMANDS
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+HEAVY = ("torch", "diffusers", "transformers", "cv2", "insightface", "dlib", "onnxruntime", "accelerate",
+         "huggingface_hub", "safetensors", "compel")
+# `instantid --help` must answer in under a second; building every parser takes ~0.1 s on an idle 2-core
+# CPU. Loading torch alone takes longer than the bound, so it can only pass when nothing heavy loads.
+PARSER_IMPORT_BOUND_S = 1.0
+
+
+def run_python(code: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+LOADED = f"""
+import contextlib, io, json, sys
+def loaded():
+    return sorted(m for m in {HEAVY!r} if m in sys.modules)
+"""
+
+
+def test_building_every_parser_imports_nothing_heavy():
+    result = run_python(LOADED + """
+from instantid.cli import build_parser
+build_parser()
+print(json.dumps({"loaded": loaded()}))
+""")
+    assert result["loaded"] == []
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    *[[command, "--help"] for command in COMMANDS],
+    ["generate", "--face", "me.jpg", "--prompt", "x", "--out", "o.png", "--steps", "0"],
+    ["generate", "--face", "me.jpg", "--prompt", "x", "--out", "o.png", "--no-such-flag"],
+    ["generate", "--face", "no-such-photo.jpg", "--prompt", "x", "--out", "o.png"],
+    ["swap", "--face", "no-such-photo.jpg", "--target", "t.jpg", "--out", "o.png", "--face-backend", "nope"],
+    ["multi", "--face", "a.jpg", "--prompt", "x", "--out", "o.png"],
+    ["train", "--data_dir", "no-such-dir", "--output_dir", "out", "--lerning_rate", "1"],
+    ["train", "--data_dir", "no-such-dir", "--output_dir", "out"],
+    ["bench", "--arch", "sdxl", "--runs", "0", "--no-progress"],
+    ["eval", "--reference", "no-such-photo.jpg", "--generated", "x.png", "--out", "e"],
+    ["faces", "no-such-photo.jpg"],
+    ["prepare-data", "no-such-dir", "out"],
+])
+def test_help_and_argument_errors_answer_before_any_heavy_import(argv):
+    result = run_python(LOADED + f"""
+from instantid.cli import main
+out, err = io.StringIO(), io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+        code = main({argv!r})
+    except SystemExit as exit:
+        code = exit.code
+print(json.dumps({{"code": code, "err": err.getvalue(), "out": out.getvalue(), "loaded": loaded()}}))
+""")
+    assert result["loaded"] == [], result
+    if argv and argv[-1] == "--help":
+        assert result["code"] == 0 and "usage:" in result["out"]
+    elif argv:
+        assert result["code"] not in (0, None) and result["err"].strip()  # refused, with a message
+        assert "Traceback" not in result["err"]
+
+
+def test_parser_imports_fit_the_startup_budget():
+    """`python -X importtime`: what building the parsers costs in imports, best of three runs."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    totals = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                               "from instantid.cli import build_parser; build_parser()"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        # lines "import time: SELF | CUMULATIVE | NAME" (microseconds), nested imports indented under NAME:
+        # the top-level lines' cumulative times add up to every import of the run
+        rows = [line.split("|") for line in done.stderr.splitlines() if line.startswith("import time:")]
+        top_level = [int(row[1]) for row in rows[1:] if not row[2].startswith("  ")]  # rows[0] is the header
+        totals.append(sum(top_level) / 1e6)
+    assert min(totals) < PARSER_IMPORT_BOUND_S, totals
