@@ -53,7 +53,7 @@ def test_speed_options_run(tmp_path):
     out = tmp_path / "options.json"
     assert main(["bench", *TINY, "--pipelines", "controlnet", "instantid", "--control-end", "1.0", "--attention",
                  "eager", "--channels-last", "--vae-tiling", "--vae-slicing", "--num-images", "2", "--offload",
-                 "--face-backend", "none", "--json", str(out)]) == 0
+                 "--no-face-stage", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["settings"]["options"]["attention"] == "eager" and record["face_analysis"] is None
     assert all(c["images"] == 2 and not c["nan_in_output"] for c in record["cases"])

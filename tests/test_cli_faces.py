@@ -46,7 +46,8 @@ def test_help_shows_an_example(capsys):
         main(["faces", "--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    assert "examples:" in text and "instantid faces photo.jpg" in text and "default: dlib" in text
+    assert "examples:" in text and "instantid faces photo.jpg" in text and "--face-backend" in text
+    assert "The default backend is dlib" in text
 
 
 def test_corrupt_file_gives_one_error_line_and_exit_code_1(tmp_path, capsys):
@@ -60,7 +61,7 @@ def test_corrupt_file_gives_one_error_line_and_exit_code_1(tmp_path, capsys):
 def test_antelopev2_backend_with_face_models_dir(photos, capsys):
     if not (FAKE_PACK_ROOT / "models/antelopev2/glintr100.onnx").is_file():
         pytest.skip(f"fake antelopev2 pack not found at {FAKE_PACK_ROOT}: it comes from the project's shared/ folder")
-    argv = ["faces", str(photos["astronaut"]), "--backend", "antelopev2", "--face-models", str(FAKE_PACK_ROOT)]
+    argv = ["faces", str(photos["astronaut"]), "--face-backend", "antelopev2", "--face-models", str(FAKE_PACK_ROOT)]
     assert main(argv + ["--json"]) == 0
     faces = json.loads(capsys.readouterr().out)
     assert len(faces) == 1 and faces[0]["embedding_dim"] == 512

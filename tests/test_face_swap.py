@@ -18,7 +18,7 @@ from instantid.pipelines.face_swap import (
     swap_whole_image,
     working_size,
 )
-from instantid.pipelines.img2img import StrengthError
+from instantid.errors import StrengthError
 
 
 @pytest.fixture(scope="module")

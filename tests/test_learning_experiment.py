@@ -52,6 +52,7 @@ def test_base_training_is_deterministic_given_a_seed():
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow  # ~6 min on 2 cores, nearly half the suite: `pytest -m "not slow"` leaves it out
 def test_smoke_run_learns_identity_and_keeps_the_base_frozen(tmp_path):
     """The whole recipe at smoke size (about 3 minutes on 2 cores)."""
     result = run_seed(0, "smoke", tmp_path / "seed0")

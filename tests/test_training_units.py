@@ -3,8 +3,6 @@ order, checkpoint rotation, option checks."""
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import torch
@@ -159,11 +157,28 @@ def test_missing_dataset_names_the_command_to_run(tmp_path):
         parse_args(["--data_dir", str(tmp_path / "nothing"), "--output_dir", str(tmp_path)])
 
 
-def test_defaults_follow_the_paper(tmp_path):
+def test_default_options_train_what_the_released_pipeline_loads(tmp_path):
+    """With no options, a fresh adapter on SDXL has the shapes of InstantX/InstantID's ip-adapter.bin
+    (shared/reference/official-format.md) and is written under its name; one epoch is the default run."""
+    from diffusers import UNet2DConditionModel
+
+    from instantid.testing.architectures import full_sdxl_unet_config
+    from instantid.training.checkpoints import ADAPTER_FILES
+    from instantid.training.loop import StepPlan
+
     args = parse_args(_options(tmp_path))
-    assert isinstance(args, argparse.Namespace)
-    assert (args.train_batch_size, args.text_dropout, args.face_dropout, args.learning_rate) == (2, 0.0, 0.0, 1e-5)
-    assert args.adapter_format == "bin" and args.resampler_width == 1280 and args.num_tokens == 16
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**full_sdxl_unet_config())
+    shapes = released_adapter_shapes(unet, embedding_dim=512, resampler_width=args.resampler_width,
+                                     num_tokens=args.num_tokens)
+    proj = shapes["image_proj"]
+    assert proj["latents"] == (1, 16, 1280) and proj["proj_in.weight"] == (1280, 512)
+    assert proj["proj_out.weight"] == (2048, 1280) and proj["layers.0.0.to_kv.weight"] == (2560, 1280)
+    assert proj["layers.3.1.1.weight"] == (5120, 1280) and "layers.4.0.to_q.weight" not in proj
+    assert shapes["ip_adapter"]["1.to_k_ip.weight"] == (640, 2048)  # the first cross-attention, 640 wide
+    assert ADAPTER_FILES[args.adapter_format] == "ip-adapter.bin"
+    plan = StepPlan.from_args(args, batches_per_epoch=7)
+    assert plan.max_train_steps == 7 and plan.position(7) == (1, 0, 7)
 
 
 def test_eight_bit_adam_without_bitsandbytes_says_what_to_install(tmp_path, monkeypatch):
