@@ -51,6 +51,8 @@ print(json.dumps({"loaded": loaded()}))
     ["generate", "--face", "me.jpg", "--prompt", "x", "--out", "o.png", "--steps", "0"],
     ["generate", "--face", "me.jpg", "--prompt", "x", "--out", "o.png", "--no-such-flag"],
     ["generate", "--face", "no-such-photo.jpg", "--prompt", "x", "--out", "o.png"],
+    ["generate", "--face", __file__, "--prompt", "x", "--out", "o.png", "--style", "no-such-style"],
+    ["generate", "--face", __file__, "--prompt", "x", "--out", "o.png", "--control-start", "0.6", "--control-end", "0.4"],
     ["swap", "--face", "no-such-photo.jpg", "--target", "t.jpg", "--out", "o.png", "--face-backend", "nope"],
     ["multi", "--face", "a.jpg", "--prompt", "x", "--out", "o.png"],
     ["train", "--data_dir", "no-such-dir", "--output_dir", "out", "--lerning_rate", "1"],
@@ -94,3 +96,41 @@ def test_parser_imports_fit_the_startup_budget():
         top_level = [int(row[1]) for row in rows[1:] if not row[2].startswith("  ")]  # rows[0] is the header
         totals.append(sum(top_level) / 1e6)
     assert min(totals) < PARSER_IMPORT_BOUND_S, totals
+
+
+FACE_COMMANDS = ("faces", "generate", "swap", "multi", "prepare-data", "eval", "bench")
+
+
+def test_one_face_backend_option_in_every_command_that_analyses_faces():
+    import argparse
+
+    from instantid.cli import build_parser
+    from instantid.cli.common import FACE_BACKEND_CHOICES
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in FACE_COMMANDS:
+        by_flag = {flag: action for action in commands[name]._actions for flag in action.option_strings}
+        backend = by_flag["--face-backend"]
+        assert (tuple(backend.choices), backend.default, backend.help) == (
+            FACE_BACKEND_CHOICES, "auto", by_flag_help(commands["generate"])), name
+        assert by_flag["--face-models"].dest == "face_models", name
+
+
+def by_flag_help(parser) -> str:
+    return next(a.help for a in parser._actions if "--face-backend" in a.option_strings)
+
+
+@pytest.mark.parametrize("argv, released_weights, expected", [
+    (["generate", "--face", "a.jpg", "--prompt", "x", "--out", "o.png"], True, "antelopev2"),
+    (["generate", "--tiny", "--face", "a.jpg", "--prompt", "x", "--out", "o.png"], True, "dlib"),
+    (["generate", "--face-backend", "dlib", "--face", "a.jpg", "--prompt", "x", "--out", "o.png"], True, "dlib"),
+    (["faces", "a.jpg"], False, "dlib"),
+    (["faces", "a.jpg", "--backend", "antelopev2"], False, "antelopev2"),  # the old flag still works
+    (["prepare-data", "src", "out"], False, "dlib"),
+    (["bench"], False, "dlib"),
+])
+def test_the_auto_rule(argv, released_weights, expected):
+    from instantid.cli import build_parser
+    from instantid.cli.common import face_backend_name
+
+    assert face_backend_name(build_parser().parse_args(argv), released_weights=released_weights) == expected

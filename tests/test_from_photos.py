@@ -115,5 +115,5 @@ def test_backend_and_adapter_size_mismatch_is_explained(photos, tiny_pipe):
             return [Face(bbox=np.array([10, 10, 90, 90], np.float32), kps=np.full((5, 2), 50, np.float32),
                          score=0.9, embedding=np.ones(512, np.float32), backend="antelopev2")]
 
-    with pytest.raises(EmbeddingError, match="512-d embeddings but the loaded adapter takes 128-d"):
+    with pytest.raises(EmbeddingError, match="512-d face embeddings but the adapter takes 128-d"):
         generate_from_photos(tiny_pipe, photos["astronaut"], "x", analyzer=Fake512())

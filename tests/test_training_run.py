@@ -231,7 +231,7 @@ def test_an_adapter_for_another_embedding_size_is_refused(data, sdxl_base, tmp_p
     from instantid.training.errors import TrainingConfigError
 
     released_like = build_tiny_instantid(tmp_path / "tiny512", embedding_dim=512).adapter
-    with pytest.raises(TrainingConfigError, match="takes 512-d face embeddings but the dataset has 128-d"):
+    with pytest.raises(TrainingConfigError, match="the dataset has 128-d face embeddings but the adapter takes 512-d"):
         train_main(common_options(data, sdxl_base, tmp_path / "x", "--max_train_steps", "1", "--adapter",
                                   str(released_like)))
 

@@ -61,8 +61,8 @@ GENERATION_PARAMS: tuple[Param, ...] = (
           "fraction of the steps at which IdentityNet stops acting (lower = freer pose/style)", 0.0, 1.0),
     Param("seed", "--seed", int, 0, "random seed; the same seed and inputs give the same image", 0, 2**63 - 1),
     Param("width", "--width", int, None,
-          "output width (default: the face/pose photo's, long side capped at 1280, multiple of 64)", 64, 4096),
-    Param("height", "--height", int, None, "output height (default: as for width)", 64, 4096),
+          "output width (default: the face/pose photo's, long side capped at 1280, multiple of 64)", 16, 4096),
+    Param("height", "--height", int, None, "output height (default: as for width)", 16, 4096),
     Param("num_images_per_prompt", "--num-images", int, 1, "images to generate", 1, 64),
 )
 
@@ -109,3 +109,24 @@ def resolve(given: dict | None = None, skip=frozenset()) -> dict:
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--control-start ({start}) must be below --control-end ({end})")
     return values
+
+
+def seeded_generator(seed: int):
+    """The generator a seed stands for: a CPU torch.Generator, so a seed gives the same image on any device."""
+    import torch
+
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def resolve_call(kwargs: dict, skip=frozenset()) -> tuple[dict, dict, int | None]:
+    """Split a high-level entry's keywords: (the table's parameters resolved, less `seed`; the other pipeline
+    keywords, with `generator` made from the seed unless one is given; the seed, or None when a generator was
+    given)."""
+    given, rest = split_params(kwargs)
+    values = resolve(given, skip=skip)
+    seed = values.pop("seed")
+    if rest.get("generator") is None:
+        rest["generator"] = seeded_generator(seed)
+    else:
+        seed = None
+    return values, rest, seed

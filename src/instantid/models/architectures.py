@@ -31,6 +31,20 @@ SDXL_NUM_TIME_IDS = 6
 IDENTITYNET_CONDITIONING_CHANNELS = 3
 RELEASED_CONDITIONING_CHANNELS = (16, 32, 96, 256)
 
+# Face embedding size per face backend; the adapter's Resampler takes one of them (proj_in's input).
+BACKEND_EMBEDDING_DIMS = {"antelopev2": FACE_EMBEDDING_DIM, "dlib": 128}
+
+
+def embedding_size_problem(size: int, expected: int, source: str = "the face embedding has") -> str | None:
+    """The one check that face embeddings fit an adapter, as a message (None when they fit): every place
+    that compares them (library entries, training) raises its own error type with this text."""
+    if int(size) == int(expected):
+        return None
+    known = ", ".join(f"{name} gives {dim}" for name, dim in BACKEND_EMBEDDING_DIMS.items())
+    return (f"{source} {int(size)}-d face embeddings but the adapter takes {int(expected)}-d ones ({known}): use "
+            "the face backend the adapter was trained with (the released weights need antelopev2)")
+
+
 # Base families.
 SDXL, SD15 = "sdxl", "sd15"
 

@@ -24,7 +24,7 @@ from ..errors import NoFaceError
 from ..face.image import describe_source, load_image
 from ..face.keypoints import draw_kps
 from ..face.types import Face, FaceAnalyzer
-from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PROMPT, SWAP_STRENGTH, SWAP_WORKING_SIDE, resolve, split_params
+from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PROMPT, SWAP_STRENGTH, SWAP_WORKING_SIDE, resolve_call
 from .from_photos import FaceCondition, as_face_condition, check_embedding_size
 from .results import GenerationResult
 from .sizing import default_output_size
@@ -139,21 +139,6 @@ def _identity(face_photos, analyzer: FaceAnalyzer, pipe) -> FaceCondition:
     return condition
 
 
-def _call_values(kwargs: dict) -> tuple[dict, dict, int | None]:
-    """(generation parameters from instantid.params, other pipeline keywords, seed or None when a
-    generator is given); the generator made from the seed is put into the keywords."""
-    import torch
-
-    given, rest = split_params(kwargs)
-    values = resolve(given, skip=_NOT_SWAP_PARAMS)
-    seed = values.pop("seed")
-    if rest.get("generator") is None:
-        rest["generator"] = torch.Generator("cpu").manual_seed(seed)
-    else:
-        seed = None
-    return values, rest, seed
-
-
 def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt: str = DEFAULT_PROMPT,
               target_index: int = 0, strength: float = DEFAULT_STRENGTH, working_side: int = WORKING_SIDE,
               grow: float = MASK_GROW, feather: float = FEATHER, context: float = CROP_CONTEXT,
@@ -170,7 +155,7 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
     from .inpaint import inpaint_pipeline_for
 
     strength = check_strength(strength)
-    values, call_kwargs, seed = _call_values(call_kwargs)
+    values, call_kwargs, seed = resolve_call(call_kwargs, skip=_NOT_SWAP_PARAMS)
     pipe = inpaint_pipeline_for(pipe)
     target = load_image(target_photo)
     height, width = target.shape[:2]
@@ -208,7 +193,7 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
     from .strength import check_strength
 
     strength = check_strength(strength)
-    values, call_kwargs, seed = _call_values(call_kwargs)
+    values, call_kwargs, seed = resolve_call(call_kwargs, skip=_NOT_SWAP_PARAMS)
     pipe = img2img_pipeline_for(pipe)
     target = load_image(target_photo)
     size = (target.shape[1], target.shape[0])

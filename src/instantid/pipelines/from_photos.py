@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import EmbeddingError, ImageReadError, NoFaceError, UsageError
 from ..face.keypoints import average_embeddings, draw_kps, scale_kps
 from ..face.types import Face, FaceAnalyzer
-from ..params import INTERPOLATION_WEIGHTS, PARAMS_BY_NAME, resolve
+from ..params import INTERPOLATION_WEIGHTS, resolve_call, seeded_generator
 from .results import GenerationResult, concat_images
 from .sizing import default_output_size
 
@@ -132,13 +132,12 @@ def face_condition_with_pose(condition: FaceCondition, analyzer: FaceAnalyzer | 
 
 def check_embedding_size(embedding, pipe, backend: str | None = None) -> None:
     """The one check that a face backend's embeddings fit the loaded adapter (antelopev2 512-d, dlib 128-d)."""
-    size, expected = int(np.asarray(embedding).shape[-1]), int(pipe.face_embedding_dim)
-    if size != expected:
-        source = f"the '{backend}' face backend gives" if backend else "the face embedding has"
-        raise EmbeddingError(
-            f"{source} {size}-d embeddings but the loaded adapter takes {expected}-d ones; use the backend the "
-            "adapter was trained with (the released weights need antelopev2)"
-        )
+    from ..models.architectures import embedding_size_problem
+
+    problem = embedding_size_problem(np.asarray(embedding).shape[-1], pipe.face_embedding_dim,
+                                     f"the '{backend}' face backend gives" if backend else "the face embedding has")
+    if problem:
+        raise EmbeddingError(problem)
 
 
 def _series(condition: FaceCondition, interpolate: FaceCondition | None, weights, yaw) -> list[tuple[str, FaceCondition]]:
@@ -178,12 +177,9 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     (a fresh one per variant, so every variant starts from the same noise); a `generator` keyword wins.
     Other keywords go to the pipeline call as they are (output_type, callback_on_step_end, ...).
     """
-    import torch
-
     from .styles import get_style
 
-    values = resolve({name: kwargs.pop(name) for name in list(kwargs) if name in PARAMS_BY_NAME})
-    generator = kwargs.pop("generator", None)
+    values, kwargs, seed = resolve_call(kwargs)  # seed None: the caller's `generator` is used
     condition = as_face_condition(face_photos, analyzer, pose_photo)
     backend = analyzer.name if analyzer is not None else condition.backend
     check_embedding_size(condition.embedding, pipe, backend)
@@ -196,7 +192,6 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     series = _series(condition, interpolate, weights, yaw)
     prompt, negative_prompt = get_style(style, styles_file).apply(prompt, negative_prompt)
     control_images = [control.condition_image((width, height)) for control in controls]
-    seed = values.pop("seed")
 
     call = dict(values)
     if controls:
@@ -215,14 +210,14 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     batches, labels = [], []
     for label, variant in series:
         kps_image = variant.kps_image(width, height)
+        if seed is not None:  # every variant starts from the same noise
+            call["generator"] = seeded_generator(seed)
         output = pipe(image_embeds=variant.embedding, width=width, height=height,
-                      image=[kps_image, *control_images] if controls else kps_image,
-                      generator=generator if generator is not None else torch.Generator("cpu").manual_seed(seed),
-                      **call)
+                      image=[kps_image, *control_images] if controls else kps_image, **call)
         batches.append(output.images)
         labels += [label] * len(output.images)
     parameters = {"prompt": prompt, "negative_prompt": negative_prompt, "style": style,
-                  "prompt_weighting": prompt_weighting, "seed": None if generator is not None else seed,
+                  "prompt_weighting": prompt_weighting, "seed": seed,
                   "width": width, "height": height, **values,
                   "control_scales": [c.scale for c in controls], "scheduler": type(pipe.scheduler).__name__,
                   "face_backend": backend, "kps": np.asarray(condition.kps, dtype=float).round(2).tolist(),

@@ -146,17 +146,9 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
     multiplies both scales inside its region. Other keywords go to the pipeline call (`generator`,
     `negative_prompt`, ...).
     """
-    import torch
+    from ..params import resolve_call
 
-    from ..params import resolve, split_params
-
-    given, call_kwargs = split_params(call_kwargs)
-    values = resolve(given, skip={"width", "height"})
-    seed = values.pop("seed")
-    if call_kwargs.get("generator") is None:
-        call_kwargs["generator"] = torch.Generator("cpu").manual_seed(seed)
-    else:
-        seed = None
+    values, call_kwargs, seed = resolve_call(call_kwargs, skip={"width", "height"})
     identities = list(identities)
     if not identities:
         raise RegionError("give at least one identity")

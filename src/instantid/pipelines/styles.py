@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
+
 _COMMON_NEGATIVE = "lowres, blurry, deformed face, extra fingers, watermark, text"
 
 
@@ -54,12 +56,12 @@ def load_styles(path: str | Path | None = None) -> dict[str, Style]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"style file '{path}' could not be read as JSON: {err}") from err
+        raise UsageError(f"style file '{path}' could not be read as JSON: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"style file '{path}' must hold an object of name -> {{prompt, negative_prompt}}")
+        raise UsageError(f"style file '{path}' must hold an object of name -> {{prompt, negative_prompt}}")
     for name, entry in data.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
-            raise ValueError(f"style '{name}' in '{path}' needs a \"prompt\" string (use {{prompt}} for the user's)")
+            raise UsageError(f"style '{name}' in '{path}' needs a \"prompt\" string (use {{prompt}} for the user's)")
         styles[name] = Style(entry["prompt"], str(entry.get("negative_prompt", "")))
     return styles
 
@@ -67,5 +69,5 @@ def load_styles(path: str | Path | None = None) -> dict[str, Style]:
 def get_style(name: str, path: str | Path | None = None) -> Style:
     styles = load_styles(path)
     if name not in styles:
-        raise ValueError(f"unknown style '{name}'; choose one of: {', '.join(sorted(styles))}")
+        raise UsageError(f"unknown style '{name}'; choose one of: {', '.join(sorted(styles))}")
     return styles[name]

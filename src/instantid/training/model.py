@@ -22,6 +22,7 @@ from ..models.architectures import (  # noqa: F401  (SDXL, SD15: the family name
     SD15,
     SDXL,
     cross_attention_modules,
+    embedding_size_problem,
     family_of_config,
     released_adapter_shapes,
 )
@@ -132,11 +133,10 @@ def assemble_components(pipe, family: str, embedding_dim: int, weight_dtype: tor
     if adapter is None:
         adapter = fresh_adapter_state_dict(unet, embedding_dim, resampler_width, num_tokens,
                                            torch.Generator().manual_seed(seed))
-    adapter_dim = resampler_shape(adapter["image_proj"]).embedding_dim
-    if adapter_dim != embedding_dim:
-        raise TrainingConfigError(
-            f"the adapter takes {adapter_dim}-d face embeddings but the dataset has {embedding_dim}-d ones: prepare "
-            "the data with the face backend the adapter was trained with, or start a fresh adapter")
+    problem = embedding_size_problem(embedding_dim, resampler_shape(adapter["image_proj"]).embedding_dim,
+                                     "the dataset has")
+    if problem:
+        raise TrainingConfigError(f"{problem}; prepare the data with that backend, or start a fresh adapter")
     pipe.load_ip_adapter_instantid(adapter, scale=1.0)  # trained at full strength, as IP-Adapter
 
     frozen = [pipe.vae, *[m for m in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]]
