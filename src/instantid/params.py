@@ -9,6 +9,8 @@ This module imports nothing heavy: front ends build their parsers from it in mil
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +42,9 @@ class Param:
         """Why `value` is not acceptable (naming the flag and the range), or None."""
         if value is None:
             return None if self.default is None else f"{self.flag} ({self.name}) needs a value"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.type is int and value != int(value)):
-            kind = "an integer" if self.type is int else "a number"
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                or (self.type is int and value != int(value))):
+            kind = "an integer" if self.type is int else "a finite number"
             return f"{self.flag} ({self.name}) must be {kind}, got {value!r}"
         if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
             return f"{self.flag} ({self.name}) must be between {self.min} and {self.max}, got {value}"
