@@ -18,6 +18,6 @@ bench() { local name=$1; shift; "$PYTHON" -m instantid bench "${ARCH[@]}" --no-p
 # full and half control window, with InstantID's idle-IdentityNet skipping on and off
 bench windows --runs 3 --control-end 1.0 0.5 --compare-without skip "$@"
 # a 4-step schedule at CFG 1.0 (as with LCM/Lightning LoRAs)
-bench few-steps --runs 3 --steps 4 --guidance-scale 1.0 --control-end 1.0 "$@"
+bench few-steps --no-face-stage --runs 3 --steps 4 --guidance-scale 1.0 --control-end 1.0 "$@"
 # model CPU offload: peak VRAM against time
-bench offload --runs 2 --offload --pipelines instantid --control-end 1.0 "$@"
+bench offload --no-face-stage --runs 2 --offload --pipelines instantid --control-end 1.0 "$@"

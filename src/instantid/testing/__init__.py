@@ -1,4 +1,6 @@
 """Test and benchmark scaffolding: tiny and full-size random models in the released layouts.
 
-Nothing in generation imports this room; tests, `instantid bench` and `--tiny` do.
+tiny.py (tiny test models, written in the official layouts), random_sdxl.py (full-size random SDXL +
+IdentityNet + adapter, built in memory), architectures.py (their configs). Nothing in generation imports
+this room; tests, `instantid generate --tiny` and `instantid bench` do.
 """
