@@ -134,3 +134,13 @@ def test_the_auto_rule(argv, released_weights, expected):
     from instantid.cli.common import face_backend_name
 
     assert face_backend_name(build_parser().parse_args(argv), released_weights=released_weights) == expected
+
+
+def test_generation_imports_neither_the_bench_nor_the_testing_room():
+    result = run_python("""
+import json, sys
+import instantid.pipelines.from_photos, instantid.pipelines.face_swap, instantid.pipelines.multi_identity
+import instantid.pipelines.loading, instantid.pipelines.sdxl, instantid.pipelines.sd15, instantid.cli.common
+print(json.dumps({"rooms": sorted(m for m in sys.modules if m.startswith(("instantid.bench", "instantid.testing")))}))
+""")
+    assert result["rooms"] == []
