@@ -212,8 +212,8 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
         kps_image = variant.kps_image(width, height)
         if seed is not None:  # every variant starts from the same noise
             call["generator"] = seeded_generator(seed)
-        output = pipe(image_embeds=variant.embedding, width=width, height=height,
-                      image=[kps_image, *control_images] if controls else kps_image, **call)
+        call[getattr(pipe, "control_image_argument", "image")] = [kps_image, *control_images] if controls else kps_image
+        output = pipe(image_embeds=variant.embedding, width=width, height=height, **call)
         batches.append(output.images)
         labels += [label] * len(output.images)
     parameters = {"prompt": prompt, "negative_prompt": negative_prompt, "style": style,
