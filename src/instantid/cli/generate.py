@@ -37,6 +37,8 @@ def add_parser(subparsers) -> None:
                    help="reference photo (repeat for several photos of one person: embeddings are averaged)")
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
+    p.add_argument("--face-index", type=int, default=0, metavar="N",
+                   help="in group photos, use the N-th largest face of each --face photo (default 0 = largest)")
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
     p.add_argument("--kps", type=_float_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
@@ -138,7 +140,7 @@ def run(args) -> int:
     values = generation_values(args)
     analyzer = face_analyzer(args)
     # Everything that can fail on the inputs fails here, in seconds, before any model loads.
-    condition = face_condition(args.face, analyzer, args.pose)
+    condition = face_condition(args.face, analyzer, args.pose, face_index=args.face_index)
     width, height = condition.output_size(values.pop("width"), values.pop("height"))
     if args.kps:
         condition = _with_explicit_kps(condition, args.kps, (width, height))

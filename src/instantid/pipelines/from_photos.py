@@ -11,8 +11,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageReadError, NoFaceError
+from ..errors import FaceTooSmallError, ImageReadError, NoFaceError
+from ..face.choice import report_choice, warn_if_different_people
 from ..face.keypoints import average_embeddings, draw_kps, scale_kps
+from ..face.small_faces import check_usable, detect_faces
 from ..face.types import Face, FaceAnalyzer
 from .sizing import default_output_size
 
@@ -56,10 +58,10 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
 
     if isinstance(face_photos, (str, Path, Image.Image, np.ndarray)):
         face_photos = [face_photos]
-    faces, sizes, skipped = [], [], []
+    faces, sizes, skipped, names = [], [], [], []
     for photo in face_photos:
         try:
-            found = analyzer.detect(photo)  # backends load (and downscale) the photo themselves
+            found = detect_faces(analyzer, photo)  # looks closer for small faces (face/small_faces.py)
             size = image_size(photo)
         except ImageReadError as err:
             skipped.append(f"{_name(photo)}: {err}")
@@ -67,8 +69,15 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
         if len(found) <= face_index:
             skipped.append(f"{_name(photo)}: no face" + (f" #{face_index}" if face_index else ""))
             continue
-        faces.append(found[face_index])
+        try:
+            faces.append(check_usable(found[face_index], _name(photo)))
+        except FaceTooSmallError as err:
+            skipped.append(str(err))
+            continue
+        report_choice(found, face_index, _name(photo))  # group photos: say which face (face/choice.py)
         sizes.append(size)
+        names.append(_name(photo))
+    warn_if_different_people(faces, names)
     if skipped:
         logger.warning("skipped reference photos: %s", "; ".join(skipped))
     if not faces:
@@ -78,9 +87,10 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
         )
     kps, pose_size = faces[0].kps, sizes[0]
     if pose_photo is not None:
-        pose_faces = analyzer.detect(pose_photo)
+        pose_faces = detect_faces(analyzer, pose_photo)
         if not pose_faces:
             raise NoFaceError(f"no face found in the pose photo {_name(pose_photo)}; it supplies the keypoints")
+        report_choice(pose_faces, 0, f"the pose photo {_name(pose_photo)}", flag=None)
         kps, pose_size = pose_faces[0].kps, image_size(pose_photo)
     return FaceCondition(embedding=average_embeddings([f.embedding for f in faces]), kps=np.asarray(kps),
                          pose_size=pose_size, faces=faces, skipped=skipped)
