@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from . import face_detail
 from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
 
 EXAMPLE = """\
@@ -69,6 +70,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
+    face_detail.add_options(p)
     p.add_argument("--out", required=True, help="output PNG path, or a folder (ends with /) for several")
     p.set_defaults(run=run)
 
@@ -138,6 +140,7 @@ def run(args) -> int:
     from ..pipelines.variations import contact_sheet
 
     values = generation_values(args)
+    face_detail.check(args, values)
     analyzer = face_analyzer(args)
     # Everything that can fail on the inputs fails here, in seconds, before any model loads.
     condition = face_condition(args.face, analyzer, args.pose, face_index=args.face_index)
@@ -168,13 +171,15 @@ def run(args) -> int:
                 "loras": [list(lora) for lora in loras], "control_scales": [s for _, _, s in controls],
                 "seed": seed, "width": width, "height": height, **values,
                 "scheduler": type(pipe.scheduler).__name__, "face_backend": analyzer.name,
-                "faces": [str(f) for f in args.face], "pose": args.pose, **models}
+                "faces": [str(f) for f in args.face], "pose": args.pose, **models, **face_detail.metadata(args)}
     firsts = []
     for label, variant in series:
         kps_image = variant.kps_image(width, height)
         images = pipe(image_embeds=variant.embedding, width=width, height=height,
                       image=[kps_image, *[image for _, image, _ in controls]] if controls else kps_image,
                       generator=torch.Generator("cpu").manual_seed(seed), **call).images
+        images = face_detail.apply(args, pipe, images, [(variant.embedding, variant.scaled_kps(width, height))],
+                                   prompt=prompt, negative_prompt=negative_prompt, seed=seed, values=call)
         write_pngs(images, args.out, {**metadata, "variant": label} if label else metadata, label)
         firsts.append(images[0])
     if len(series) > 1:

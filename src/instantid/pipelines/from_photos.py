@@ -38,9 +38,13 @@ class FaceCondition:
         auto_w, auto_h = default_output_size(self.pose_size)
         return width or auto_w, height or auto_h
 
+    def scaled_kps(self, width: int, height: int) -> np.ndarray:
+        """The keypoints in the pixels of a (width, height) output."""
+        return scale_kps(self.kps, self.pose_size, (width, height))
+
     def kps_image(self, width: int, height: int) -> Image.Image:
         """The keypoint image redrawn at (width, height), so points stay round at any output size."""
-        return draw_kps((width, height), scale_kps(self.kps, self.pose_size, (width, height)))
+        return draw_kps((width, height), self.scaled_kps(width, height))
 
 
 def _name(photo) -> str:
