@@ -105,3 +105,25 @@ def test_cli_flag_comes_from_the_params_table():
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--face", "x.jpg", "--prompt", "p", "--out", "o.png",
                            "--negative-face-noise", "9"])
+
+
+def test_regions_use_the_noisy_negative_too(tiny_pipe):
+    """Several identities (multi): each region's adapter input and IdentityNet tokens take the call's negative."""
+    from instantid.pipelines.face_region import IdentityRegion
+    from instantid.pipelines.multi_identity import generate_multi_identity
+
+    left, right = (0, 8, 32, 64), (32, 8, 64, 64)
+    rng = np.random.default_rng(0)
+    identities = [IdentityRegion(box, embedding=rng.normal(size=128).astype(np.float32) * 3,
+                                 kps=KPS / 64 * [box[2] - box[0], box[3] - box[1]] + [box[0], box[1]])
+                  for box in (left, right)]
+
+    def multi(**extra):
+        return generate_multi_identity(tiny_pipe, identities, "two people", width=64, height=64,
+                                       num_inference_steps=1, guidance_scale=5.0, output_type="latent",
+                                       generator=torch.Generator().manual_seed(0), **extra).images
+
+    plain = multi()
+    assert torch.equal(plain, multi(negative_face_noise=0.0))
+    noisy = multi(negative_face_noise=1.0)
+    assert (noisy - plain).abs().max() > 1e-4 and torch.equal(noisy, multi(negative_face_noise=1.0))

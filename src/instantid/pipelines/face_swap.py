@@ -25,6 +25,7 @@ from ..errors import EmbeddingError, NoFaceError
 from ..face.choice import report_choice
 from ..face.image import describe_source, load_image
 from ..face.keypoints import draw_kps
+from ..face.small_faces import detect_faces
 from ..face.types import Face, FaceAnalyzer
 from .from_photos import FaceCondition, face_condition
 from .sizing import default_output_size
@@ -116,7 +117,7 @@ def paste_back(original: np.ndarray, generated: Image.Image, box: tuple[int, int
 
 def target_face(target: np.ndarray, analyzer: FaceAnalyzer, name: str, index: int = 0) -> Face:
     """The `index`-th largest face of the target photo, or a NoFaceError saying which photo."""
-    faces = analyzer.detect(target)
+    faces = detect_faces(analyzer, target)  # looks closer for small faces (face/small_faces.py)
     if not faces:
         raise NoFaceError(f"no face found in the target photo {name}: face swap needs a visible face to replace "
                           "(frontal, not tiny)")
