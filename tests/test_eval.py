@@ -94,6 +94,7 @@ def test_writes_table_json_and_plots_and_notes_missing_clip(eval_run):
     table = (out / "eval.md").read_text()
     assert "| image |" in table and "similarity_dlib" in table and "same_flipped.png" in table
     assert "CLIP model" in table and "hf download" in table  # why CLIP-T/CLIP-I are missing, and the fix
+    assert "dlib: two unrelated people score about 0.886" in table  # the caveat beside dlib's high numbers
     record = json.loads((out / "eval.json").read_text())
     assert record["recognizers"] == ["dlib"]
     assert record["aggregate"]["similarity_dlib"]["n"] >= 10

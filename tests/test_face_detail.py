@@ -95,3 +95,14 @@ def test_generate_command_with_face_detail(photos, tmp_path, tmp_path_factory, m
     assert main(["generate", "--tiny", "--face", str(photos["astronaut"]), "--prompt", "x", "--steps", "2",
                  "--face-detail", "on", "--out", str(tmp_path / "x.png")]) == 1
     assert "leaves no denoising step" in capsys.readouterr().err
+
+
+def test_multi_command_details_each_identity(photos, tmp_path, tmp_path_factory, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+    out = tmp_path / "multi.png"
+    code = main(["multi", "--tiny", "--face", str(photos["grace_hopper"]), "--face", str(photos["tom_hanks"]),
+                 "--box", "0,0,64,128", "--box", "64,0,128,128", "--prompt", "two people", "--steps", "3",
+                 "--face-detail", "on", "--face-detail-strength", "0.5", "--out", str(out)])
+    assert code == 0
+    assert capsys.readouterr().out.count("face detail: repainted") == 2
+    assert json.loads(Image.open(out).text["parameters"])["face_detail"] == "on"

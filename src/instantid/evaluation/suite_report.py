@@ -8,7 +8,7 @@ reference photos, and CLIP-I to the image generated WITHOUT the identity at the 
 The headline similarity uses a recognizer OTHER than the one that conditioned the images when one is
 available (a model scored by its own encoder is flattered); otherwise the report says so. The similarity
 of unrelated people is reported beside it as the baseline: the mean similarity between the suite's
-different people's reference photos, or, with one person, the documented UNRELATED_PEOPLE value.
+different people's reference photos, or, with one person, the documented metrics.UNRELATED_PEOPLE value.
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
+from .metrics import UNRELATED_PEOPLE
 from .scoring import ImageScore, evaluate
 from .suite import NO_IDENTITY_SCALES, Job, Suite
 
 logger = logging.getLogger(__name__)
 
-# Similarity of two different people, where the suite has one person only. dlib: the astronaut and Grace
-# Hopper sample photos score 0.886 (the six different people of insightface's t1.jpg 0.81-0.91): dlib's
-# similarities are high for everyone, so 0.9 is NOT "the same person" with dlib.
-UNRELATED_PEOPLE = {"dlib": 0.886}
 
 
 @dataclass
