@@ -55,8 +55,10 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
                    face_index: int = 0) -> FaceCondition:
     """Analyse reference photos (embeddings averaged) and a pose photo (keypoints; default: first reference).
 
-    A reference photo without a face, or unreadable, is reported by name and skipped; if none is left,
-    NoFaceError lists them all.
+    A reference photo without a face, unreadable, or whose face is too small (face/small_faces.py) is reported
+    by name and skipped; if none is left, NoFaceError lists them all. Nothing is chosen silently: the face
+    used in a group photo is logged, and photos that look like different people are warned about
+    (face/choice.py).
     """
     from ..face.image import image_size
 

@@ -4,7 +4,7 @@ The stock pipeline keeps doing everything it does (CFG, control windows, multi-C
 offload, schedulers). This mixin adds three things around its `__call__`:
 1. the face embedding goes in as the IP-Adapter image embedding, so diffusers' own Resampler
    (IP-Adapter-Plus projection) and decoupled cross-attention processors inject the face tokens;
-   the CFG negative is the embedding of zeros, as in the released code;
+   the CFG negative is the embedding of zeros, as in the released code (or of noise: negative_noise.py);
 2. IdentityNet (the ControlNet at `identitynet_index`) cross-attends to those face tokens;
 3. `ip_adapter_scale` applies to one call, and the output size is capped for large condition images.
 """
