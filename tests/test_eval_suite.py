@@ -116,3 +116,10 @@ def test_cli_suite_errors_are_one_line(tmp_path, capsys):
     assert "leave out --reference" in capsys.readouterr().err
     assert main(["eval", "--out", str(tmp_path / "o")]) == 1
     assert "give --reference and --generated" in capsys.readouterr().err
+
+
+def test_the_sdxl_example_suite_is_valid():
+    suite = load_suite(SUITE.with_name("eval_suite_sdxl.json"))
+    assert not suite.tiny and suite.face_backend == "antelopev2"
+    assert len(suite.jobs()) == 4 * 4 * 4 * (3 + 1)  # the count docs/evaluation.md gives
+    assert suite.settings["noise 0.35"]["negative_face_noise"] == 0.35
