@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from . import face_detail
 from .common import (
     add_generation_options,
     add_model_options,
@@ -46,6 +47,8 @@ def add_parser(subparsers) -> None:
                    help="reference photo (repeat for several photos of one person: embeddings are averaged)")
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
+    p.add_argument("--face-index", type=int, default=0, metavar="N",
+                   help="in group photos, use the N-th largest face of each --face photo (default 0 = largest)")
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
     p.add_argument("--kps", type=_float_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
@@ -76,6 +79,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
+    face_detail.add_options(p)
     p.add_argument("--out", required=True, help="output PNG path, or a folder (ends with /) for several")
     p.set_defaults(run=run)
 
@@ -107,6 +111,7 @@ def check_args(args) -> dict:
     from ..pipelines.styles import get_style
 
     values = generation_values(args)
+    face_detail.check(args, values)
     if args.interpolate and args.yaw:
         raise UsageError("use either --interpolate or --yaw, not both")
     if args.interpolate and any(not 0.0 <= w <= 1.0 for w in args.weights or [None]):
@@ -128,7 +133,7 @@ def run(args) -> int:
     analyzer = face_analyzer(args, released_weights=True)
     # Face analysis before any model loads: a photo without a face fails in seconds. The size is the
     # library's decision (FaceCondition.output_size); it is asked here only to check --kps early.
-    condition = face_condition(args.face, analyzer, args.pose)
+    condition = face_condition(args.face, analyzer, args.pose, face_index=args.face_index)
     if args.kps:
         condition.with_kps(args.kps, condition.output_size(values["width"], values["height"]))
     other = face_condition([args.interpolate], analyzer) if args.interpolate else None
@@ -140,7 +145,8 @@ def run(args) -> int:
                                   negative_prompt=args.negative_prompt, style=args.style,
                                   styles_file=args.styles_file, prompt_weighting=args.prompt_weighting,
                                   kps=args.kps, controls=controls, interpolate=other, weights=args.weights, yaw=args.yaw,
-                                  **values)
+                                  face_index=args.face_index, **face_detail.entry_options(args), **values)
+    face_detail.report(result)
     metadata = {"command": "generate", **result.parameters, "loras": [list(lora) for lora in loras],
                 "faces": [str(f) for f in args.face], "pose": args.pose, **models}
     series = result.series()

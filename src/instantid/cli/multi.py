@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..params import PARAMS_BY_NAME
+from . import face_detail
 from .common import (
     TINY_DEFAULTS,
     add_generation_options,
@@ -64,6 +65,7 @@ def add_parser(subparsers) -> None:
         p.add_argument(param.flag, dest=param.name, type=param.parse, default=None,
                        help=f"output {param.name} (default: the layout photo's, long side capped at 1280, multiple "
                             f"of 64; with --box {DEFAULT_SIZE}; 128 with --tiny)")
+    face_detail.add_options(p)
     p.add_argument("--out", required=True, help="output PNG path (or several, numbered, with --num-images)")
     p.set_defaults(run=run)
 
@@ -72,6 +74,7 @@ def run(args) -> int:
     from ..errors import RegionError
 
     values = generation_values(args, skip=_SIZE)
+    face_detail.check(args, values)
     check_files("--face", args.face)
     check_files("--layout", args.layout)
     width, height = args.width, args.height
@@ -93,7 +96,8 @@ def run(args) -> int:
                                               size=size, scale=scales)
     pipe, models = load_from_args(args, analyzer)
     result = generate_multi_identity(pipe, identities, args.prompt, width=size[0], height=size[1],
-                                     negative_prompt=args.negative_prompt, **values)
+                                     negative_prompt=args.negative_prompt, **face_detail.entry_options(args), **values)
+    face_detail.report(result)
     metadata = {"command": "multi", **result.parameters, "face_backend": analyzer.name,
                 "faces": [str(f) for f in args.face], "layout": args.layout, **models}
     write_pngs(result.images, args.out, metadata)

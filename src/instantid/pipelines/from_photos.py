@@ -16,8 +16,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import EmbeddingError, ImageReadError, NoFaceError, UsageError
+from ..errors import EmbeddingError, FaceTooSmallError, ImageReadError, NoFaceError, UsageError
+from ..face.choice import report_choice, warn_if_different_people
 from ..face.keypoints import average_embeddings, draw_kps, scale_kps
+from ..face.small_faces import check_usable, detect_faces
 from ..face.types import Face, FaceAnalyzer
 from ..params import INTERPOLATION_WEIGHTS, resolve_call, seeded_generator
 from .results import GenerationResult, concat_images
@@ -48,9 +50,13 @@ class FaceCondition:
         auto_w, auto_h = default_output_size(self.pose_size)
         return width or auto_w, height or auto_h
 
+    def scaled_kps(self, width: int, height: int) -> np.ndarray:
+        """The keypoints in the pixels of a (width, height) output."""
+        return scale_kps(self.kps, self.pose_size, (width, height))
+
     def kps_image(self, width: int, height: int) -> Image.Image:
         """The keypoint image redrawn at (width, height), so points stay round at any output size."""
-        return draw_kps((width, height), scale_kps(self.kps, self.pose_size, (width, height)))
+        return draw_kps((width, height), self.scaled_kps(width, height))
 
     def with_kps(self, numbers, size: tuple[int, int]) -> "FaceCondition":
         """The same identity placed at explicit keypoints: 10 numbers (left eye, right eye, nose, left and
@@ -72,8 +78,10 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
                    face_index: int = 0) -> FaceCondition:
     """Analyse reference photos (embeddings averaged) and a pose photo (keypoints; default: first reference).
 
-    A reference photo without a face, or unreadable, is reported by name and skipped; if none is left,
-    NoFaceError lists them all.
+    A reference photo without a face, unreadable, or whose face is too small (face/small_faces.py) is reported
+    by name and skipped; if none is left, NoFaceError lists them all. Nothing is chosen silently: the face
+    used in a group photo is logged, and photos that look like different people are warned about
+    (face/choice.py).
     """
     from ..face.image import image_size
 
@@ -81,10 +89,10 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
         raise UsageError("face photos need a face analyzer: pass analyzer=get_face_analyzer(...)")
     if isinstance(face_photos, (str, Path, Image.Image, np.ndarray)):
         face_photos = [face_photos]
-    faces, sizes, skipped = [], [], []
+    faces, sizes, skipped, names = [], [], [], []
     for photo in face_photos:
         try:
-            found = analyzer.detect(photo)  # backends load (and downscale) the photo themselves
+            found = detect_faces(analyzer, photo)  # looks closer for small faces (face/small_faces.py)
             size = image_size(photo)
         except ImageReadError as err:
             skipped.append(f"{_name(photo)}: {err}")
@@ -92,8 +100,15 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
         if len(found) <= face_index:
             skipped.append(f"{_name(photo)}: no face" + (f" #{face_index}" if face_index else ""))
             continue
-        faces.append(found[face_index])
+        try:
+            faces.append(check_usable(found[face_index], _name(photo)))
+        except FaceTooSmallError as err:
+            skipped.append(str(err))
+            continue
+        report_choice(found, face_index, _name(photo))  # group photos: say which face (face/choice.py)
         sizes.append(size)
+        names.append(_name(photo))
+    warn_if_different_people(faces, names)
     if skipped:
         logger.warning("skipped reference photos: %s", "; ".join(skipped))
     if not faces:
@@ -101,32 +116,29 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
             "no usable face in the reference photos (" + "; ".join(skipped) + "). "
             "Use photos where the face is clearly visible, frontal and not tiny."
         )
-    kps, pose_size = faces[0].kps, sizes[0]
-    if pose_photo is not None:
-        pose_faces = analyzer.detect(pose_photo)
-        if not pose_faces:
-            raise NoFaceError(f"no face found in the pose photo {_name(pose_photo)}; it supplies the keypoints")
-        kps, pose_size = pose_faces[0].kps, image_size(pose_photo)
-    return FaceCondition(embedding=average_embeddings([f.embedding for f in faces]), kps=np.asarray(kps),
-                         pose_size=pose_size, faces=faces, skipped=skipped)
+    condition = FaceCondition(embedding=average_embeddings([f.embedding for f in faces]), kps=np.asarray(faces[0].kps),
+                              pose_size=sizes[0], faces=faces, skipped=skipped)
+    return with_pose_from(condition, analyzer, pose_photo) if pose_photo is not None else condition
 
 
-def as_face_condition(face_photos, analyzer: FaceAnalyzer | None, pose_photo=None) -> FaceCondition:
-    """`face_photos` analysed, or returned as is when it is already a FaceCondition."""
+def as_face_condition(face_photos, analyzer: FaceAnalyzer | None, pose_photo=None, face_index: int = 0) -> FaceCondition:
+    """`face_photos` analysed, or returned as is when it is already a FaceCondition (then with the keypoints
+    of `pose_photo`, if given)."""
     if isinstance(face_photos, FaceCondition):
-        return face_condition_with_pose(face_photos, analyzer, pose_photo) if pose_photo is not None else face_photos
-    return face_condition(face_photos, analyzer, pose_photo)
+        return with_pose_from(face_photos, analyzer, pose_photo) if pose_photo is not None else face_photos
+    return face_condition(face_photos, analyzer, pose_photo, face_index=face_index)
 
 
-def face_condition_with_pose(condition: FaceCondition, analyzer: FaceAnalyzer | None, pose_photo) -> FaceCondition:
-    """`condition` with its keypoints taken from `pose_photo`."""
+def with_pose_from(condition: FaceCondition, analyzer: FaceAnalyzer | None, pose_photo) -> FaceCondition:
+    """`condition` with its keypoints taken from the largest face of `pose_photo`."""
     from ..face.image import image_size
 
     if analyzer is None:
         raise UsageError("a pose photo needs a face analyzer: pass analyzer=get_face_analyzer(...)")
-    pose_faces = analyzer.detect(pose_photo)
+    pose_faces = detect_faces(analyzer, pose_photo)
     if not pose_faces:
         raise NoFaceError(f"no face found in the pose photo {_name(pose_photo)}; it supplies the keypoints")
+    report_choice(pose_faces, 0, f"the pose photo {_name(pose_photo)}", flag=None)
     return replace(condition, kps=np.asarray(pose_faces[0].kps), pose_size=image_size(pose_photo))
 
 
@@ -161,6 +173,7 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
                          kps=None, negative_prompt: str | None = None, style: str = "none", styles_file=None,
                          prompt_weighting: bool = False, controls: Sequence = (), interpolate=None,
                          weights: Sequence[float] = INTERPOLATION_WEIGHTS, yaw: Sequence[float] | None = None,
+                         face_index: int = 0, face_detail: str = "off", face_detail_strength: float | None = None,
                          **kwargs) -> GenerationResult:
     """Images of the person in `face_photos` (several photos of one person: embeddings averaged).
 
@@ -171,16 +184,24 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     style / styles_file: a style preset (pipelines/styles.py); prompt_weighting: compel syntax.
     controls: conditions.ExtraControl per extra ControlNet the pipeline holds beside IdentityNet, in order.
     interpolate (photos or a FaceCondition) with `weights`, or `yaw` (degrees): a series, one image per value.
+    face_index: in group photos, the N-th largest face of each photo (0 = largest).
+    face_detail ("off", "auto", "on") / face_detail_strength: repaint small faces after generation
+        (pipelines/face_detail.py).
     Generation parameters (`instantid.params`: num_inference_steps, guidance_scale,
     controlnet_conditioning_scale, ip_adapter_scale, control_guidance_start/end, seed, width, height,
-    num_images_per_prompt) default from that table and are range-checked. `seed` makes the generator
+    num_images_per_prompt, negative_face_noise) default from that table and are range-checked. `seed` makes the generator
     (a fresh one per variant, so every variant starts from the same noise); a `generator` keyword wins.
     Other keywords go to the pipeline call as they are (output_type, callback_on_step_end, ...).
     """
+    from .face_detail import DEFAULT_STRENGTH, check_mode, detail_images
+    from .strength import check_strength_and_steps
     from .styles import get_style
 
     values, kwargs, seed = resolve_call(kwargs)  # seed None: the caller's `generator` is used
-    condition = as_face_condition(face_photos, analyzer, pose_photo)
+    face_detail_strength = DEFAULT_STRENGTH if face_detail_strength is None else face_detail_strength
+    if check_mode(face_detail) != "off":  # the pass needs at least one denoising step
+        check_strength_and_steps({"strength": face_detail_strength}, DEFAULT_STRENGTH, values["num_inference_steps"])
+    condition = as_face_condition(face_photos, analyzer, pose_photo, face_index=face_index)
     backend = analyzer.name if analyzer is not None else condition.backend
     check_embedding_size(condition.embedding, pipe, backend)
     if interpolate is not None:
@@ -207,21 +228,28 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
         call.update(prompt=prompt, negative_prompt=negative_prompt or None)
     call.update(kwargs)
 
-    batches, labels = [], []
+    batches, labels, passes = [], [], []
     for label, variant in series:
         kps_image = variant.kps_image(width, height)
         if seed is not None:  # every variant starts from the same noise
             call["generator"] = seeded_generator(seed)
         call[getattr(pipe, "control_image_argument", "image")] = [kps_image, *control_images] if controls else kps_image
         output = pipe(image_embeds=variant.embedding, width=width, height=height, **call)
-        batches.append(output.images)
+        images, detailed = detail_images(pipe, output.images, [(variant.embedding, variant.scaled_kps(width, height))],
+                                         mode=face_detail, strength=face_detail_strength, prompt=prompt,
+                                         negative_prompt=negative_prompt, seed=seed, values=call)
+        batches.append(images if detailed else output.images)
         labels += [label] * len(output.images)
+        passes += [f"{'repainted' if p.ran else 'skipped'} ({p.reason})" for p in detailed]
     parameters = {"prompt": prompt, "negative_prompt": negative_prompt, "style": style,
                   "prompt_weighting": prompt_weighting, "seed": seed,
                   "width": width, "height": height, **values,
                   "control_scales": [c.scale for c in controls], "scheduler": type(pipe.scheduler).__name__,
                   "face_backend": backend, "kps": np.asarray(condition.kps, dtype=float).round(2).tolist(),
-                  "pose_size": list(condition.pose_size)}
+                  "pose_size": list(condition.pose_size), "face_index": face_index, "face_detail": face_detail,
+                  "face_detail_strength": face_detail_strength}
+    if passes:
+        parameters["face_detail_passes"] = passes
     if interpolate is not None:
         parameters["interpolation_weights"] = [float(w) for w in weights]
     if yaw:

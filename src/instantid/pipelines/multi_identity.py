@@ -137,18 +137,25 @@ def _layout_regions(layout_photo, analyzer: FaceAnalyzer, count: int, size: tupl
 
 
 def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, *, width: int, height: int,
+                            face_detail: str = "off", face_detail_strength: float | None = None,
                             **call_kwargs) -> GenerationResult:
     """Run `pipe` with each identity confined to its region.
 
     Every identity needs its own `embedding` and `kps` (output pixels); regions must not overlap.
     Generation parameters (instantid.params: steps, `controlnet_conditioning_scale`, `ip_adapter_scale`,
     control window, seed, num_images_per_prompt) default from that table; each identity's `scale`
-    multiplies both scales inside its region. Other keywords go to the pipeline call (`generator`,
-    `negative_prompt`, ...).
+    multiplies both scales inside its region. `face_detail` ("off", "auto", "on") / `face_detail_strength`
+    repaint each small face afterwards (pipelines/face_detail.py). Other keywords go to the pipeline call
+    (`generator`, `negative_prompt`, ...).
     """
     from ..params import resolve_call
+    from .face_detail import DEFAULT_STRENGTH, check_mode, detail_images
+    from .strength import check_strength_and_steps
 
     values, call_kwargs, seed = resolve_call(call_kwargs, skip={"width", "height"})
+    face_detail_strength = DEFAULT_STRENGTH if face_detail_strength is None else face_detail_strength
+    if check_mode(face_detail) != "off":  # the pass needs at least one denoising step
+        check_strength_and_steps({"strength": face_detail_strength}, DEFAULT_STRENGTH, values["num_inference_steps"])
     identities = list(identities)
     if not identities:
         raise RegionError("give at least one identity")
@@ -162,9 +169,16 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
     call_kwargs.setdefault(pipe.control_image_argument, kps_overview(identities, (width, height)))
     output = pipe(prompt=prompt, image_embeds=identities[0].embedding, width=width, height=height,
                   identity_regions=identities, **values, **call_kwargs)
+    images, detailed = detail_images(pipe, output.images, [(i.embedding, i.kps) for i in identities],
+                                     mode=face_detail, strength=face_detail_strength, prompt=prompt,
+                                     negative_prompt=call_kwargs.get("negative_prompt"), seed=seed, values=values)
     parameters = {"prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"), "seed": seed,
                   "width": width, "height": height, **values,
                   "regions": [[float(v) for v in identity.region] if isinstance(identity.region, (tuple, list))
                               else "mask" for identity in identities],
-                  "scales": [float(identity.scale) for identity in identities]}
-    return GenerationResult(images=output.images, parameters=parameters, identities=identities)
+                  "scales": [float(identity.scale) for identity in identities], "face_detail": face_detail,
+                  "face_detail_strength": face_detail_strength}
+    if detailed:
+        parameters["face_detail_passes"] = [f"{'repainted' if p.ran else 'skipped'} ({p.reason})" for p in detailed]
+    return GenerationResult(images=images if detailed else output.images, parameters=parameters,
+                            identities=identities)
