@@ -133,6 +133,19 @@ SHARED_VALUES = ("num_inference_steps", "guidance_scale", "ip_adapter_scale", "c
                  "negative_face_noise")
 
 
+def checked_options(mode: str, strength: float | None, steps: int) -> tuple[str, float]:
+    """(mode, strength) of a high-level entry's detail pass, checked before anything runs: the pass needs
+    at least one denoising step at `steps` (strength None: DEFAULT_STRENGTH)."""
+    from .strength import check_strength_and_steps
+
+    strength = DEFAULT_STRENGTH if strength is None else strength
+    if check_mode(mode) != "off":
+        call = {"strength": strength}
+        check_strength_and_steps(call, DEFAULT_STRENGTH, steps)
+        strength = call["strength"]
+    return mode, strength
+
+
 def detail_images(pipe, images, faces: Sequence[tuple[object, object]], *, mode: str, strength: float, prompt: str,
                   negative_prompt: str | None, seed: int | None, values: dict) -> tuple[list, list[FaceDetailResult]]:
     """The detail pass of a high-level entry (generate_from_photos, generate_multi_identity): each generated

@@ -193,14 +193,12 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     (a fresh one per variant, so every variant starts from the same noise); a `generator` keyword wins.
     Other keywords go to the pipeline call as they are (output_type, callback_on_step_end, ...).
     """
-    from .face_detail import DEFAULT_STRENGTH, check_mode, detail_images
-    from .strength import check_strength_and_steps
+    from .face_detail import checked_options, detail_images
     from .styles import get_style
 
     values, kwargs, seed = resolve_call(kwargs)  # seed None: the caller's `generator` is used
-    face_detail_strength = DEFAULT_STRENGTH if face_detail_strength is None else face_detail_strength
-    if check_mode(face_detail) != "off":  # the pass needs at least one denoising step
-        check_strength_and_steps({"strength": face_detail_strength}, DEFAULT_STRENGTH, values["num_inference_steps"])
+    face_detail, face_detail_strength = checked_options(face_detail, face_detail_strength,
+                                                        values["num_inference_steps"])
     condition = as_face_condition(face_photos, analyzer, pose_photo, face_index=face_index)
     backend = analyzer.name if analyzer is not None else condition.backend
     check_embedding_size(condition.embedding, pipe, backend)

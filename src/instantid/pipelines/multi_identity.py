@@ -149,13 +149,11 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
     (`generator`, `negative_prompt`, ...).
     """
     from ..params import resolve_call
-    from .face_detail import DEFAULT_STRENGTH, check_mode, detail_images
-    from .strength import check_strength_and_steps
+    from .face_detail import checked_options, detail_images
 
     values, call_kwargs, seed = resolve_call(call_kwargs, skip={"width", "height"})
-    face_detail_strength = DEFAULT_STRENGTH if face_detail_strength is None else face_detail_strength
-    if check_mode(face_detail) != "off":  # the pass needs at least one denoising step
-        check_strength_and_steps({"strength": face_detail_strength}, DEFAULT_STRENGTH, values["num_inference_steps"])
+    face_detail, face_detail_strength = checked_options(face_detail, face_detail_strength,
+                                                        values["num_inference_steps"])
     identities = list(identities)
     if not identities:
         raise RegionError("give at least one identity")
