@@ -17,8 +17,8 @@ from instantid.cli import COMMANDS
 SRC = Path(__file__).resolve().parents[1] / "src"
 HEAVY = ("torch", "diffusers", "transformers", "cv2", "insightface", "dlib", "onnxruntime", "accelerate",
          "huggingface_hub", "safetensors", "compel")
-# `instantid --help` must answer in under a second; building every parser takes ~0.1 s on an idle 2-core
-# CPU. Loading torch alone takes longer than the bound, so it can only pass when nothing heavy loads.
+# `instantid --help` must answer in under a second; building every parser takes ~0.05 s of imports on an
+# idle 2-core CPU, torch alone ~1.3 s.
 PARSER_IMPORT_BOUND_S = 1.0
 
 
@@ -40,9 +40,9 @@ def test_building_every_parser_imports_nothing_heavy():
     result = run_python(LOADED + """
 from instantid.cli import build_parser
 build_parser()
-print(json.dumps({"loaded": loaded()}))
+print(json.dumps({"loaded": loaded(), "arrays": sorted(m for m in ("numpy", "PIL") if m in sys.modules)}))
 """)
-    assert result["loaded"] == []
+    assert result["loaded"] == [] and result["arrays"] == []
 
 
 @pytest.mark.parametrize("argv", [
@@ -81,21 +81,27 @@ print(json.dumps({{"code": code, "err": err.getvalue(), "out": out.getvalue(), "
         assert "Traceback" not in result["err"]
 
 
-def test_parser_imports_fit_the_startup_budget():
-    """`python -X importtime`: what building the parsers costs in imports, best of three runs."""
+def import_seconds(code: str, runs: int) -> float:
+    """`python -X importtime`: what `code` costs in imports (every top-level import's cumulative time),
+    the best of `runs` runs."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     totals = []
-    for _ in range(3):
-        done = subprocess.run([sys.executable, "-X", "importtime", "-c",
-                               "from instantid.cli import build_parser; build_parser()"],
-                              capture_output=True, text=True, env=env, timeout=120)
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                              env=env, timeout=120)
         assert done.returncode == 0, done.stderr
-        # lines "import time: SELF | CUMULATIVE | NAME" (microseconds), nested imports indented under NAME:
-        # the top-level lines' cumulative times add up to every import of the run
+        # lines "import time: SELF | CUMULATIVE | NAME" (microseconds), nested imports indented under NAME
         rows = [line.split("|") for line in done.stderr.splitlines() if line.startswith("import time:")]
-        top_level = [int(row[1]) for row in rows[1:] if not row[2].startswith("  ")]  # rows[0] is the header
-        totals.append(sum(top_level) / 1e6)
-    assert min(totals) < PARSER_IMPORT_BOUND_S, totals
+        totals.append(sum(int(row[1]) for row in rows[1:] if not row[2].startswith("  ")) / 1e6)
+    return min(totals)
+
+
+def test_parser_imports_fit_the_startup_budget():
+    """Building every parser costs well under a second of imports (~0.05 s on an idle 2-core CPU), and a
+    small fraction of importing torch alone, measured the same way on the same (maybe busy) machine."""
+    parsers = import_seconds("from instantid.cli import build_parser; build_parser()", runs=3)
+    torch_alone = import_seconds("import torch", runs=1)
+    assert parsers < PARSER_IMPORT_BOUND_S and parsers < torch_alone / 4, (parsers, torch_alone)
 
 
 FACE_COMMANDS = ("faces", "generate", "swap", "multi", "prepare-data", "eval", "bench")

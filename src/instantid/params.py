@@ -83,6 +83,11 @@ SWAP_WORKING_SIDE = 1024  # long side of the crop the model paints (SDXL's nativ
 SWAP_MASK_GROW = 1.3  # the mask ellipse is the face box grown by this (forehead, chin, cheeks)
 SWAP_FEATHER = 0.12  # blur radius as a fraction of the face box's larger side
 
+# Face-detail pass (`face_detail=` of the entries, --face-detail): repaint small faces after generation.
+FACE_DETAIL_MODES = ("auto", "on", "off")
+FACE_DETAIL_THRESHOLD = 256  # px, long side of the face box: smaller faces are repainted in "auto"
+FACE_DETAIL_STRENGTH = 0.4  # moderate: keeps the face's colours and layout, re-draws its detail
+
 DEFAULTS = {p.name: p.default for p in GENERATION_PARAMS}
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..pipelines.face_detail import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, MODES
+from ..params import FACE_DETAIL_MODES as MODES
+from ..params import FACE_DETAIL_STRENGTH as DEFAULT_STRENGTH
+from ..params import FACE_DETAIL_THRESHOLD as DEFAULT_THRESHOLD
 
 
 def _strength(text: str) -> float:
@@ -26,12 +28,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def check(args, values: dict) -> None:
-    """Before any model loads: the pass must have at least one denoising step."""
-    if args.face_detail != "off":
-        from ..pipelines.strength import check_strength_and_steps
+    """Before any model loads: the entries' own check (the pass must have at least one denoising step)."""
+    from ..pipelines.face_detail import checked_options
 
-        check_strength_and_steps({"strength": args.face_detail_strength}, DEFAULT_STRENGTH,
-                                 values["num_inference_steps"])
+    checked_options(args.face_detail, args.face_detail_strength, values["num_inference_steps"])
 
 
 def entry_options(args) -> dict:

@@ -41,13 +41,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import UsageError
-    from ..training.prepare import REPORT, PrepareOptions, prepare_dataset
     from .common import face_backend_name
 
     if args.workers < 1 or args.min_image_size < 0 or args.min_face_size < 0:
         raise UsageError("--workers must be >= 1 and the minimum sizes >= 0")
     if not Path(args.src).exists():
         raise UsageError(f"SRC {args.src}: no such file or folder")
+    from ..training.prepare import REPORT, PrepareOptions, prepare_dataset
+
     options = PrepareOptions(backend=face_backend_name(args), face_models=args.face_models, min_image_size=args.min_image_size,
                              min_face_size=args.min_face_size, workers=args.workers,
                              progress=not args.no_progress, retry_rejected=args.retry_rejected)

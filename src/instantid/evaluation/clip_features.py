@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import InstantIDError
+
+if TYPE_CHECKING:  # numpy loads with the extractor; `instantid eval --help` reads DEFAULT_CLIP_MODEL without it
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class ClipExtractor:
 
     def image_features(self, images) -> np.ndarray:
         """[n, d] unit vectors for PIL images."""
+        import numpy as np
         import torch
 
         out = []
@@ -60,6 +63,7 @@ class ClipExtractor:
 
     def text_features(self, texts: list[str]) -> np.ndarray:
         """[n, d] unit vectors for prompts (truncated to CLIP's 77 tokens)."""
+        import numpy as np
         import torch
 
         out = []
@@ -74,6 +78,8 @@ class ClipExtractor:
 
 
 def _as_unit_rows(features) -> np.ndarray:
+    import numpy as np
+
     # transformers 5 may return a model output instead of a tensor; its pooled features are the projection
     tensor = getattr(features, "pooler_output", features)
     rows = tensor.float().cpu().numpy()

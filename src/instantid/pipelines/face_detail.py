@@ -22,10 +22,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UsageError
+from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH, FACE_DETAIL_THRESHOLD
 
-MODES = ("auto", "on", "off")
-DEFAULT_THRESHOLD = 256  # px, long side of the face box: smaller faces are repainted in "auto"
-DEFAULT_STRENGTH = 0.4  # moderate: keeps the face's colours and layout, re-draws its detail
+# Declared with the other parameters (instantid.params), shared with the CLI.
+MODES = FACE_DETAIL_MODES
+DEFAULT_THRESHOLD = FACE_DETAIL_THRESHOLD
+DEFAULT_STRENGTH = FACE_DETAIL_STRENGTH
 # Face box side / max(eye distance, eye-to-mouth distance): 2.1-2.8 against dlib's boxes on the sample
 # photos; the keypoints' mean sits ~4% of the side below the box centre.
 FACE_BOX_PER_KPS_SPAN = 2.4
