@@ -90,8 +90,8 @@ def add_face_backend_options(p: argparse.ArgumentParser, *, legacy_backend_flag:
         p.add_argument("--backend", dest="face_backend", choices=FACE_BACKEND_CHOICES, help=argparse.SUPPRESS)
     p.add_argument("--face-models", metavar="DIR",
                    help="antelopev2 model folder: DIR/models/antelopev2/*.onnx or DIR/*.onnx (default: "
-                        "$INSTANTID_FACE_MODELS, then the Hugging Face cache); for dlib, a folder of its .dat files "
-                        "(default: the face_recognition_models package)")
+                        "$INSTANTID_FACE_MODELS, then the Hugging Face cache); with --face-backend dlib, a folder of its "
+                        ".dat files (default: the face_recognition_models package)")
 
 
 def face_backend_name(args, *, released_weights: bool = False) -> str:
@@ -105,8 +105,10 @@ def face_analyzer(args, *, released_weights: bool = False):
     from ..face import get_face_analyzer
 
     backend = face_backend_name(args, released_weights=released_weights)
-    kwargs = {"model_dir": args.face_models} if args.face_models else {}
-    return get_face_analyzer(backend, **kwargs)
+    # --face-models names antelopev2's pack unless dlib was asked for by name (`auto` may resolve to dlib,
+    # e.g. with --tiny, while the folder holds antelopev2 models)
+    given = args.face_models and (backend == "antelopev2" or args.face_backend == "dlib")
+    return get_face_analyzer(backend, **({"model_dir": args.face_models} if given else {}))
 
 
 # ---- checks that need no model: run before anything heavy loads
