@@ -163,7 +163,6 @@ def test_generate_command_reads_the_trained_weights(sdxl_run, sdxl_base, trainin
     assert code == 0 and target.is_file()
 
 
-@pytest.mark.slow  # ~21 s on 2 cores
 def test_sd15_base_trains_from_the_command_line_with_cached_features(data, training_photos, tmp_path, dlib_analyzer):
     from diffusers import ControlNetModel
 
@@ -261,7 +260,7 @@ def test_512d_antelopev2_data_trains_and_generates(training_photos, sdxl_base, t
     assert np.isfinite(output.images[0]).all()
 
 
-@pytest.mark.slow  # ~33 s on 2 cores: two processes
+@pytest.mark.slow  # 19-33 s on 2 shared cores: two training processes
 def test_two_processes_train_together(data, sdxl_base, tmp_path):
     """Distributed data parallel on CPU (gloo) through torchrun: each process gets its own batches."""
     out = tmp_path / "ddp"
