@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from .checks import add_limit_options, check_generate_args, check_size, finite_list
 from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
 
 EXAMPLE = """\
@@ -20,11 +21,7 @@ Without --tiny the released InstantX/InstantID weights and SDXL base 1.0 are use
 Hugging Face cache), with the antelopev2 face models (see `instantid faces --help`)."""
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+_float_list = finite_list
 
 
 def add_parser(subparsers) -> None:
@@ -43,6 +40,7 @@ def add_parser(subparsers) -> None:
                         "mouth corner) in output pixels")
     add_model_options(p)
     add_generation_options(p)
+    add_limit_options(p)
     p.add_argument("--style", default="none",
                    help=f"style preset: {', '.join(BUILTIN_STYLES)}, or a name from --styles-file (default none)")
     p.add_argument("--styles-file", metavar="JSON",
@@ -67,7 +65,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
-    p.add_argument("--out", required=True, help="output PNG path, or a folder (ends with /) for several")
+    p.add_argument("--out", required=True,
+                   help="output path (.png, or .jpg/.webp with the parameters in EXIF), or a folder (ends with /)")
     p.set_defaults(run=run)
 
 
@@ -134,12 +133,15 @@ def run(args) -> int:
     from ..pipelines.from_photos import face_condition
     from ..pipelines.styles import get_style
     from ..pipelines.variations import contact_sheet
+    from .output import finite_images
 
+    check_generate_args(args, [_parse_lora(spec) for spec in args.lora])  # refusals before any model loads
     values = generation_values(args)
     analyzer = face_analyzer(args)
     # Everything that can fail on the inputs fails here, in seconds, before any model loads.
     condition = face_condition(args.face, analyzer, args.pose)
     width, height = condition.output_size(values.pop("width"), values.pop("height"))
+    check_size(args, width, height, values["num_images_per_prompt"])
     if args.kps:
         condition = _with_explicit_kps(condition, args.kps, (width, height))
     prompt, negative_prompt = get_style(args.style, args.styles_file).apply(args.prompt, args.negative_prompt)
@@ -172,7 +174,8 @@ def run(args) -> int:
         kps_image = variant.kps_image(width, height)
         images = pipe(image_embeds=variant.embedding, width=width, height=height,
                       image=[kps_image, *[image for _, image, _ in controls]] if controls else kps_image,
-                      generator=torch.Generator("cpu").manual_seed(seed), **call).images
+                      generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **call).images
+        images = finite_images(images)  # NaN is an error, never a black image
         write_pngs(images, args.out, {**metadata, "variant": label} if label else metadata, label)
         firsts.append(images[0])
     if len(series) > 1:
