@@ -174,6 +174,21 @@ def write_atomically(path, write: Callable[[Path], None], what: str = "output fi
     return path
 
 
+def check_json_object(path, what: str, *, error: type = UsageError) -> dict:
+    """The JSON object in file `path`; `error` if it is unreadable, not JSON, or JSON but not an object."""
+    import json
+
+    check_input_file(path, what, error=error)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise error(f"{what} {path} is not valid JSON ({err}); restore or rewrite it") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} holds a JSON {type(data).__name__}, not an object of settings; restore or "
+                    "rewrite it")
+    return data
+
+
 def check_device(name: str) -> str:
     """"auto" or a torch device name that exists here; DeviceError naming the devices that do."""
     if name in (None, "", "auto"):

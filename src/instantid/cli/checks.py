@@ -4,12 +4,11 @@ is refused here, in seconds, before the face analyzer or any pipeline loads."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
 
-from ..checks import check_device, check_finite, check_input_file, check_output_file
+from ..checks import check_device, check_finite, check_input_file, check_json_object, check_output_file
 from ..errors import CheckpointError, ImageReadError, UsageError, WeightsNotFoundError
 from ..limits import OUTPUT_PIXELS_ENV, check_output_size, check_photo_count, check_prompt
 from .output import check_out_arg
@@ -75,17 +74,8 @@ def check_model_options(args) -> None:
 
 def check_controlnet_config(folder: Path, flag: str) -> None:
     """A ControlNet folder's config.json must be a JSON object (else diffusers' error reads like a network one)."""
-    config = folder / "config.json"
-    if not config.exists():
-        return  # loading.py names the missing config
-    check_input_file(config, f"{flag} config.json", error=CheckpointError)
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise CheckpointError(f"{config} is not valid JSON ({err}); restore the model's config.json") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{config} holds a JSON {type(data).__name__}, not an object of settings; restore the "
-                              "model's config.json")
+    if (folder / "config.json").exists():
+        check_json_object(folder / "config.json", f"{flag} config.json", error=CheckpointError)
 
 
 def check_lora_specs(specs: list[tuple[str, float]]) -> None:

@@ -24,6 +24,7 @@ from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
 from ..models.call_cache import constant_input_modules, constant_inputs_computed_once
 from ..models.controlnet_skip import skip_idle_controlnets
 from ..models.identitynet import identitynet_face_tokens
+from .call_checks import check_call
 from .face_region import regional_conditioning
 from .sizing import default_output_size
 
@@ -119,6 +120,7 @@ class InstantIDMixin:
         `face_region_mask` (a box x1,y1,x2,y2 in output pixels, or a mask) confines the face to that region
         ("enhance face region"); `identity_regions` (a list of face_region.IdentityRegion) puts several
         identities in their own regions. See face_region.py."""
+        check_call(image_embeds, ip_adapter_scale, kwargs)  # typed errors before any step (call_checks.py)
         if image_embeds is None:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
