@@ -76,7 +76,7 @@ def _existing_ancestor(path: Path) -> Path:
     while True:
         try:
             info = os.stat(current)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             if current.parent == current:
                 return current
             current = current.parent

@@ -70,6 +70,10 @@ def check_model_options(args) -> None:
                                         flag) if flag == "--identitynet" else None
             else:
                 check_input_file(path, f"{flag} file", error=CheckpointError)
+                if flag == "--adapter":
+                    from ..models.adapter import check_adapter_file_header
+
+                    check_adapter_file_header(path)
 
 
 def check_controlnet_config(folder: Path, flag: str) -> None:

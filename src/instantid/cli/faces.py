@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from .checks import check_faces_args
 
     check_faces_args(args)  # refusals before the analyzer loads
+    size = image_size(args.image)  # also fails early, with a clear message, on unreadable files
     options = {"model_dir": args.face_models} if args.face_models else {}
     analyzer = get_face_analyzer(args.backend, **options)
-    size = image_size(args.image)  # also fails early, with a clear message, on unreadable files
     faces = analyzer.detect(args.image)
 
     if args.json:

@@ -20,7 +20,10 @@ _EXIF_IMAGE_DESCRIPTION = 0x010E  # ASCII: the parameters as JSON (json.dumps es
 def is_folder_target(out_arg: str) -> bool:
     import os
 
-    return out_arg.endswith(("/", os.sep)) or Path(out_arg).is_dir()
+    try:
+        return out_arg.endswith(("/", os.sep)) or Path(out_arg).is_dir()
+    except (OSError, ValueError):  # a name too long to stat is not a folder; check_output_file says what it is
+        return False
 
 
 def check_out_arg(out_arg: str, flag: str = "--out") -> None:

@@ -149,9 +149,12 @@ def _open_file(path) -> Iterator[Image.Image]:
         raise ImageReadError(
             f"{path} is not an image in a format read here ({formats_read()}); save it as JPEG or PNG and try again"
         ) from None
-    except _DECODE_ERRORS as err:  # e.g. a PNG text/ICC chunk that inflates past Pillow's limit
+    except _DECODE_ERRORS as err:
+        if "too large" in str(err).lower():  # a PNG text/ICC chunk that inflates past Pillow's limit
+            raise ImageReadError(f"{path} holds a metadata chunk (text or ICC profile) that inflates past the safety "
+                                 "limit; re-export the photo without its metadata") from None
         raise ImageReadError(f"cannot open image file {path} ({type(err).__name__}: {str(err)[:200]}); the file is "
-                             "damaged or hostile: re-export it as JPEG or PNG") from None
+                             "damaged or truncated: re-export it as JPEG or PNG") from None
     with image:
         _check_pixel_count(image.size, str(path))
         yield image

@@ -78,13 +78,23 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format
 _PICKLE_PROTOCOL = b"\x80"  # legacy torch.save / plain pickle
 
 
-def _load_pickle_safely(path: Path) -> object:
+def check_adapter_file_header(path: Path) -> None:
+    """Refuse, from its first bytes, a file that is no adapter checkpoint at all (e.g. text, an HTML error page)."""
+    path = Path(path)
     with path.open("rb") as handle:
-        head = handle.read(4)
+        head = handle.read(8)
+    if path.suffix == ".safetensors":
+        if len(head) < 8 or int.from_bytes(head, "little") > path.stat().st_size:
+            raise CheckpointError(f"{path}: not a safetensors file (its header length is wrong); download it again")
+        return
     if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL)):
         raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint (it starts with {head!r}, neither a zip archive nor a pickle): pass "
+            f"{path}: not a PyTorch checkpoint (it starts with {head[:4]!r}, neither a zip archive nor a pickle): pass "
             "the released ip-adapter.bin or an adapter .safetensors file")
+
+
+def _load_pickle_safely(path: Path) -> object:
+    check_adapter_file_header(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
