@@ -208,6 +208,15 @@ def _decode_reduced(image: Image.Image, name: str, fit_within: int) -> Image.Ima
 
 def _orientation(image: Image.Image, name: str) -> int:
     try:
+        if image.format == "PNG" and getattr(image, "tile", None):
+            # Pillow's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixels;
+            # read only the one before them (where writers put it), so a huge PNG stays undecoded.
+            raw = image.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1))
         return int(image.getexif().get(0x0112, 1))
     except _DECODE_ERRORS as err:
         logger.warning("%s: unreadable EXIF data (%s); using the photo as stored", name, err)

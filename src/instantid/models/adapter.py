@@ -131,6 +131,7 @@ def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
             f"{path}: expected a dict with exactly the keys {list(PARTS)} (the released ip-adapter.bin layout), got {keys}"
         )
     check_adapter_values(state_dict, path)
+    resampler_shape(state_dict["image_proj"])  # the Resampler's keys and tensor ranks
     return state_dict
 
 
