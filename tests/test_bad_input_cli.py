@@ -365,3 +365,51 @@ def test_nan_output_is_an_error_not_a_black_png(gen, tmp_path, tiny_cache, capsy
     out = tmp_path / "nan.png"
     refused(gen("--steps", "1", out=out), capsys, "contains NaN")
     assert not out.exists()
+
+
+# --- swap, multi, eval, prepare-data: the same pre-load checks ----------------------------------------------
+
+@pytest.mark.parametrize("command, words", [
+    (["swap", "--face", "FACE", "--target", "MISSING", "--out", "OUT"], ["--target photo not found"]),
+    (["swap", "--face", "FACE", "--target", "FACE", "--out", "BAD_EXT"], ["not an image format written here"]),
+    (["swap", "--face", "FACE", "--target", "FACE", "--out", "OUT", "--device", "tpu"], ["unknown device"]),
+    (["multi", "--face", "FACE", "--face", "MISSING", "--layout", "FACE", "--prompt", "x", "--out", "OUT"],
+     ["--face photo not found"]),
+    (["multi", "--face", "FACE", "--layout", "MISSING", "--prompt", "x", "--out", "OUT"], ["--layout photo not found"]),
+    (["multi", "--face", "FACE", "--layout", "FACE", "--prompt", "x", "--out", "/proc/x/out.png"], ["cannot write"]),
+    (["multi", "--face", "FACE", "--layout", "FACE", "--scale", "nan", "--prompt", "x", "--out", "OUT"],
+     ["--scale must be a finite number"]),
+    (["eval", "--reference", "FACE", "--generated", "FACE", "--out", "/proc/instantid-eval"], ["cannot write"]),
+    (["prepare-data", "FACE", "/proc/instantid-data"], ["cannot write"]),
+])
+def test_other_commands_refuse_before_any_model(command, words, face, tmp_path, capsys, no_model_loads):
+    names = {"FACE": face, "MISSING": str(tmp_path / "nope.jpg"), "OUT": str(tmp_path / "o.png"),
+             "BAD_EXT": str(tmp_path / "o.gifx")}
+    argv = [names.get(c, c) for c in command] + (["--tiny"] if command[0] in ("swap", "multi") else [])
+    refused(argv, capsys, *words)
+
+
+@pytest.mark.parametrize("box", ["nan,0,10,10", "0,0,inf,10"])
+def test_multi_box_must_be_finite(box, face, tmp_path, capsys, no_model_loads):
+    refused(["multi", "--tiny", "--face", face, "--box", box, "--prompt", "x", "--out", str(tmp_path / "o.png")],
+            capsys, "four finite numbers", code=2)
+
+
+def test_output_cap_can_be_raised(gen, capsys, monkeypatch, no_pipeline_loads):
+    """--max-pixels and the environment variable raise the cap (then the request goes on to the pipeline)."""
+    monkeypatch.setenv("INSTANTID_MAX_OUTPUT_PIXELS", str(700 * 700))
+    with pytest.raises(AssertionError, match="pipeline was loaded"):
+        main(gen("--width", "640", "--height", "640"))
+    monkeypatch.delenv("INSTANTID_MAX_OUTPUT_PIXELS")
+    refused(gen("--width", "640", "--height", "640"), capsys, "output cap")
+    with pytest.raises(AssertionError, match="pipeline was loaded"):
+        main(gen("--width", "640", "--height", "640", "--max-pixels", str(640 * 640)))
+
+
+def test_memory_estimate_warns_on_the_cpu(gen, capsys, monkeypatch, no_pipeline_loads):
+    from instantid import limits
+
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 10 * 2**20)
+    with pytest.raises(AssertionError, match="pipeline was loaded"):
+        main(gen("--device", "cpu"))
+    assert "needs about" in capsys.readouterr().out

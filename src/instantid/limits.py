@@ -58,6 +58,22 @@ def check_output_size(width: int, height: int, images: int, family: str, overrid
         )
 
 
+def available_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_warning(width: int, height: int, images: int, family: str) -> str | None:
+    """A warning when the estimate for a CPU run exceeds the memory available now (None when it fits)."""
+    need, have = estimate_memory_bytes(width, height, images, family), available_memory_bytes()
+    if have is None or need <= have:
+        return None
+    return (f"{width}x{height} x {images} image(s) needs about {need / 2**30:.1f} GiB on the CPU, but "
+            f"{have / 2**30:.1f} GiB is available: it may be very slow or run out of memory")
+
+
 def check_prompt(prompt: str | None, flag: str = "--prompt") -> None:
     if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
         raise LimitError(f"{flag} is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS} "

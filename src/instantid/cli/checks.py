@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..checks import check_device, check_finite, check_input_file, check_json_object, check_output_file
 from ..errors import CheckpointError, ImageReadError, UsageError, WeightsNotFoundError
-from ..limits import OUTPUT_PIXELS_ENV, check_output_size, check_photo_count, check_prompt
+from ..limits import OUTPUT_PIXELS_ENV, check_output_size, check_photo_count, check_prompt, memory_warning
 from .output import check_out_arg
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,20 @@ def model_family(args) -> str:
 
 
 def check_size(args, width: int, height: int, images: int) -> None:
+    """The output pixel cap; and, for a CPU run, a warning when the memory estimate exceeds what is free."""
     check_output_size(width, height, images, model_family(args), getattr(args, "max_pixels", None))
+    device = getattr(args, "device", "auto")
+    if device == "cpu" or (device == "auto" and not _has_accelerator()):
+        warning = memory_warning(width, height, images, model_family(args))
+        if warning:
+            print(f"warning: {warning}")
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or (mps is not None and mps.is_available())
 
 
 def check_model_options(args) -> None:
@@ -142,6 +155,19 @@ def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
     if args.kps is not None and len(args.kps) != 10:
         raise UsageError(f"--kps needs 10 numbers (5 x,y points), got {len(args.kps)}")
     check_lora_specs(loras)
+
+
+def check_common_args(args, photos=()) -> None:
+    """What `swap` and `multi` can refuse without a model: --out, prompts, device and model paths, photo files."""
+    check_out_arg(args.out)
+    check_prompt(args.prompt)
+    check_prompt(getattr(args, "negative_prompt", None), "--negative-prompt")
+    check_model_options(args)
+    for scale in getattr(args, "scale", None) or []:
+        check_finite(scale, "--scale")
+    for flag, path in photos:
+        if path:
+            check_photo(path, flag)
 
 
 def check_faces_args(args) -> None:

@@ -97,11 +97,13 @@ def prompts_for(images: list[Path], prompt: str | None, prompts_file: Path | Non
 def run(args) -> int:
     from tqdm.auto import tqdm
 
+    from ..checks import check_output_dir
     from ..evaluation.clip_features import ClipExtractor, ClipModelNotFoundError
     from ..evaluation.face_features import available_face_extractors
     from ..evaluation.report import markdown, write_report
     from ..evaluation.scoring import evaluate
 
+    check_output_dir(args.out, "--out folder")  # before any model
     generated = expand_images(args.generated)
     extractors, notes = available_face_extractors(args.recognizers, face_models=args.face_models,
                                                   cache_dir=args.cache_dir)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ..checks import check_output_dir, check_output_file, write_atomically
 from ..errors import GenerationError, OutputPathError
 
@@ -48,6 +46,7 @@ def output_suffix(out_arg: str) -> str:
 def finite_images(images) -> list:
     """PIL images from a pipeline's float output (output_type="np", values in [0, 1]); GenerationError when any
     pixel is NaN/inf, which would otherwise be saved as a black image."""
+    import numpy as np
     from PIL import Image
 
     array = np.asarray(images)
