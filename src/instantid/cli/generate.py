@@ -83,14 +83,15 @@ def _parse_lora(spec: str) -> tuple[str, float]:
 
 def _extra_controls(args, size: tuple[int, int]) -> list[tuple[str, object, float]]:
     """(model, condition image, scale) for each extra ControlNet asked for, images at the output size."""
-    from ..face import load_image
+    from ..face.image import load_for_detection
     from ..pipelines.conditions import CONDITION_KINDS
 
     controls = []
     for kind in CONDITION_KINDS.values():
         photo = getattr(args, kind.name)
         if photo:
-            image = kind.annotate(load_image(photo), size)
+            # Decoded at reduced size (never a whole huge photo in memory); annotators work at the output size.
+            image = kind.annotate(load_for_detection(photo, 2 * max(size))[0], size)
             controls.append((getattr(args, f"{kind.name}_model"), image, getattr(args, f"{kind.name}_scale")))
     return controls
 
