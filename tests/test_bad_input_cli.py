@@ -4,7 +4,6 @@ test if one starts)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

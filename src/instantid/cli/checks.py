@@ -4,7 +4,6 @@ is refused here, in seconds, before the face analyzer or any pipeline loads."""
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from pathlib import Path
 
@@ -12,8 +11,6 @@ from ..checks import check_device, check_finite, check_input_file, check_json_ob
 from ..errors import CheckpointError, ImageReadError, UsageError, WeightsNotFoundError
 from ..limits import OUTPUT_PIXELS_ENV, check_output_size, check_photo_count, check_prompt, memory_warning
 from .output import check_out_arg
-
-logger = logging.getLogger(__name__)
 
 MAX_YAW_DEGREES = 90.0  # a full profile; past it the keypoints would be behind the head
 KPS_OUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -70,23 +67,32 @@ def check_model_options(args) -> None:
                                                      ("--identitynet", args.identitynet, RELEASED_REPO),
                                                      ("--adapter", args.adapter, RELEASED_REPO)) if value != default]
         if ignored:
-            logger.warning("--tiny uses tiny random weights: %s ignored", ", ".join(ignored))
             print(f"warning: --tiny uses tiny random weights; {', '.join(ignored)} ignored")
         return
     for flag, spec in (("--base", args.base), ("--identitynet", args.identitynet), ("--adapter", args.adapter)):
         path = Path(spec).expanduser()
-        if path.exists() or looks_like_local_path(spec):
-            if not path.exists():
+        if not _exists(path, flag, CheckpointError):
+            if looks_like_local_path(spec):
                 raise WeightsNotFoundError(f"{flag} {spec} not found; pass an existing file or folder (or a Hub id)")
-            if path.is_dir():
-                check_controlnet_config(path / "ControlNetModel" if (path / "ControlNetModel").is_dir() else path,
-                                        flag) if flag == "--identitynet" else None
-            else:
-                check_input_file(path, f"{flag} file", error=CheckpointError)
-                if flag == "--adapter":
-                    from ..models.adapter import check_adapter_file_header
+            continue  # a Hub id: resolved (cache or download) when loading
+        if path.is_dir():
+            if flag == "--identitynet":
+                check_controlnet_config(path / "ControlNetModel" if (path / "ControlNetModel").is_dir() else path, flag)
+            continue
+        check_input_file(path, f"{flag} file", error=CheckpointError)
+        if flag == "--adapter":
+            from ..models.adapter import check_adapter_file_header
 
-                    check_adapter_file_header(path)
+            check_adapter_file_header(path)
+
+
+def _exists(path: Path, what: str, error: type) -> bool:
+    """Path.exists, but a path the system cannot even look up (too long, a loop) is refused by name."""
+    try:
+        return path.exists()
+    except OSError:
+        check_input_file(path, what, error=error)  # raises with what the path is
+        raise
 
 
 def check_controlnet_config(folder: Path, flag: str) -> None:
@@ -101,7 +107,7 @@ def check_lora_specs(specs: list[tuple[str, float]]) -> None:
     for spec, scale in specs:
         check_finite(scale, f"--lora {spec} scale")
         path = Path(spec).expanduser()
-        if path.exists():
+        if _exists(path, "--lora file", CheckpointError):
             if not path.is_dir():
                 check_input_file(path, "--lora file", error=CheckpointError)
         elif looks_like_local_path(spec) or path.suffix:

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import struct
-from pathlib import Path
 from typing import Iterator, Union
 
 import numpy as np
