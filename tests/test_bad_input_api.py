@@ -392,6 +392,8 @@ def test_loss_log_keeps_the_latest_value_per_step_and_skips_torn_lines(tmp_path)
         handle.write('{"step": 4, "lo')  # killed mid-line
     assert read_losses(tmp_path) == {1: 0.5, 2: 0.4, 3: 0.25}
     assert read_losses(tmp_path, up_to_step=2) == {1: 0.5, 2: 0.4}
+    LossLog(tmp_path).append(4, 0.2)  # the resumed run's first line is not glued to the torn one
+    assert read_losses(tmp_path) == {1: 0.5, 2: 0.4, 3: 0.25, 4: 0.2}
     assert LossLog(tmp_path, fresh=True) and read_losses(tmp_path) == {}
 
 

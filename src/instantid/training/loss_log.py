@@ -17,6 +17,16 @@ class LossLog:
         self.path = Path(output_dir) / LOSS_LOG
         if fresh and self.path.exists():
             self.path.unlink()
+        self._drop_torn_line()
+
+    def _drop_torn_line(self) -> None:
+        """Cut off a line a killed run left half-written, so the next one starts on a line of its own."""
+        if not self.path.is_file() or not self.path.stat().st_size:
+            return
+        with self.path.open("rb+") as handle:
+            data = handle.read()
+            if not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
 
     def append(self, step: int, loss: float) -> None:
         line = json.dumps({"step": int(step), "loss": float(loss) if math.isfinite(loss) else None})
