@@ -415,3 +415,33 @@ def test_all_project_errors_are_instantid_errors():
     for error in (CheckpointError, DeviceError, EmbeddingError, GenerationError, ImageReadError, LimitError,
                   OutputPathError, UsageError):
         assert issubclass(error, InstantIDError)
+
+
+def test_bmp_header_claiming_a_huge_image_is_refused_without_decoding(tmp_path):
+    import struct
+
+    from instantid.face import load_image
+
+    path = tmp_path / "bomb.bmp"
+    header = b"BM" + struct.pack("<IHHI", 0, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 100_000, 100_000, 1, 24,
+                                                                          0, 0, 2835, 2835, 0, 0)
+    path.write_bytes(header + b"\0" * 64)
+    with pytest.raises(ImageReadError, match="100000x100000.*decompression bombs"):
+        load_image(path)
+
+
+def test_deeply_nested_styles_file_is_a_usage_error(tmp_path):
+    from instantid.pipelines.styles import load_styles
+
+    path = tmp_path / "styles.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UsageError, match="styles file"):
+        load_styles(path)
+
+
+def test_multi_image_jpeg_output_names(tmp_path):
+    from instantid.cli.common import output_paths
+
+    assert [p.name for p in output_paths(str(tmp_path / "x.jpg"), 2)] == ["x_000.jpg", "x_001.jpg"]
+    assert [p.name for p in output_paths(str(tmp_path / "noext"), 1)] == ["noext.png"]
+    assert [p.name for p in output_paths(str(tmp_path / "dir") + "/", 1)] == ["instantid.png"]
