@@ -21,9 +21,6 @@ Without --tiny the released InstantX/InstantID weights and SDXL base 1.0 are use
 Hugging Face cache), with the antelopev2 face models (see `instantid faces --help`)."""
 
 
-_float_list = finite_list
-
-
 def add_parser(subparsers) -> None:
     from ..pipelines.conditions import CONDITION_KINDS
     from ..pipelines.styles import BUILTIN_STYLES
@@ -35,7 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
-    p.add_argument("--kps", type=_float_list, metavar="X,Y,...",
+    p.add_argument("--kps", type=finite_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
                         "mouth corner) in output pixels")
     add_model_options(p)
@@ -60,9 +57,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--interpolate", metavar="PHOTO",
                    help="second identity: one image per --weights value between --face (0) and this face (1), "
                         "plus a contact sheet")
-    p.add_argument("--weights", type=_float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="W,W,...",
+    p.add_argument("--weights", type=finite_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="W,W,...",
                    help="interpolation weights in [0, 1] (default 0,0.25,0.5,0.75,1)")
-    p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
+    p.add_argument("--yaw", type=finite_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
     p.add_argument("--out", required=True,
