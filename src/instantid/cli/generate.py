@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from . import face_detail
 from .checks import add_limit_options, check_generate_args, check_size, finite_list
 from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
 
@@ -31,6 +32,8 @@ def add_parser(subparsers) -> None:
                    help="reference photo (repeat for several photos of one person: embeddings are averaged)")
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
+    p.add_argument("--face-index", type=int, default=0, metavar="N",
+                   help="in group photos, use the N-th largest face of each --face photo (default 0 = largest)")
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
     p.add_argument("--kps", type=finite_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
@@ -62,6 +65,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--yaw", type=finite_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
+    face_detail.add_options(p)
     p.add_argument("--out", required=True,
                    help="output path (.png, or .jpg/.webp with the parameters in EXIF), or a folder (ends with /)")
     p.set_defaults(run=run)
@@ -135,9 +139,10 @@ def run(args) -> int:
 
     check_generate_args(args, [_parse_lora(spec) for spec in args.lora])  # refusals before any model loads
     values = generation_values(args)
+    face_detail.check(args, values)
     analyzer = face_analyzer(args)
     # Everything that can fail on the inputs fails here, in seconds, before any model loads.
-    condition = face_condition(args.face, analyzer, args.pose)
+    condition = face_condition(args.face, analyzer, args.pose, face_index=args.face_index)
     width, height = condition.output_size(values.pop("width"), values.pop("height"))
     check_size(args, width, height, values["num_images_per_prompt"])
     if args.kps:
@@ -166,7 +171,7 @@ def run(args) -> int:
                 "loras": [list(lora) for lora in loras], "control_scales": [s for _, _, s in controls],
                 "seed": seed, "width": width, "height": height, **values,
                 "scheduler": type(pipe.scheduler).__name__, "face_backend": analyzer.name,
-                "faces": [str(f) for f in args.face], "pose": args.pose, **models}
+                "faces": [str(f) for f in args.face], "pose": args.pose, **models, **face_detail.metadata(args)}
     firsts = []
     for label, variant in series:
         kps_image = variant.kps_image(width, height)
@@ -174,6 +179,8 @@ def run(args) -> int:
                       image=[kps_image, *[image for _, image, _ in controls]] if controls else kps_image,
                       generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **call).images
         images = finite_images(images)  # NaN is an error, never a black image
+        images = face_detail.apply(args, pipe, images, [(variant.embedding, variant.scaled_kps(width, height))],
+                                   prompt=prompt, negative_prompt=negative_prompt, seed=seed, values=call)
         write_pngs(images, args.out, {**metadata, "variant": label} if label else metadata, label)
         firsts.append(images[0])
     if len(series) > 1:

@@ -16,7 +16,8 @@ from ..params import PARAMS_BY_NAME
 MAX_EMBEDDING_ABS = 1e3
 # Call arguments range-checked by the parameter table (params.py), scalars only: lists (one value per
 # ControlNet) are checked element by element.
-_TABLE_CHECKED = ("guidance_scale", "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end")
+_TABLE_CHECKED = ("guidance_scale", "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end",
+                  "negative_face_noise")
 # Counts: the table's upper bounds are the CLI's; the API only needs them positive.
 _COUNTS = ("num_inference_steps", "num_images_per_prompt")
 
