@@ -9,8 +9,6 @@ This module imports nothing heavy: front ends build their parsers from it in mil
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,22 +31,29 @@ class Param:
             value = self.type(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{self.flag} must be a{'n integer' if self.type is int else ' number'}, got {text!r}")
-        problem = self.problem(value)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
+        try:
+            return self.check(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    def check(self, value):
+        """Range-check a value from any front end: NaN and infinities are refused (NaN passes every `<`
+        comparison, so a plain range check would let it through to an all-black image)."""
+        import math
+        import numbers
+
+        from .errors import UsageError
+
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise UsageError(f"{self.flag} must be a{'n integer' if self.type is int else ' number'}, got {value!r}")
+        if not math.isfinite(value):
+            raise UsageError(f"{self.flag} must be a finite number, got {value}")
+        if self.type is int and not float(value).is_integer():
+            raise UsageError(f"{self.flag} must be an integer, got {value}")
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise UsageError(f"{self.flag} must be between {self.min} and {self.max}, got {value}")
         return value
 
-    def problem(self, value) -> str | None:
-        """Why `value` is not acceptable (naming the flag and the range), or None."""
-        if value is None:
-            return None if self.default is None else f"{self.flag} ({self.name}) needs a value"
-        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-                or (self.type is int and value != int(value))):
-            kind = "an integer" if self.type is int else "a finite number"
-            return f"{self.flag} ({self.name}) must be {kind}, got {value!r}"
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            return f"{self.flag} ({self.name}) must be between {self.min} and {self.max}, got {value}"
-        return None
 
 
 GENERATION_PARAMS: tuple[Param, ...] = (
@@ -112,10 +117,7 @@ def resolve(given: dict | None = None, skip=frozenset()) -> dict:
             continue
         value = given.get(param.name)
         value = param.default if value is None else value
-        problem = param.problem(value)
-        if problem:
-            raise UsageError(problem)
-        values[param.name] = param.type(value) if value is not None else None
+        values[param.name] = None if value is None else param.type(param.check(value))
     start, end = values.get("control_guidance_start"), values.get("control_guidance_end")
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--control-start ({start}) must be below --control-end ({end})")

@@ -106,9 +106,11 @@ def recognizers(args) -> list[str] | None:
 
 
 def run(args) -> int:
+    from ..checks import check_output_dir
     from ..errors import UsageError
-    from .common import check_files
+    from .checks import check_photo
 
+    check_output_dir(args.out, "--out folder")  # before any model
     if args.suite:
         if args.reference or args.generated:
             raise UsageError("--suite generates and scores its own images: leave out --reference and --generated")
@@ -117,8 +119,10 @@ def run(args) -> int:
         return run_suite(args)
     if not args.reference or not args.generated:
         raise UsageError("give --reference and --generated (or --suite SUITE.json)")
-    check_files("--reference", args.reference)
-    check_files("--pose-reference", args.pose_reference)
+    for photo in args.reference:
+        check_photo(photo, "--reference")
+    if args.pose_reference:
+        check_photo(args.pose_reference, "--pose-reference")
     generated = expand_images(args.generated)
     from tqdm.auto import tqdm
 

@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("image", metavar="IMAGE", help="photo file (JPEG, PNG, ...)")
     add_face_backend_options(parser, legacy_backend_flag=True)
     parser.add_argument("--json", action="store_true", help="print a JSON list of faces, largest first")
-    parser.add_argument("--kps-out", metavar="PATH", help="write the chosen face's keypoint image (PNG) here")
+    parser.add_argument("--kps-out", metavar="PATH",
+                        help="write the chosen face's keypoint image here (.png, .jpg or .webp; the folder must exist)")
     parser.add_argument("--index", type=int, default=0, metavar="N", help="face to draw, 0 = largest (default)")
     parser.set_defaults(run=run)
     return parser
@@ -40,14 +41,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from .common import check_files, face_analyzer
+    from .checks import check_faces_args
+    from .common import face_analyzer
 
-    check_files("IMAGE", args.image)
+    check_faces_args(args)  # refusals before the analyzer loads
     from ..face import draw_kps, get_reference_face
     from ..face.image import image_size
 
-    analyzer = face_analyzer(args)
     size = image_size(args.image)  # also fails early, with a clear message, on unreadable files
+    analyzer = face_analyzer(args)
     faces = analyzer.detect(args.image)
 
     if args.json:
@@ -57,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kps_out:
         face = get_reference_face(args.image, index=args.index, analyzer=_FacesAlreadyFound(faces))
-        draw_kps(size, face.kps).save(args.kps_out)
+        from ..checks import write_atomically
+
+        kps_image = draw_kps(size, face.kps)
+        write_atomically(args.kps_out, lambda path: kps_image.save(path), "--kps-out file")
         if not args.json:
             print(f"wrote the keypoint image of face {args.index} ({size[0]}x{size[1]}) to {args.kps_out}")
     return 0

@@ -6,15 +6,8 @@ import argparse
 
 from ..errors import UsageError
 from . import face_detail
-from .common import (
-    add_generation_options,
-    add_model_options,
-    check_files,
-    face_analyzer,
-    generation_values,
-    load_from_args,
-    write_pngs,
-)
+from .checks import add_limit_options, check_generate_args, check_size, finite_list
+from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
 
 EXAMPLE = """\
 example:
@@ -27,13 +20,6 @@ example:
 
 Without --tiny the released InstantX/InstantID weights and SDXL base 1.0 are used (downloaded once into the
 Hugging Face cache), with the antelopev2 face models (see `instantid faces --help`)."""
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
 
 
 def add_parser(subparsers) -> None:
@@ -50,11 +36,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--face-index", type=int, default=0, metavar="N",
                    help="in group photos, use the N-th largest face of each --face photo (default 0 = largest)")
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
-    p.add_argument("--kps", type=_float_list, metavar="X,Y,...",
+    p.add_argument("--kps", type=finite_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
                         "mouth corner) in output pixels")
     add_model_options(p)
     add_generation_options(p)
+    add_limit_options(p)
     p.add_argument("--style", default="none",
                    help=f"style preset: {', '.join(BUILTIN_STYLES)}, or a name from --styles-file (default none)")
     p.add_argument("--styles-file", metavar="JSON",
@@ -74,13 +61,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--interpolate", metavar="PHOTO",
                    help="second identity: one image per --weights value between --face (0) and this face (1), "
                         "plus a contact sheet")
-    p.add_argument("--weights", type=_float_list, default=list(INTERPOLATION_WEIGHTS), metavar="W,W,...",
+    p.add_argument("--weights", type=finite_list, default=list(INTERPOLATION_WEIGHTS), metavar="W,W,...",
                    help=f"interpolation weights in [0, 1] (default {','.join(f'{w:g}' for w in INTERPOLATION_WEIGHTS)})")
-    p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
+    p.add_argument("--yaw", type=finite_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
     face_detail.add_options(p)
-    p.add_argument("--out", required=True, help="output PNG path, or a folder (ends with /) for several")
+    p.add_argument("--out", required=True,
+                   help="output path (.png, or .jpg/.webp with the parameters in EXIF), or a folder (ends with /)")
     p.set_defaults(run=run)
 
 
@@ -105,23 +93,11 @@ def _extra_controls(args) -> list:
 
 
 def check_args(args) -> dict:
-    """Every check that needs no model and no heavy library: values, contradictions, files. Returns the
-    generation parameter values."""
-    from ..pipelines.conditions import CONDITION_KINDS
-    from ..pipelines.styles import get_style
-
+    """Everything that needs no model (files, --out, model paths, sizes, styles, LoRAs: cli/checks.py; the
+    face-detail pass). Returns the generation parameter values."""
+    check_generate_args(args, [_parse_lora(spec) for spec in args.lora])
     values = generation_values(args)
     face_detail.check(args, values)
-    if args.interpolate and args.yaw:
-        raise UsageError("use either --interpolate or --yaw, not both")
-    if args.interpolate and any(not 0.0 <= w <= 1.0 for w in args.weights or [None]):
-        raise UsageError(f"--weights must be numbers in [0, 1], got {args.weights}")
-    check_files("--face", args.face)
-    check_files("--pose", args.pose)
-    check_files("--interpolate", args.interpolate)
-    for kind in CONDITION_KINDS:
-        check_files(f"--{kind}", getattr(args, kind))
-    get_style(args.style, args.styles_file)  # an unknown style or a bad styles file fails now
     return values
 
 
@@ -134,8 +110,10 @@ def run(args) -> int:
     # Face analysis before any model loads: a photo without a face fails in seconds. The size is the
     # library's decision (FaceCondition.output_size); it is asked here only to check --kps early.
     condition = face_condition(args.face, analyzer, args.pose, face_index=args.face_index)
+    width, height = condition.output_size(values["width"], values["height"])
+    check_size(args, width, height, values["num_images_per_prompt"])
     if args.kps:
-        condition.with_kps(args.kps, condition.output_size(values["width"], values["height"]))
+        condition.with_kps(args.kps, (width, height))
     other = face_condition([args.interpolate], analyzer) if args.interpolate else None
     controls = _extra_controls(args)
     loras = [_parse_lora(spec) for spec in args.lora]

@@ -47,6 +47,9 @@ def run(args) -> int:
         raise UsageError("--workers must be >= 1 and the minimum sizes >= 0")
     if not Path(args.src).exists():
         raise UsageError(f"SRC {args.src}: no such file or folder")
+    from ..checks import check_output_dir
+
+    check_output_dir(args.out, "output folder")  # before any model
     from ..training.prepare import REPORT, PrepareOptions, prepare_dataset
 
     options = PrepareOptions(backend=face_backend_name(args), face_models=args.face_models, min_image_size=args.min_image_size,

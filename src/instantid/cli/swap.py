@@ -7,11 +7,11 @@ import argparse
 from pathlib import Path
 
 from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PROMPT, SWAP_STRENGTH, SWAP_WORKING_SIDE
+from .checks import check_common_args
 from .common import (
     TINY_DEFAULTS,
     add_generation_options,
     add_model_options,
-    check_files,
     face_analyzer,
     generation_values,
     load_from_args,
@@ -73,20 +73,20 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..pipelines.strength import check_strength_and_steps
 
+    check_common_args(args, [("--target", args.target)] + [("--face", f) for f in args.face])  # before any model
     values = generation_values(args, skip=_NOT_FOR_SWAP)
     checked = {"strength": args.strength if args.strength is not None else STRENGTH_DEFAULTS[args.region],
                "num_inference_steps": values["num_inference_steps"]}
     check_strength_and_steps(checked, STRENGTH_DEFAULTS[args.region], values["num_inference_steps"])
     strength = checked["strength"]
     working_size = args.working_size or (TINY_WORKING_SIZE if args.tiny else SWAP_WORKING_SIDE)
-    check_files("--face", args.face)
-    check_files("--target", args.target)
     import numpy as np
     from PIL import Image
 
     from ..face import load_image
     from ..pipelines import face_swap
     from ..pipelines.from_photos import face_condition
+
     analyzer = face_analyzer(args, released_weights=True)
     # Faces first: a target or face photo without a face fails in seconds, before any model loads.
     face_swap.target_face(load_image(args.target), analyzer, args.target, args.target_index)

@@ -22,7 +22,7 @@ from ..face.keypoints import average_embeddings, draw_kps, scale_kps
 from ..face.small_faces import check_usable, detect_faces
 from ..face.types import Face, FaceAnalyzer
 from ..params import INTERPOLATION_WEIGHTS, resolve_call, seeded_generator
-from .results import GenerationResult, concat_images
+from .results import GenerationResult, concat_images, finite_images
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
@@ -225,6 +225,10 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     else:
         call.update(prompt=prompt, negative_prompt=negative_prompt or None)
     call.update(kwargs)
+    # PIL images (the default) are made here from the float output, so NaN is an error, never a black image.
+    pil = call.get("output_type", "pil") == "pil"
+    if pil:
+        call["output_type"] = "np"
 
     batches, labels, passes = [], [], []
     for label, variant in series:
@@ -233,11 +237,12 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
             call["generator"] = seeded_generator(seed)
         call[getattr(pipe, "control_image_argument", "image")] = [kps_image, *control_images] if controls else kps_image
         output = pipe(image_embeds=variant.embedding, width=width, height=height, **call)
-        images, detailed = detail_images(pipe, output.images, [(variant.embedding, variant.scaled_kps(width, height))],
+        generated = finite_images(output.images) if pil else output.images
+        images, detailed = detail_images(pipe, generated, [(variant.embedding, variant.scaled_kps(width, height))],
                                          mode=face_detail, strength=face_detail_strength, prompt=prompt,
                                          negative_prompt=negative_prompt, seed=seed, values=call)
-        batches.append(images if detailed else output.images)
-        labels += [label] * len(output.images)
+        batches.append(images if detailed else generated)
+        labels += [label] * len(generated)
         passes += [f"{'repainted' if p.ran else 'skipped'} ({p.reason})" for p in detailed]
     parameters = {"prompt": prompt, "negative_prompt": negative_prompt, "style": style,
                   "prompt_weighting": prompt_weighting, "seed": seed,

@@ -18,7 +18,7 @@ from ..face.types import Face, FaceAnalyzer
 from ..errors import RegionError
 from .face_region import Box, IdentityRegion, check_box
 from .from_photos import face_condition
-from .results import GenerationResult
+from .results import GenerationResult, finite_images
 from .sizing import default_output_size
 
 # A layout face's region: its box grown by this factor around its centre (head, hair, a bit of shoulders).
@@ -165,9 +165,13 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
     # The call's IdentityNet image is only a picture of all faces (and sets sizes); each face's IdentityNet
     # pass gets its own keypoints. Pass a list there when the pipeline holds extra ControlNets.
     call_kwargs.setdefault(pipe.control_image_argument, kps_overview(identities, (width, height)))
+    pil = call_kwargs.get("output_type", "pil") == "pil"  # PIL made here: NaN is an error, not a black image
+    if pil:
+        call_kwargs["output_type"] = "np"
     output = pipe(prompt=prompt, image_embeds=identities[0].embedding, width=width, height=height,
                   identity_regions=identities, **values, **call_kwargs)
-    images, detailed = detail_images(pipe, output.images, [(i.embedding, i.kps) for i in identities],
+    generated = finite_images(output.images) if pil else output.images
+    images, detailed = detail_images(pipe, generated, [(i.embedding, i.kps) for i in identities],
                                      mode=face_detail, strength=face_detail_strength, prompt=prompt,
                                      negative_prompt=call_kwargs.get("negative_prompt"), seed=seed, values=values)
     parameters = {"prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"), "seed": seed,
@@ -178,5 +182,5 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
                   "face_detail_strength": face_detail_strength}
     if detailed:
         parameters["face_detail_passes"] = [f"{'repainted' if p.ran else 'skipped'} ({p.reason})" for p in detailed]
-    return GenerationResult(images=images if detailed else output.images, parameters=parameters,
+    return GenerationResult(images=images if detailed else generated, parameters=parameters,
                             identities=identities)

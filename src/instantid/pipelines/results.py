@@ -70,3 +70,22 @@ def concat_images(batches: list):
     import numpy as np
 
     return np.concatenate(list(batches))
+
+
+def finite_images(images) -> list:
+    """PIL images from a pipeline's float output (output_type="np", values in [0, 1]); GenerationError when any
+    pixel is NaN/inf, which would otherwise be saved as a black image."""
+    import numpy as np
+    from PIL import Image
+
+    from ..errors import GenerationError
+
+    array = np.asarray(images)
+    if array.dtype.kind != "f":
+        return list(images)
+    if not np.isfinite(array).all():
+        raise GenerationError(
+            "the generated image contains NaN values (it would be saved black): usually float16 overflow in the "
+            "VAE or extreme settings; try --dtype float32 or bfloat16, or lower --guidance-scale / scales")
+    array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return [Image.fromarray(frame) for frame in array]
