@@ -357,10 +357,10 @@ def test_jpeg_out_is_a_jpeg_with_parameters_and_tiny_says_what_it_ignores(gen, t
 def test_nan_output_is_an_error_not_a_black_png(gen, tmp_path, tiny_cache, capsys, monkeypatch):
     import numpy as np
 
-    from instantid.cli import output
+    from instantid.pipelines import from_photos  # the library entry turns the float output into images
 
-    real = output.finite_images
-    monkeypatch.setattr(output, "finite_images", lambda images: real(np.full_like(np.asarray(images), np.nan)))
+    real = from_photos.finite_images
+    monkeypatch.setattr(from_photos, "finite_images", lambda images: real(np.full_like(np.asarray(images), np.nan)))
     out = tmp_path / "nan.png"
     refused(gen("--steps", "1", out=out), capsys, "contains NaN")
     assert not out.exists()

@@ -46,7 +46,7 @@ def run(args) -> int:
     if args.workers < 1 or args.min_image_size < 0 or args.min_face_size < 0:
         raise UsageError("--workers must be >= 1 and the minimum sizes >= 0")
     if not Path(args.src).exists():
-        raise UsageError(f"SRC {args.src}: no such file or folder")
+        raise UsageError(f"SRC {args.src} does not exist; pass a folder of images + captions or a .jsonl/.csv table")
     from ..checks import check_output_dir
 
     check_output_dir(args.out, "output folder")  # before any model

@@ -63,10 +63,10 @@ class FaceCondition:
         right mouth corner; x,y each) in pixels of an output of `size` (width, height)."""
         kps = np.asarray(numbers, np.float32)
         if kps.size != 10 or not np.isfinite(kps).all():
-            raise UsageError(f"kps needs 10 numbers (5 x,y points), got {kps.size}")
+            raise UsageError(f"--kps needs 10 numbers (5 x,y points), got {kps.size}")
         kps = kps.reshape(5, 2)
         if (kps < 0).any() or (kps[:, 0] >= size[0]).any() or (kps[:, 1] >= size[1]).any():
-            raise UsageError(f"kps points must lie inside the {size[0]}x{size[1]} output")
+            raise UsageError(f"--kps points must lie inside the {size[0]}x{size[1]} output")
         return replace(self, kps=kps, pose_size=tuple(size))
 
 
