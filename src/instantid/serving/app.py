@@ -16,18 +16,17 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InstantIDError
 from .errors import ApiError
-from .jobs import Job, QueueFull, valid_job_id
+from .jobs import Job, valid_job_id
 from .limits import Limits
 from .metrics import Metrics
-from .schemas import (FILE_FIELDS, ErrorBody, FacesView, GenerationFields, GenerationJSON, JobView,
-                      multipart_schema)
+from .schemas import FILE_FIELDS, ErrorBody, FacesView, GenerationJSON, JobView, multipart_schema
+from .submissions import SUFFIX, accept, describe, queue_full
 from .security import OPEN_PATHS, authorized
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ logger = logging.getLogger(__name__)
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429)}
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request"}
-_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 
 
 def _error_response(err: ApiError, metrics: Metrics) -> JSONResponse:
@@ -104,7 +102,7 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, err: RequestValidationError):
-        return _error_response(ApiError(422, "invalid_request", _describe(err.errors())), metrics)
+        return _error_response(ApiError(422, "invalid_request", describe(err.errors())), metrics)
 
     @app.exception_handler(Exception)
     async def _internal(request, err: Exception):
@@ -155,9 +153,9 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
               }}})
     async def submit(request: Request):
         if store.queued_count() >= limits.queue_size:  # cheap early answer before reading any upload
-            raise _queue_full(limits)
+            raise queue_full(limits)
         fields, files = await _read_body(request, limits)
-        job = await run_in_threadpool(_accept, service, fields, files)
+        job = await run_in_threadpool(accept, service, fields, files)
         service.wake()
         return JSONResponse(view(job), status_code=202, headers={"Location": f"/v1/generations/{job.id}"})
 
@@ -220,23 +218,6 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
     return app
 
 
-def _queue_full(limits: Limits) -> ApiError:
-    return ApiError(429, "queue_full", f"the queue is full ({limits.queue_size} jobs waiting); retry later",
-                    {"Retry-After": str(limits.retry_after_s)})
-
-
-def _describe(errors) -> str:
-    """Pydantic errors as one line naming each field: "num_inference_steps: Input should be ..."."""
-    parts = []
-    for error in errors:
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
-        message = error.get("msg", "invalid")
-        if error.get("type") == "extra_forbidden":
-            message = "unknown field"
-        parts.append(f"{location}: {message}")
-    return "; ".join(parts)
-
-
 async def _read_body(request: Request, limits: Limits, file_fields=FILE_FIELDS, text_fields=None):
     """(text fields, {file field: [bytes, ...]}) from a multipart form or a JSON object with base64 photos."""
     from .uploads import decode_base64
@@ -288,81 +269,12 @@ async def _read_body(request: Request, limits: Limits, file_fields=FILE_FIELDS, 
     return fields, files
 
 
-def _accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
-    """Validate everything (knobs, photos, faces) before the job exists; then queue it."""
-    from .uploads import check_photo
-
-    store, engine, limits = service.store, service.engine, service.limits
-    try:
-        knobs = GenerationFields.model_validate(fields)
-    except ValidationError as err:
-        raise ApiError(422, "invalid_field", _describe(err.errors()))
-    faces = files.get("face") or []
-    if not faces:
-        raise ApiError(422, "missing_face", "send at least one face photo in the 'face' field")
-    if len(faces) > limits.max_faces:
-        raise ApiError(422, "too_many_files", f"{len(faces)} face photos; at most {limits.max_faces} per request")
-    for name, photos in files.items():
-        if name != "face" and len(photos) > 1:
-            raise ApiError(422, "too_many_files", f"'{name}' takes one photo, got {len(photos)}")
-    given = knobs.model_dump()
-    try:
-        values = engine.resolve_values(given)
-    except InstantIDError as err:
-        raise ApiError(422, "invalid_field", str(err))
-    if values["num_images_per_prompt"] > limits.max_images:
-        raise ApiError(422, "too_many_images", f"num_images_per_prompt is {values['num_images_per_prompt']}; this "
-                                               f"server allows at most {limits.max_images}")
-    if values["width"] and values["height"] and values["width"] * values["height"] > limits.max_output_pixels:
-        raise ApiError(422, "too_many_pixels", f"{values['width']}x{values['height']} is over this server's "
-                                               f"{limits.max_output_pixels} output pixels")
-    controls = {}
-    for kind in FILE_FIELDS[2:]:
-        scale = given.get(f"{kind}_scale")
-        if kind in files and kind not in engine.control_kinds:
-            raise ApiError(422, "controlnet_not_loaded", f"this server has no {kind} ControlNet (start it with "
-                                                         f"--controlnet {kind})")
-        if scale is not None and kind not in files:
-            raise ApiError(422, "missing_file", f"{kind}_scale needs a '{kind}' photo")
-        if kind in files:
-            from ..pipelines.conditions import CONDITION_KINDS
-
-            controls[kind] = scale if scale is not None else CONDITION_KINDS[kind].default_scale
-    # photos: checked in memory, then staged under the job's future folder with names we choose
-    named = {}
-    for name, photos in files.items():
-        for index, data in enumerate(photos):
-            label = f"{name}_{index}" if name == "face" else name
-            kind = check_photo(data, label, limits)
-            named[label + _SUFFIX.get(kind, ".img")] = data
-    job_id = store.stage(named)
-    try:
-        folder = store.inputs_dir(job_id)
-        face_names = sorted((n for n in named if n.startswith("face_")), key=lambda n: int(n[5:].split(".")[0]))
-        pose_name = next((n for n in named if n.startswith("pose")), None)
-        try:
-            engine.condition([folder / n for n in face_names], folder / pose_name if pose_name else None)
-        except InstantIDError as err:
-            raise ApiError(422, "no_face" if "face" in str(err).lower() else "bad_photo",
-                           str(err).replace(f"{folder}/", ""))
-        request = {"values": values, "prompt": knobs.prompt, "negative_prompt": knobs.negative_prompt,
-                   "style": knobs.style, "faces": face_names, "pose": pose_name,
-                   "controls": {kind: (next(n for n in named if n.startswith(kind)), scale)
-                                for kind, scale in controls.items()}}
-        return store.enqueue(job_id, request, limits.queue_size)
-    except QueueFull:
-        raise _queue_full(limits)
-    except BaseException:
-        store.discard(job_id)
-        raise
-
-
 def _analyse(engine, data: bytes, scratch: Path, limits: Limits) -> dict:
     from ..face.image import image_size
     from .uploads import check_photo
 
     kind = check_photo(data, "image", limits)
-    with tempfile.NamedTemporaryFile(dir=scratch, suffix=_SUFFIX.get(kind, ".img")) as handle:
+    with tempfile.NamedTemporaryFile(dir=scratch, suffix=SUFFIX.get(kind, ".img")) as handle:
         handle.write(data)
         handle.flush()
         try:

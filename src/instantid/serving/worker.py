@@ -6,7 +6,6 @@ import logging
 import os
 import socket
 import threading
-from pathlib import Path
 
 from ..errors import InstantIDError
 from .engine import Engine, GenerationInputs, JobCancelled
@@ -84,5 +83,3 @@ class Worker:
             self.store.fail(job.id, f"internal error ({type(err).__name__}); see the server log")
 
 
-def output_files(store: JobStore, job_id: str) -> list[Path]:
-    return sorted(store.outputs_dir(job_id).glob("*.png"), key=lambda p: int(p.stem))
