@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import InstantIDError
@@ -42,31 +43,47 @@ def _error_response(err: ApiError, metrics: Metrics) -> JSONResponse:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes (by Content-Length, and while streaming)."""
+    """ASGI middleware: refuse bodies over `limit` bytes, by Content-Length and while streaming.
+
+    Past the limit it answers 413 itself and tells the app the client left (so the app stops reading);
+    whatever the app sends afterwards is dropped.
+    """
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
 
+    def _too_large(self) -> JSONResponse:
+        return JSONResponse(ApiError(413, "body_too_large", f"the request body is over {self.limit} bytes").body(),
+                            status_code=413)
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        too_large = JSONResponse(ApiError(413, "body_too_large", f"the request body is over {self.limit} bytes").body(),
-                                 status_code=413)
+        length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await too_large(scope, receive, send)
-        seen = 0
+            return await self._too_large()(scope, receive, send)
+        seen, refused, started = 0, False, False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise ApiError(413, "body_too_large", f"the request body is over {self.limit} bytes")
+            if seen > self.limit and not started:
+                refused = True
+                await self._too_large()(scope, receive, send)
+                return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message):
+            nonlocal started
+            if refused:
+                return
+            started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
 
 def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...] = ()) -> FastAPI:
@@ -104,6 +121,10 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
     async def _validation_error(request, err: RequestValidationError):
         return _error_response(ApiError(422, "invalid_request", describe(err.errors())), metrics)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request, err: ClientDisconnect):  # the client left (or BodyLimit answered 413 already)
+        return Response(status_code=400)
+
     @app.exception_handler(Exception)
     async def _internal(request, err: Exception):
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -116,10 +137,7 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
         if request.url.path not in OPEN_PATHS and not authorized(request.headers.get("authorization"), api_key):
             return _error_response(ApiError(401, "unauthorized", "missing or wrong API key; send "
                                             "`Authorization: Bearer KEY`", {"WWW-Authenticate": "Bearer"}), metrics)
-        try:
-            return await call_next(request)
-        except ApiError as err:  # raised by BodyLimit while the body streams in
-            return _error_response(err, metrics)
+        return await call_next(request)
 
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
     if cors_origins:

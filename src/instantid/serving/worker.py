@@ -76,8 +76,8 @@ class Worker:
             self.store.finish(job.id, len(paths), parameters)
         except JobCancelled:
             self.store.fail(job.id, "cancelled by the client", status="cancelled")
-        except InstantIDError as err:  # the inputs' fault, said in one line
-            self.store.fail(job.id, str(err))
+        except InstantIDError as err:  # the inputs' fault, said in one line (without the server's folders)
+            self.store.fail(job.id, str(err).replace(f"{self.store.inputs_dir(job.id)}{os.sep}", ""))
         except Exception as err:  # our fault: logged in full, the client gets the kind of failure
             logger.exception("job %s failed", job.id)
             self.store.fail(job.id, f"internal error ({type(err).__name__}); see the server log")
