@@ -4,7 +4,7 @@ The stock pipeline keeps doing everything it does (CFG, control windows, multi-C
 offload, schedulers). This mixin adds three things around its `__call__`:
 1. the face embedding goes in as the IP-Adapter image embedding, so diffusers' own Resampler
    (IP-Adapter-Plus projection) and decoupled cross-attention processors inject the face tokens;
-   the CFG negative is the embedding of zeros, as in the released code;
+   the CFG negative is the embedding of zeros, as in the released code (or of noise: negative_noise.py);
 2. IdentityNet (the ControlNet at `identitynet_index`) cross-attends to those face tokens;
 3. `ip_adapter_scale` applies to one call, and the output size is capped for large condition images.
 """
@@ -25,6 +25,7 @@ from ..models.call_cache import constant_input_modules, constant_inputs_computed
 from ..models.controlnet_skip import skip_idle_controlnets
 from ..models.identitynet import identitynet_face_tokens
 from .face_region import regional_conditioning
+from .negative_noise import negative_face_embedding
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
@@ -112,13 +113,14 @@ class InstantIDMixin:
         raise TypeError(f"{type(self).__name__} has no stock pipeline to extend")
 
     def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,
-                 face_region_mask=None, identity_regions=None, **kwargs):
+                 face_region_mask=None, identity_regions=None, negative_face_noise: float = 0.0, **kwargs):
         """The stock pipeline's call, plus `image_embeds` (the raw face embedding, required) and
         `ip_adapter_scale` (adapter strength for this call only). See the stock pipeline's docs for the rest.
 
         `face_region_mask` (a box x1,y1,x2,y2 in output pixels, or a mask) confines the face to that region
         ("enhance face region"); `identity_regions` (a list of face_region.IdentityRegion) puts several
-        identities in their own regions. See face_region.py."""
+        identities in their own regions. See face_region.py. `negative_face_noise` (default 0 = released)
+        puts noise in the CFG negative face embedding against burned faces: see negative_noise.py."""
         if image_embeds is None:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
@@ -136,7 +138,8 @@ class InstantIDMixin:
         self._guidance_scale = arg("guidance_scale")  # lets the stock do_classifier_free_guidance decide
         batch = self._prompt_batch_size(arg("prompt"), arg("prompt_embeds"))
         positive = embedding.expand(batch, -1, -1)[:, None]  # [batch, 1 image, n, E]
-        negative = torch.zeros_like(positive)  # CFG negative: Resampler(zeros), as released
+        # CFG negative: Resampler(zeros) as released, or of noise (negative_noise.py; draws nothing at 0)
+        negative = negative_face_embedding(positive, negative_face_noise, arg("generator"))
         call["ip_adapter_image_embeds"] = [torch.cat([negative, positive]) if self.do_classifier_free_guidance
                                            else positive]
         self._fill_output_size(call)
