@@ -25,6 +25,12 @@ UI_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 5.0, "controlnet_con
                "ip_adapter_scale": 0.8}
 
 
+# Knobs of params.py without a dedicated control above (e.g. negative_face_noise): shown as sliders.
+_DEDICATED = {"num_inference_steps", "guidance_scale", "controlnet_conditioning_scale", "ip_adapter_scale",
+              "control_guidance_start", "control_guidance_end", "seed", "width", "height", "num_images_per_prompt"}
+EXTRA_KNOBS = [name for name in PARAMS_BY_NAME if name not in _DEDICATED]
+
+
 def _caption(parameters: dict) -> str:
     keys = ("seed", "num_inference_steps", "guidance_scale", "controlnet_conditioning_scale", "ip_adapter_scale",
             "width", "height", "style")
@@ -54,7 +60,7 @@ def build(service, tiny: bool = False):
 
     def generate(faces, pose, canny, prompt, negative_prompt, style, identitynet_scale, adapter_scale, control_start,
                  control_end, steps, guidance, seed, randomize, width, height, num_images, canny_scale,
-                 progress=gr.Progress()):
+                 *extra_knobs, progress=gr.Progress()):
         if not faces:
             raise gr.Error("upload at least one face photo")
         if service.not_ready():
@@ -64,7 +70,8 @@ def build(service, tiny: bool = False):
                   "controlnet_conditioning_scale": identitynet_scale, "ip_adapter_scale": adapter_scale,
                   "control_guidance_start": control_start, "control_guidance_end": control_end,
                   "num_inference_steps": int(steps), "guidance_scale": guidance, "seed": seed,
-                  "width": int(width) or None, "height": int(height) or None, "num_images_per_prompt": int(num_images)}
+                  "width": int(width) or None, "height": int(height) or None, "num_images_per_prompt": int(num_images),
+                  **dict(zip(EXTRA_KNOBS, extra_knobs))}
         files = {"face": [Path(f).read_bytes() for f in faces]}
         if pose:
             files["pose"] = [Path(pose).read_bytes()]
@@ -121,6 +128,9 @@ def build(service, tiny: bool = False):
                         height = gr.Number(value=128 if tiny else 0, precision=0, minimum=0, maximum=4096,
                                            label="height (0 = from the photo)", elem_id="height")
                     num_images = param_slider("num_images_per_prompt", "images", 1, service.limits.max_images)
+                    # any other knob of the parameter table, as a slider with the table's range and help
+                    extra = [param_slider(name, name.replace("_", " "), 1 if PARAMS_BY_NAME[name].type is int else 0.05)
+                             for name in EXTRA_KNOBS]
                     canny = gr.Image(label="canny ControlNet photo (needs --controlnet canny)", type="filepath",
                                      visible="canny" in engine.control_kinds)
                     canny_scale = gr.Slider(0, 1.5, value=0.3, step=0.05, label="canny strength",
@@ -135,7 +145,7 @@ def build(service, tiny: bool = False):
                                      language="json", interactive=False, elem_id="parameters")
         preview_button.click(preview, faces, keypoints)
         run.click(generate, [faces, pose, canny, prompt, negative, style, identitynet, adapter, start, end, steps,
-                             guidance, seed, randomize, width, height, num_images, canny_scale],
+                             guidance, seed, randomize, width, height, num_images, canny_scale, *extra],
                   [gallery, parameters, used_seed])
     return demo
 
