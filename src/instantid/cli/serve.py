@@ -69,8 +69,12 @@ def limits_from_args(args):
 
     if args.queue_size < 1:
         raise UsageError(f"--queue-size must be at least 1, got {args.queue_size}")
-    return replace(Limits(), queue_size=args.queue_size, result_ttl_s=args.result_ttl,
-                   max_file_bytes=int(args.max_upload_mb * 2**20))
+    if args.max_upload_mb <= 0 or args.result_ttl <= 0:
+        raise UsageError("--max-upload-mb and --result-ttl must be positive")
+    file_bytes = int(args.max_upload_mb * 2**20)
+    # the body must fit a few photos of the allowed size
+    return replace(Limits(), queue_size=args.queue_size, result_ttl_s=args.result_ttl, max_file_bytes=file_bytes,
+                   max_body_bytes=max(Limits.max_body_bytes, 4 * file_bytes))
 
 
 def run(args) -> int:
