@@ -38,6 +38,9 @@ def test_with_key_401_without_it_200_with_it(tmp_path):
         good = {"Authorization": f"Bearer {key}"}
         assert requests.get(server.url + "/metrics", timeout=10, headers=good).status_code == 200
         assert requests.get(server.url + "/v1/generations/" + "0" * 32, timeout=10, headers=good).status_code == 404
+        # CORS is off unless configured: a browser on another origin gets no permission header
+        cross = requests.get(server.url + "/metrics", timeout=10, headers={**good, "Origin": "http://elsewhere.example"})
+        assert "access-control-allow-origin" not in {k.lower() for k in cross.headers}
     finally:
         server.stop()
 
