@@ -24,6 +24,7 @@ from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
 from ..models.call_cache import constant_input_modules, constant_inputs_computed_once
 from ..models.controlnet_skip import skip_idle_controlnets
 from ..models.identitynet import identitynet_face_tokens
+from .call_checks import check_call
 from .face_region import regional_conditioning
 from .negative_noise import negative_face_embedding
 from .sizing import default_output_size
@@ -121,6 +122,7 @@ class InstantIDMixin:
         ("enhance face region"); `identity_regions` (a list of face_region.IdentityRegion) puts several
         identities in their own regions. See face_region.py. `negative_face_noise` (default 0 = released)
         puts noise in the CFG negative face embedding against burned faces: see negative_noise.py."""
+        check_call(image_embeds, ip_adapter_scale, {**kwargs, "negative_face_noise": negative_face_noise})
         if image_embeds is None:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
