@@ -64,6 +64,9 @@ class Engine:
         from ..params import GENERATION_PARAMS
 
         given = {param.name: given.get(param.name) for param in GENERATION_PARAMS}
+        for param in GENERATION_PARAMS:  # the table's own check (range, finite, integer), as the CLI's
+            if given[param.name] is not None:
+                param.check(given[param.name])
         return generation_values(argparse.Namespace(tiny=bool(getattr(self.args, "tiny", False)), **given))
 
     # ---- face analysis (cheap; used to check requests before they are queued)
@@ -110,6 +113,7 @@ class Engine:
         """Run one job. Returns (PIL images, parameters used). `on_step(step, total)` may raise JobCancelled."""
         import torch
 
+        from ..cli.output import finite_images
         from ..face.image import load_image
         from ..pipelines.conditions import CONDITION_KINDS
         from ..pipelines.styles import get_style
@@ -159,14 +163,15 @@ class Engine:
             output = self.pipe(prompt=prompt, negative_prompt=negative or None, image_embeds=condition.embedding,
                                image=image, width=width, height=height,
                                generator=torch.Generator("cpu").manual_seed(seed),
-                               callback_on_step_end=step_end, **call)
+                               callback_on_step_end=step_end, output_type="np", **call)
+        images = finite_images(output.images)  # NaN is an error, never a black image
         parameters = {"command": "serve", "prompt": prompt, "negative_prompt": negative, "style": inputs.style,
                       "user_prompt": inputs.prompt, "seed": seed, "width": width, "height": height, **values,
                       "control_scales": scales, "loras": list(getattr(self.args, "lora", None) or []),
                       "scheduler": type(self.pipe.scheduler).__name__, "face_backend": self.analyzer.name,
                       "faces": len(inputs.faces), "faces_used": len(condition.faces), "pose": inputs.pose is not None,
                       "skipped": condition.skipped, **self.models}
-        return output.images, parameters
+        return images, parameters
 
     @staticmethod
     def save_pngs(images, parameters: dict, folder: Path) -> list[Path]:
