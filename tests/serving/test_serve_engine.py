@@ -63,3 +63,23 @@ def test_extra_controlnet(photos):
     without, parameters = engine.generate(GenerationInputs(values, "a portrait", "", "none", [photos["astronaut"]]))
     assert parameters["control_scales"] == {"canny": 0.0}
     assert not np.array_equal(np.asarray(with_photo[0]), np.asarray(without[0]))
+
+
+@pytest.mark.parametrize("command, words", [
+    (["serve", "--base", "/nonexistent/base"], ["--base", "not found"]),
+    (["serve", "--tiny", "--state-dir", "{file}"], ["--state-dir", "is a file"]),
+    (["ui", "--tiny", "--host", "0.0.0.0"], ["--host", "no login"]),
+])
+def test_refusals_before_anything_loads(tmp_path, command, words):
+    import subprocess
+    import sys
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    command = [part.replace("{file}", str(a_file)) for part in command]
+    if "--state-dir" not in command:
+        command += ["--state-dir", str(tmp_path / "state")]
+    result = subprocess.run([sys.executable, "-m", "instantid", *command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr

@@ -61,6 +61,15 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def check_service_args(args) -> None:
+    """What `serve` and `ui` can refuse before any model loads: model options, device, the state folder."""
+    from ..checks import check_output_dir
+    from .checks import check_model_options
+
+    check_model_options(args)
+    check_output_dir(args.state_dir, "--state-dir")
+
+
 def limits_from_args(args):
     from dataclasses import replace
 
@@ -88,7 +97,8 @@ def run(args) -> int:
     limits = limits_from_args(args)
     if args.ray and args.replicas < 1:
         raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
-    state = Path(args.state_dir)
+    check_service_args(args)
+    state = Path(args.state_dir).expanduser()
     try:
         state.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -30,7 +30,10 @@ def run(args) -> int:
     if not is_loopback(args.host):
         raise UsageError(f"--host {args.host}: the UI has no login; keep it on 127.0.0.1 and put an authenticating "
                          "proxy in front to share it")
+    from .serve import check_service_args
+
+    check_service_args(args)
     from ..serving.ui import launch
 
-    launch(args, Path(args.state_dir))
+    launch(args, Path(args.state_dir).expanduser())
     return 0
