@@ -19,6 +19,8 @@ COMMANDS = {
     "train": "train",
     "eval": "evaluate",
     "bench": "bench",
+    "serve": "serve",
+    "ui": "ui",
 }
 
 
