@@ -40,10 +40,10 @@ def test_same_pixels_as_the_library_and_cancel(photos):
     images, parameters = engine.generate(GenerationInputs(values, "a portrait", "", "none", [photos["astronaut"]]),
                                          on_step=lambda s, t: steps.append((s, t)))
     assert steps == [(0, 2), (1, 2), (2, 2)] and parameters["seed"] == 11
-    direct, _ = generate_from_photos(engine.pipe, [photos["astronaut"]], "a portrait", analyzer=engine.analyzer,
-                                     width=64, height=64, num_inference_steps=2, guidance_scale=values["guidance_scale"],
-                                     controlnet_conditioning_scale=0.8, ip_adapter_scale=0.8,
-                                     generator=torch.Generator("cpu").manual_seed(11))
+    direct = generate_from_photos(engine.pipe, [photos["astronaut"]], "a portrait", analyzer=engine.analyzer,
+                                  width=64, height=64, num_inference_steps=2, guidance_scale=values["guidance_scale"],
+                                  controlnet_conditioning_scale=0.8, ip_adapter_scale=0.8,
+                                  generator=torch.Generator("cpu").manual_seed(11))
     assert np.array_equal(np.asarray(images[0]), np.asarray(direct.images[0]))
 
     def cancel_at_first_step(step, total):

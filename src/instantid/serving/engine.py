@@ -1,7 +1,9 @@
 """The one place the service calls the library: face analysis, loading, one generation.
 
 Everything the API, the UI and the Ray replicas do with models goes through `Engine`, so a change in
-the library's entry points (face_condition, load_from_args, write_pngs, ...) is a change here only.
+the library's entry points (face_condition, generate_from_photos, load_from_args, write_pngs, ...) is a
+change here only. A generation is `generate_from_photos`, what `instantid generate` runs: the same inputs
+give the same pixels from the CLI, the library and the service.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Engine:
         from ..face.cache import CachedFaceAnalyzer
 
         self.args = args
-        self.analyzer = CachedFaceAnalyzer(face_analyzer(args), cache_dir=face_cache_dir)
+        self.analyzer = CachedFaceAnalyzer(face_analyzer(args, released_weights=True), cache_dir=face_cache_dir)
         # dlib / onnxruntime sessions are not documented as thread-safe: one detection at a time.
         self._face_lock = threading.Lock()
         self._run_lock = threading.Lock()
@@ -103,54 +105,38 @@ class Engine:
         loras = [_parse_lora(spec) for spec in (getattr(self.args, "lora", None) or [])]
         pipe, self.models = load_from_args(self.args, self.analyzer.analyzer, controlnets=controlnets, loras=loras)
         pipe.set_progress_bar_config(disable=True)
-        if self.analyzer.embedding_dim != pipe.face_embedding_dim:
-            raise EmbeddingError(
-                f"the '{self.analyzer.name}' face backend gives {self.analyzer.embedding_dim}-d embeddings but the "
-                f"adapter takes {pipe.face_embedding_dim}-d ones; pass the --face-backend the adapter was trained with")
+        from ..models.architectures import embedding_size_problem
+
+        problem = embedding_size_problem(self.analyzer.embedding_dim, pipe.face_embedding_dim,
+                                         f"the '{self.analyzer.name}' face backend gives")
+        if problem:
+            raise EmbeddingError(f"{problem}; pass that --face-backend")
         self.pipe = pipe
 
     def generate(self, inputs: GenerationInputs, on_step: Callable[[int, int], None] | None = None):
         """Run one job. Returns (PIL images, parameters used). `on_step(step, total)` may raise JobCancelled."""
-        import torch
-
-        from ..cli.output import finite_images
-        from ..face.image import load_image
-        from ..pipelines.conditions import CONDITION_KINDS
-        from ..pipelines.styles import get_style
+        from ..pipelines.conditions import ExtraControl
+        from ..pipelines.from_photos import generate_from_photos
 
         if self.pipe is None:
             raise RuntimeError("Engine.generate before Engine.load")
-        values = dict(inputs.values)
-        condition = self.condition(inputs.faces, inputs.pose)
-        width, height = condition.output_size(values.pop("width"), values.pop("height"))
-        prompt, negative = get_style(inputs.style).apply(inputs.prompt, inputs.negative_prompt or None)
-        seed = values.pop("seed")
-        call = dict(values)
-        kps_image = condition.kps_image(width, height)
-        image = kps_image
         controls = inputs.controls or {}
         unknown = set(controls) - set(self.control_kinds)
         if unknown:
             raise UsageError(f"this server has no {', '.join(sorted(unknown))} ControlNet; start it with "
                              + " ".join(f"--controlnet {kind}" for kind in sorted(unknown)))
-        scales = {}
-        if self.control_kinds:
-            from PIL import Image
+        extra, scales = [], {}
+        for kind in self.control_kinds:
+            if kind in controls:
+                photo, scales[kind] = controls[kind]
+                extra.append(ExtraControl.of_kind(kind, photo, scales[kind]))
+            else:  # an extra ControlNet without a photo this time acts at scale 0, on a black image
+                from PIL import Image
 
-            images = [kps_image]
-            for kind in self.control_kinds:
-                if kind in controls:  # an extra ControlNet without a photo this time acts at scale 0
-                    photo, scale = controls[kind]
-                    images.append(CONDITION_KINDS[kind].annotate(load_image(photo), (width, height)))
-                else:
-                    scale = 0.0
-                    images.append(Image.new("RGB", (width, height)))
-                scales[kind] = scale
-            image = images
-            call["controlnet_conditioning_scale"] = [values["controlnet_conditioning_scale"], *scales.values()]
-            call["control_guidance_start"] = [values["control_guidance_start"]] + [0.0] * len(scales)
-            call["control_guidance_end"] = [values["control_guidance_end"]] + [1.0] * len(scales)
-        total = values["num_inference_steps"]
+                scales[kind] = 0.0
+                extra.append(ExtraControl(image=Image.new("RGB", (8, 8)), scale=0.0))
+        condition = self.condition(inputs.faces, inputs.pose)
+        total = inputs.values["num_inference_steps"]
 
         def step_end(pipe, step, timestep, callback_kwargs):
             if on_step is not None:
@@ -160,18 +146,14 @@ class Engine:
         if on_step is not None:
             on_step(0, total)
         with self._run_lock:  # one pipeline, one generation at a time
-            output = self.pipe(prompt=prompt, negative_prompt=negative or None, image_embeds=condition.embedding,
-                               image=image, width=width, height=height,
-                               generator=torch.Generator("cpu").manual_seed(seed),
-                               callback_on_step_end=step_end, output_type="np", **call)
-        images = finite_images(output.images)  # NaN is an error, never a black image
-        parameters = {"command": "serve", "prompt": prompt, "negative_prompt": negative, "style": inputs.style,
-                      "user_prompt": inputs.prompt, "seed": seed, "width": width, "height": height, **values,
-                      "control_scales": scales, "loras": list(getattr(self.args, "lora", None) or []),
-                      "scheduler": type(self.pipe.scheduler).__name__, "face_backend": self.analyzer.name,
+            result = generate_from_photos(self.pipe, condition, inputs.prompt,
+                                          negative_prompt=inputs.negative_prompt or None, style=inputs.style,
+                                          controls=extra, callback_on_step_end=step_end, **inputs.values)
+        parameters = {"command": "serve", **result.parameters, "user_prompt": inputs.prompt, "control_scales": scales,
+                      "loras": list(getattr(self.args, "lora", None) or []), "face_backend": self.analyzer.name,
                       "faces": len(inputs.faces), "faces_used": len(condition.faces), "pose": inputs.pose is not None,
                       "skipped": condition.skipped, **self.models}
-        return images, parameters
+        return result.images, parameters
 
     @staticmethod
     def save_pngs(images, parameters: dict, folder: Path) -> list[Path]:
