@@ -104,7 +104,7 @@ def test_parser_imports_fit_the_startup_budget():
     assert parsers < PARSER_IMPORT_BOUND_S and parsers < torch_alone / 4, (parsers, torch_alone)
 
 
-FACE_COMMANDS = ("faces", "generate", "swap", "multi", "prepare-data", "eval", "bench")
+FACE_COMMANDS = ("faces", "generate", "swap", "multi", "serve", "ui", "prepare-data", "eval", "bench")
 
 
 def test_one_face_backend_option_in_every_command_that_analyses_faces():

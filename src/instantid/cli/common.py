@@ -75,12 +75,13 @@ def generation_values(args, skip=frozenset()) -> dict:
 # ---- face analysis: one option set and one default rule for every command
 
 FACE_BACKEND_CHOICES = ("auto", "antelopev2", "dlib")
-FACE_BACKEND_RULE = ("auto = antelopev2 where the released weights are used (generate, swap, multi), dlib "
+FACE_BACKEND_RULE = ("auto = antelopev2 where the released weights are used (generate, swap, multi, serve, ui), dlib "
                      "elsewhere and with --tiny (offline, free); for eval, every recognizer available")
 
 
 def add_face_backend_options(p: argparse.ArgumentParser, *, legacy_backend_flag: bool = False) -> None:
-    """--face-backend and --face-models, the same for faces, generate, swap, multi, prepare-data, eval, bench."""
+    """--face-backend and --face-models, the same for faces, generate, swap, multi, serve, ui, prepare-data, eval
+    and bench."""
     p.add_argument("--face-backend", choices=FACE_BACKEND_CHOICES, default="auto",
                    help="face analysis: antelopev2 (512-d, what the released weights need; non-commercial models) "
                         f"or dlib (128-d, offline, commercial use allowed). Default {FACE_BACKEND_RULE}")
