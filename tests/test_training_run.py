@@ -196,7 +196,7 @@ def test_sd15_base_trains_from_the_command_line_with_cached_features(data, train
         base, controlnet=ControlNetModel.from_pretrained(out / "ControlNetModel"), safety_checker=None)
     pipe.load_ip_adapter_instantid(out / "ip-adapter.safetensors")
     output = generate_from_photos(pipe, [training_photos / "tom_hanks_plain.jpg"], "a man", analyzer=dlib_analyzer,
-                                     width=48, height=48, num_inference_steps=2, output_type="np",
+                                     width=64, height=64, num_inference_steps=2, output_type="np",
                                      generator=torch.Generator().manual_seed(0))
     assert np.isfinite(output.images[0]).all()
 
@@ -263,7 +263,7 @@ def test_512d_antelopev2_data_trains_and_generates(training_photos, sdxl_base, t
     pipe = load_pipeline(sdxl_base, out / "ControlNetModel", out / "ip-adapter.bin", device="cpu")
     assert pipe.face_embedding_dim == 512
     output = generate_from_photos(pipe, [training_photos / "astronaut_plain.jpg"], "an astronaut",
-                                     analyzer=get_face_analyzer("antelopev2", model_dir=pack), width=32, height=32,
+                                     analyzer=get_face_analyzer("antelopev2", model_dir=pack), width=64, height=64,
                                      num_inference_steps=2, output_type="np")
     assert np.isfinite(output.images[0]).all()
 

@@ -69,8 +69,8 @@ GENERATION_PARAMS: tuple[Param, ...] = (
           "fraction of the steps at which IdentityNet stops acting (lower = freer pose/style)", 0.0, 1.0),
     Param("seed", "--seed", int, 0, "random seed; the same seed and inputs give the same image", 0, 2**63 - 1),
     Param("width", "--width", int, None,
-          "output width (default: the face/pose photo's, long side capped at 1280, multiple of 64)", 16, 4096),
-    Param("height", "--height", int, None, "output height (default: as for width)", 16, 4096),
+          "output width (default: the face/pose photo's, long side capped at 1280, multiple of 64)", 64, 4096),
+    Param("height", "--height", int, None, "output height (default: as for width)", 64, 4096),
     Param("num_images_per_prompt", "--num-images", int, 1, "images to generate", 1, 64),
     Param("negative_face_noise", "--negative-face-noise", float, 0.0,
           "noise in the CFG negative face embedding against burned, over-saturated faces (0 = released "
