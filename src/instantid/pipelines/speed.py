@@ -34,12 +34,14 @@ class SpeedOptions:
 
 
 def apply_to_modules(options: SpeedOptions, *, unet, controlnet, vae) -> None:
-    """Module-level options, once, after the face adapter is loaded (processors must exist)."""
+    """Module-level options, once, after the face adapter is loaded (processors must exist).
+    `controlnet`: one ControlNet module or a list of them."""
+    controlnets = list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet]
     if options.attention == "eager":
-        for module in (unet, controlnet, vae):
+        for module in (unet, *controlnets, vae):
             use_eager_attention(module)
     if options.channels_last:
-        for module in (unet, controlnet, vae):
+        for module in (unet, *controlnets, vae):
             module.to(memory_format=torch.channels_last)
     if options.vae_tiling:
         vae.enable_tiling()
@@ -48,7 +50,8 @@ def apply_to_modules(options: SpeedOptions, *, unet, controlnet, vae) -> None:
     if options.compile:
         # nn.Module.compile keeps the module's class and attributes (pipelines read unet.config).
         unet.compile()
-        controlnet.compile()
+        for module in controlnets:
+            module.compile()
 
 
 def use_eager_attention(module: torch.nn.Module) -> None:
