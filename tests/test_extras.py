@@ -45,11 +45,12 @@ def test_extra_controlnet_sees_text_while_identitynet_sees_face_tokens(tiny, pho
 
     pipe = load(tiny, controlnets=[tiny.identitynet])  # a second (random) ControlNet beside IdentityNet
     identitynet, extra = pipe.controlnets
-    # Forward hooks see the kwargs that reached each net (after IdentityNet's face-token swap).
+    # What each net's cross-attention attends to (IdentityNet swaps the text for the face tokens inside).
     received = {"identitynet": [], "extra": []}
     for key, net in (("identitynet", identitynet), ("extra", extra)):
-        net.register_forward_hook(lambda m, a, kw, out, key=key: received[key].append(kw["encoder_hidden_states"].shape),
-                                  with_kwargs=True)
+        attention = next(m for m in net.modules() if getattr(m, "is_cross_attention", False))
+        attention.register_forward_pre_hook(
+            lambda m, a, kw, key=key: received[key].append(kw["encoder_hidden_states"].shape), with_kwargs=True)
     canny = canny_image(load_image(photos["astronaut"]), (64, 64))
     out = generate(pipe, image=[draw_kps((64, 64), KPS), canny], controlnet_conditioning_scale=[0.8, 0.3],
                    num_inference_steps=1)

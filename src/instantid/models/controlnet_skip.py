@@ -5,6 +5,10 @@ window (`control_guidance_start/end`) sets to 0 outside it; they still run the n
 residuals added to the UNet leave it bit-identical, so at scale 0 `IdleSkippingControlNetModel`
 returns zeros of the right shapes (read from its architecture) instead of running. It is a stock
 `ControlNetModel` otherwise: same config, same weights, saved in the same format.
+
+`compile()` compiles the network (diffusers' `ControlNetModel.forward`) and keeps that per-step decision
+in Python: inside the graph it would specialise the graph on the scale's value and recompile whenever
+the scale changes; the compiled network takes the scale as a tensor input instead, so it compiles once.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class IdleSkippingControlNetModel(ControlNetModel):
     """A `ControlNetModel` that returns zero residuals without running when its scale is 0."""
 
     skip_idle_steps: bool = True
+    _compiled_network = None  # set by compile()
 
     @classmethod
     def sharing(cls, controlnet: ControlNetModel):
@@ -54,10 +59,15 @@ class IdleSkippingControlNetModel(ControlNetModel):
         new.train(controlnet.training)
         return new
 
-    def zero_residuals(self, sample: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    def compile(self, *args, **kwargs) -> None:
+        """torch.compile the network, not the per-step decisions around it (see the module docstring)."""
+        self._compiled_network = torch.compile(super().forward, *args, **kwargs)
+
+    def zero_residuals(self, sample: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Zeros shaped, typed and placed as a run's residuals (a list, as ControlNetModel returns them)."""
         dtype = self.controlnet_mid_block.weight.dtype
         down, mid = residual_shapes(self, sample.shape)
-        return tuple(sample.new_zeros(shape, dtype=dtype) for shape in down), sample.new_zeros(mid, dtype=dtype)
+        return [sample.new_zeros(shape, dtype=dtype) for shape in down], sample.new_zeros(mid, dtype=dtype)
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
                 class_labels=None, timestep_cond=None, attention_mask=None, added_cond_kwargs=None,
@@ -65,10 +75,15 @@ class IdleSkippingControlNetModel(ControlNetModel):
         if self.skip_idle_steps and is_zero_scale(conditioning_scale):
             down, mid = self.zero_residuals(sample)
             return ControlNetOutput(down_block_res_samples=down, mid_block_res_sample=mid) if return_dict else (down, mid)
-        return super().forward(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
-                               class_labels=class_labels, timestep_cond=timestep_cond, attention_mask=attention_mask,
-                               added_cond_kwargs=added_cond_kwargs, cross_attention_kwargs=cross_attention_kwargs,
-                               guess_mode=guess_mode, return_dict=return_dict)
+        network = super().forward
+        if self._compiled_network is not None:
+            network = self._compiled_network
+            if isinstance(conditioning_scale, (int, float)):  # a graph input, not a constant to specialise on
+                conditioning_scale = torch.tensor(float(conditioning_scale), dtype=torch.float32)
+        return network(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
+                       class_labels=class_labels, timestep_cond=timestep_cond, attention_mask=attention_mask,
+                       added_cond_kwargs=added_cond_kwargs, cross_attention_kwargs=cross_attention_kwargs,
+                       guess_mode=guess_mode, return_dict=return_dict)
 
     def to_json_string(self) -> str:
         # Saved as the released format: a ControlNetModel config any diffusers install loads.
