@@ -59,6 +59,33 @@ def test_extra_controlnet_sees_text_while_identitynet_sees_face_tokens(tiny, pho
     assert received["extra"][0][1] == 77         # text tokens
 
 
+def test_extra_controlnet_is_not_run_outside_its_window(tiny, photos):
+    from instantid.face import load_image
+    from instantid.models.controlnet_skip import IdleSkippingControlNetModel
+    from instantid.models.identitynet import IdentityNetModel
+
+    pipe = load(tiny, controlnets=[tiny.identitynet])
+    identitynet, extra = pipe.controlnets
+    assert type(identitynet) is IdentityNetModel and type(extra) is IdleSkippingControlNetModel
+    runs = []  # the keypoint/condition encoder runs only when the network really runs
+    hook = extra.controlnet_cond_embedding.register_forward_hook(lambda *a: runs.append(1))
+    canny = canny_image(load_image(photos["astronaut"]), (64, 64))
+    call = dict(image=[draw_kps((64, 64), KPS), canny], controlnet_conditioning_scale=[0.8, 0.3],
+                control_guidance_end=[1.0, 0.5], num_inference_steps=4)
+    try:
+        skipped = generate(pipe, **call)
+        ran_with_skip = len(runs)
+        pipe.skip_zero_scale_controlnets = False
+        runs.clear()
+        full = generate(pipe, **call)
+        ran_without_skip = len(runs)
+    finally:
+        pipe.skip_zero_scale_controlnets = True
+        hook.remove()
+    assert torch.equal(skipped, full)
+    assert (ran_with_skip, ran_without_skip) == (2, 4)
+
+
 def test_lora_changes_output_and_scale_zero_is_no_lora(tiny):
     plain = generate(load(tiny))
     with_lora = generate(load(tiny, loras=[(str(tiny.root / "lora.safetensors"), 1.0)]))

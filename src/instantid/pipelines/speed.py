@@ -51,7 +51,9 @@ def apply_to_modules(options: SpeedOptions, *, unet, controlnet, vae) -> None:
         # nn.Module.compile keeps the module's class and attributes (pipelines read unet.config).
         unet.compile()
         for module in controlnets:
-            module.compile()
+            # Each ControlNet on its own (InstantID's compile the network, not their per-step decisions).
+            for net in getattr(module, "nets", [module]):
+                net.compile()
 
 
 def use_eager_attention(module: torch.nn.Module) -> None:
