@@ -6,7 +6,7 @@ import torch
 
 from instantid.errors import EmbeddingError
 from instantid.face.keypoints import draw_kps
-from shared_fixtures import load_parity_pipeline
+from shared_fixtures import load_parity_pipeline, require_parity_fixture
 
 KPS = np.array([[20.0, 25.0], [44.0, 25.0], [32.0, 38.0], [23.0, 50.0], [41.0, 50.0]])
 
@@ -92,7 +92,6 @@ def test_plain_controlnet_becomes_identitynet_sharing_its_weights():
     from diffusers import ControlNetModel
 
     from instantid import StableDiffusionXLInstantIDPipeline
-    from shared_fixtures import require_parity_fixture
 
     fixture = require_parity_fixture()
     plain = ControlNetModel.from_pretrained(fixture / "ControlNetModel")
@@ -100,6 +99,23 @@ def test_plain_controlnet_becomes_identitynet_sharing_its_weights():
     shared = dict(pipe.controlnet.named_parameters())
     assert all(shared[name] is param for name, param in plain.named_parameters())  # the same tensors, no copy
     assert type(plain) is ControlNetModel  # the caller's module is left as it was
+
+
+def test_saved_pipeline_is_in_the_stock_format_and_loads_back(pipe, tmp_path, baseline):
+    import json
+
+    from instantid import StableDiffusionXLInstantIDPipeline
+    from instantid.models.identitynet import IdentityNetModel
+
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["controlnet"] == ["diffusers", "ControlNetModel"]
+    assert json.loads((tmp_path / "controlnet" / "config.json").read_text())["_class_name"] == "ControlNetModel"
+    loaded = StableDiffusionXLInstantIDPipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded.controlnet, IdentityNetModel)
+    loaded.load_ip_adapter_instantid(require_parity_fixture() / "ip-adapter.bin", scale=0.8)
+    loaded.set_progress_bar_config(disable=True)
+    loaded.embedding = pipe.embedding
+    assert torch.equal(run(loaded), baseline)
 
 
 def test_zero_residual_shapes_match_a_real_run():

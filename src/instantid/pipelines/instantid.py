@@ -48,9 +48,15 @@ class InstantIDMixin:
     # ---- the ControlNets as InstantID declares them
 
     def register_modules(self, **kwargs) -> None:
-        if kwargs.get("controlnet") is not None:
-            kwargs["controlnet"] = self.instantid_controlnet(kwargs["controlnet"])
+        if kwargs.get("controlnet") is None:
+            super().register_modules(**kwargs)
+            return
+        kwargs["controlnet"] = self.instantid_controlnet(kwargs["controlnet"])
         super().register_modules(**kwargs)
+        if isinstance(kwargs["controlnet"], IdleSkippingControlNetModel):
+            # A saved pipeline names it as what it is on disk (a ControlNetModel config and weights), so
+            # any diffusers install loads it; loading it into this pipeline declares it again.
+            self.register_to_config(controlnet=("diffusers", "ControlNetModel"))
 
     @classmethod
     def instantid_controlnet(cls, controlnet):
