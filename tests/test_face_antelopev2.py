@@ -173,3 +173,12 @@ def test_fake_pack_from_the_hugging_face_cache(fake_pack_root, photos, isolated_
         shutil.copy(fake_pack_root / "models/antelopev2" / name, snapshot / name)
     assert find_antelopev2(cache_dir=isolated_hub) == snapshot.resolve()
     _assert_one_raw_face(AntelopeV2FaceAnalyzer(cache_dir=isolated_hub).detect(photos["astronaut"]))
+
+
+def test_looking_closer_detects_at_twice_the_size_in_the_photo_s_pixels(fake_pack_root, photos):
+    """The small-face retry (face/small_faces.py): SCRFD runs at 1280x1280, boxes come back in photo pixels."""
+    analyzer = AntelopeV2FaceAnalyzer(fake_pack_root)
+    closer = analyzer.looking_closer()
+    first, second = analyzer.detect(photos["astronaut"]), closer.detect(photos["astronaut"])
+    assert closer._app.det_model.input_size == (1280, 1280) and analyzer._app.det_model.input_size == (640, 640)
+    assert np.allclose(first[0].bbox, second[0].bbox, atol=2)

@@ -13,6 +13,10 @@ class NoFaceError(InstantIDError, ValueError):
     """No face was found where one is required."""
 
 
+class FaceTooSmallError(NoFaceError):
+    """A face was found but is too small to give usable keypoints and identity."""
+
+
 class FaceModelNotFoundError(InstantIDError, FileNotFoundError):
     """A face-analysis model pack is missing and could not be downloaded."""
 

@@ -48,6 +48,9 @@ GENERATION_PARAMS: tuple[Param, ...] = (
           "output width (default: the face/pose photo's, long side capped at 1280, multiple of 64)", 64, 4096),
     Param("height", "--height", int, None, "output height (default: as for width)", 64, 4096),
     Param("num_images_per_prompt", "--num-images", int, 1, "images to generate", 1, 64),
+    Param("negative_face_noise", "--negative-face-noise", float, 0.0,
+          "noise in the CFG negative face embedding against burned, over-saturated faces (0 = released "
+          "behaviour; try 0.35)", 0.0, 5.0),
 )
 
 PARAMS_BY_NAME = {p.name: p for p in GENERATION_PARAMS}

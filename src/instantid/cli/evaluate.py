@@ -16,6 +16,7 @@ examples:
   instantid eval --reference me.jpg --generated outdir/ --out eval/
   instantid eval --reference a.jpg --reference b.jpg --generated x.png y.png --prompt "a knight" --out eval/
   instantid eval --reference me.jpg --generated outdir/ --recognizer dlib --no-clip --out eval/
+  instantid eval --suite examples/eval_suite_tiny.json --out suite-out/     # generate the grid, then score it
 
 Per image: face found (per recognizer), face similarity (cosine to the reference identity; antelopev2 when its
 models are on disk, dlib always), CLIP-T (image vs prompt) and CLIP-I (image vs reference) when a CLIP model is
@@ -29,9 +30,12 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("eval", help="score generated images against reference photos", description=__doc__,
                               epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reference", action="append", required=True, metavar="PHOTO",
+    p.add_argument("--suite", metavar="SUITE.json",
+                   help="run an evaluation protocol: generate its grid (people x prompts x seeds x settings; "
+                        "resumable) into --out, then score it per setting (see docs/evaluation.md)")
+    p.add_argument("--reference", action="append", metavar="PHOTO",
                    help="reference photo of the person (repeat for several)")
-    p.add_argument("--generated", nargs="+", required=True, metavar="PATH",
+    p.add_argument("--generated", nargs="+", metavar="PATH",
                    help="generated images, or folders of them")
     p.add_argument("--pose-reference", metavar="PHOTO",
                    help="photo whose face layout counts as copied (default: the first reference)")
@@ -102,6 +106,16 @@ def run(args) -> int:
     from ..evaluation.report import markdown, write_report
     from ..evaluation.scoring import evaluate
 
+    from ..errors import UsageError
+
+    if args.suite:
+        if args.reference or args.generated:
+            raise UsageError("--suite generates and scores its own images: leave out --reference and --generated")
+        from .evaluate_suite import run_suite
+
+        return run_suite(args)
+    if not args.reference or not args.generated:
+        raise UsageError("give --reference and --generated (or --suite SUITE.json)")
     generated = expand_images(args.generated)
     extractors, notes = available_face_extractors(args.recognizers, face_models=args.face_models,
                                                   cache_dir=args.cache_dir)

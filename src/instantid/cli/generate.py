@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from . import face_detail
 from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
 
 EXAMPLE = """\
@@ -37,6 +38,8 @@ def add_parser(subparsers) -> None:
                    help="reference photo (repeat for several photos of one person: embeddings are averaged)")
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
+    p.add_argument("--face-index", type=int, default=0, metavar="N",
+                   help="in group photos, use the N-th largest face of each --face photo (default 0 = largest)")
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
     p.add_argument("--kps", type=_float_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
@@ -67,6 +70,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
+    face_detail.add_options(p)
     p.add_argument("--out", required=True, help="output PNG path, or a folder (ends with /) for several")
     p.set_defaults(run=run)
 
@@ -136,9 +140,10 @@ def run(args) -> int:
     from ..pipelines.variations import contact_sheet
 
     values = generation_values(args)
+    face_detail.check(args, values)
     analyzer = face_analyzer(args)
     # Everything that can fail on the inputs fails here, in seconds, before any model loads.
-    condition = face_condition(args.face, analyzer, args.pose)
+    condition = face_condition(args.face, analyzer, args.pose, face_index=args.face_index)
     width, height = condition.output_size(values.pop("width"), values.pop("height"))
     if args.kps:
         condition = _with_explicit_kps(condition, args.kps, (width, height))
@@ -166,13 +171,15 @@ def run(args) -> int:
                 "loras": [list(lora) for lora in loras], "control_scales": [s for _, _, s in controls],
                 "seed": seed, "width": width, "height": height, **values,
                 "scheduler": type(pipe.scheduler).__name__, "face_backend": analyzer.name,
-                "faces": [str(f) for f in args.face], "pose": args.pose, **models}
+                "faces": [str(f) for f in args.face], "pose": args.pose, **models, **face_detail.metadata(args)}
     firsts = []
     for label, variant in series:
         kps_image = variant.kps_image(width, height)
         images = pipe(image_embeds=variant.embedding, width=width, height=height,
                       image=[kps_image, *[image for _, image, _ in controls]] if controls else kps_image,
                       generator=torch.Generator("cpu").manual_seed(seed), **call).images
+        images = face_detail.apply(args, pipe, images, [(variant.embedding, variant.scaled_kps(width, height))],
+                                   prompt=prompt, negative_prompt=negative_prompt, seed=seed, values=call)
         write_pngs(images, args.out, {**metadata, "variant": label} if label else metadata, label)
         firsts.append(images[0])
     if len(series) > 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..params import PARAMS_BY_NAME
+from . import face_detail
 from .common import (
     TINY_DEFAULTS,
     add_generation_options,
@@ -63,6 +64,7 @@ def add_parser(subparsers) -> None:
         p.add_argument(param.flag, dest=param.name, type=param.parse, default=None,
                        help=f"output {param.name} (default: the layout photo's, long side capped at 1280, multiple "
                             f"of 64; with --box {DEFAULT_SIZE}; 128 with --tiny)")
+    face_detail.add_options(p)
     p.add_argument("--out", required=True, help="output PNG path (or several, numbered, with --num-images)")
     p.set_defaults(run=run)
 
@@ -74,6 +76,7 @@ def run(args) -> int:
     from ..pipelines.multi_identity import generate_multi_identity, identities_from_photos
 
     values = generation_values(args, skip=_SIZE)
+    face_detail.check(args, values)
     width, height = args.width, args.height
     if args.box is not None and (width is None) != (height is None):
         raise RegionError("give both --width and --height (boxes are in output pixels)")
@@ -94,9 +97,11 @@ def run(args) -> int:
     images = generate_multi_identity(pipe, identities, args.prompt, width=size[0], height=size[1],
                                      negative_prompt=args.negative_prompt,
                                      generator=torch.Generator("cpu").manual_seed(seed), **values).images
+    images = face_detail.apply(args, pipe, images, [(i.embedding, i.kps) for i in identities], prompt=args.prompt,
+                               negative_prompt=args.negative_prompt, seed=seed, values=values)
     metadata = {"command": "multi", "prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": seed,
                 "width": size[0], "height": size[1], **values, "faces": [str(f) for f in args.face],
                 "layout": args.layout, "regions": [list(map(float, i.region)) for i in identities],
-                "scales": scales, **models}
+                "scales": scales, **models, **face_detail.metadata(args)}
     write_pngs(images, args.out, metadata)
     return 0

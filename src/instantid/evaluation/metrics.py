@@ -7,6 +7,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+# Face similarity of two DIFFERENT people, per recognizer (the baseline reports draw). dlib: the astronaut and
+# Grace Hopper sample photos score 0.886 (the six different people of insightface's t1.jpg 0.81-0.91): dlib's
+# similarities are high for everyone, so 0.9 is NOT "the same person" with dlib.
+UNRELATED_PEOPLE = {"dlib": 0.886}
+
 
 def unit(vector: np.ndarray) -> np.ndarray:
     vector = np.asarray(vector, dtype=np.float64).reshape(-1)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .scoring import Evaluation
+from .metrics import UNRELATED_PEOPLE
 
 try:
     import matplotlib
@@ -28,10 +29,15 @@ def similarity_histogram(evaluation: Evaluation, path: Path) -> Path:
               for name in evaluation.recognizers}
     found = [v for vs in values.values() for v in vs]
     # Bins over the range the scores occupy (dlib's similarities all sit near 1), shared by the recognizers.
-    low = np.floor(min(found, default=0.0) * 20) / 20
+    baselines = [UNRELATED_PEOPLE[n] for n in values if n in UNRELATED_PEOPLE]
+    low = np.floor(min(found + baselines, default=0.0) * 20) / 20
     for name, scores in values.items():
         if scores:
             ax.hist(scores, bins=HIST_BINS, range=(low, 1.0), alpha=0.6, label=f"{name} (n={len(scores)})")
+    for name in values:  # the documented similarity of two different people: a score there is no likeness
+        if name in UNRELATED_PEOPLE:
+            ax.axvline(UNRELATED_PEOPLE[name], color="black", linestyle="--",
+                       label=f"{name}: unrelated people ({UNRELATED_PEOPLE[name]:.3f})")
     ax.set_xlabel("face similarity to the reference (cosine)")
     ax.set_ylabel("images")
     ax.legend(loc="upper left")

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from .scoring import Evaluation
+from .metrics import UNRELATED_PEOPLE
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ def markdown(evaluation: Evaluation) -> str:
             lines.append(f"| {metric} (detection rate) | " + _cell(stats["rate"]) + " |" + " |" * (len(AGGREGATE_STATS) - 1))
         else:
             lines.append(f"| {metric} | " + " | ".join(_cell(stats[s]) for s in AGGREGATE_STATS) + " |")
+    lines += ["", *[f"- {name}: two unrelated people score about {UNRELATED_PEOPLE[name]:.3f} (a similarity near it "
+                    "is no likeness; compare images with each other, not with 1.0)"
+                    for name in evaluation.recognizers if name in UNRELATED_PEOPLE]]
     if evaluation.notes:
         lines += ["", *[f"- {note}" for note in evaluation.notes]]
     return "\n".join(lines)

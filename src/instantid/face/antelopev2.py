@@ -163,6 +163,14 @@ class AntelopeV2FaceAnalyzer:
         found = self._load().get(bgr)
         return sort_largest_first([face_from_insightface(obj, scale) for obj in found])
 
+    def looking_closer(self) -> "AntelopeV2FaceAnalyzer":
+        """A copy that detects at twice `det_size` (SCRFD sees the photo upscaled, so it finds faces half as
+        small): the small-face retry, see small_faces.py. It loads its own detector on first use."""
+        return AntelopeV2FaceAnalyzer(
+            self.model_dir, device=self.device, det_size=(2 * self.det_size[0], 2 * self.det_size[1]),
+            det_thresh=self.det_thresh, download=self.download, repo_id=self.repo_id, cache_dir=self.cache_dir,
+            max_side=self.max_side)
+
     def _load(self):
         if self._app is None:
             from insightface.app import FaceAnalysis

@@ -64,5 +64,9 @@ class FaceAnalyzer(Protocol):
 
 
 def sort_largest_first(faces: Sequence[Face]) -> list[Face]:
-    """Faces ordered by bbox area, largest first (the released code's reference-face rule)."""
-    return sorted(faces, key=lambda f: f.area, reverse=True)
+    """Faces ordered by bbox area, largest first (the released code's reference-face rule).
+
+    Equal areas (common with dlib's integer boxes: re-saving insightface's t1.jpg as JPEG q92 makes two of
+    its six faces 130x130) are ordered by detector score, higher first, then by position (top, then left),
+    never by the order the detector happened to report them in."""
+    return sorted(faces, key=lambda f: (-f.area, -float(f.score), float(f.bbox[1]), float(f.bbox[0])))

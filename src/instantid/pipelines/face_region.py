@@ -198,7 +198,8 @@ def regional_conditioning(pipe, call: dict, *, cfg: bool, rows: int, face_region
     attention_kwargs["ip_adapter_masks"] = [torch.stack(masks)[None]]  # [1 adapter batch, k faces, h, w]
     call["cross_attention_kwargs"] = attention_kwargs
 
-    prepared = [IdentityNetRegion(mask, float(r.scale), _region_tokens(pipe, r.embedding, rows, cfg),
+    negative = embeds[0, 0] if cfg else None  # the mixin's (zeros or noise)
+    prepared = [IdentityNetRegion(mask, float(r.scale), _region_tokens(pipe, r.embedding, rows, cfg, negative),
                                   _prepared_cond(pipe, draw_kps(size, r.kps), size) if r.kps is not None else None)
                 for r, mask in zip(regions, masks)]
     with per_face_adapter_scales(pipe, [r.scale for r in regions]):
@@ -222,7 +223,7 @@ def _check_region(region: IdentityRegion, mask: torch.Tensor, size: tuple[int, i
 
 
 def _per_region_embeds(pipe, embeds: torch.Tensor, regions: Sequence[IdentityRegion], cfg: bool) -> torch.Tensor:
-    """The adapter input with one face "image" per region: [rows, k, n, E], negatives stay zero."""
+    """The adapter input with one face "image" per region: [rows, k, n, E], negatives the call's."""
     own = embeds[-1, 0]  # the call's positive embedding [n, E]
     faces = [own if r.embedding is None else pipe.face_embedding_tensor(r.embedding)[0].to(own) for r in regions]
     lengths = {face.shape[0] for face in faces}
@@ -230,20 +231,22 @@ def _per_region_embeds(pipe, embeds: torch.Tensor, regions: Sequence[IdentityReg
         raise RegionError(f"every region's face embedding must have the same number of rows, got {sorted(lengths)}; "
                           "average several embeddings of one person into one")
     per_region = torch.stack(faces)[None].repeat(embeds.shape[0], 1, 1, 1)
-    if cfg:  # the mixin's layout: [negatives, positives], negatives = zeros
-        per_region[: embeds.shape[0] // 2] = 0
+    if cfg:  # the mixin's layout: [negatives, positives]; zeros or negative noise
+        per_region[: embeds.shape[0] // 2] = embeds[: embeds.shape[0] // 2]
     return per_region
 
 
-def _region_tokens(pipe, embedding, rows: int, cfg: bool) -> FaceTokens | None:
-    """A region's own face tokens, made and laid out as the mixin makes the call's (None: the call's)."""
+def _region_tokens(pipe, embedding, rows: int, cfg: bool, negative=None) -> FaceTokens | None:
+    """A region's own face tokens, made and laid out as the mixin makes the call's (None: the call's;
+    `negative`: the call's negative embedding [n, E], None = zeros)."""
     if embedding is None:
         return None
     proj = pipe.face_projection
     weight = next(proj.parameters())
     face = pipe.face_embedding_tensor(embedding).to(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
-        tokens = proj(torch.cat([torch.zeros_like(face), face]))
+        neg = torch.zeros_like(face) if negative is None else negative.reshape(face.shape).to(face)
+        tokens = proj(torch.cat([neg, face]))
     return FaceTokens.for_batch(tokens[:1], tokens[1:], rows, cfg)
 
 

@@ -22,8 +22,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import EmbeddingError, NoFaceError
+from ..face.choice import report_choice
 from ..face.image import describe_source, load_image
 from ..face.keypoints import draw_kps
+from ..face.small_faces import detect_faces
 from ..face.types import Face, FaceAnalyzer
 from .from_photos import FaceCondition, face_condition
 from .sizing import default_output_size
@@ -115,13 +117,14 @@ def paste_back(original: np.ndarray, generated: Image.Image, box: tuple[int, int
 
 def target_face(target: np.ndarray, analyzer: FaceAnalyzer, name: str, index: int = 0) -> Face:
     """The `index`-th largest face of the target photo, or a NoFaceError saying which photo."""
-    faces = analyzer.detect(target)
+    faces = detect_faces(analyzer, target)  # looks closer for small faces (face/small_faces.py)
     if not faces:
         raise NoFaceError(f"no face found in the target photo {name}: face swap needs a visible face to replace "
                           "(frontal, not tiny)")
     if not 0 <= index < len(faces):
         raise NoFaceError(f"the target photo {name} has {len(faces)} face(s); --target-index must be 0 to "
                           f"{len(faces) - 1} (largest first), got {index}")
+    report_choice(faces, index, f"the target photo {name}", "--target-index")
     return faces[index]
 
 
@@ -164,25 +167,45 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
     strength = check_strength(strength)
     pipe = inpaint_pipeline_for(pipe)
     target = load_image(target_photo)
-    height, width = target.shape[:2]
     face = target_face(target, analyzer, describe_source(target_photo), target_index)
     condition = _identity(face_photos, analyzer, pipe)  # after the target: a faceless target fails fast
 
-    mask = face_mask((width, height), face.bbox, grow, feather)
+    repainted = repaint_face(pipe, target, face.bbox, face.kps, condition.embedding, prompt=prompt,
+                             strength=strength, working_side=working_side, grow=grow, feather=feather,
+                             context=context, **call_kwargs)
+    return FaceSwapResult(image=repainted.image, mask=repainted.mask, crop_box=repainted.crop_box, target_face=face,
+                          condition=condition, painted=repainted.painted)
+
+
+@dataclass
+class RepaintedFace:
+    image: Image.Image  # the whole photo with the face repainted
+    mask: np.ndarray  # the feathered blend mask, HxW float32 in [0, 1]
+    crop_box: tuple[int, int, int, int]  # where the model painted, in photo pixels
+    painted: Image.Image = field(repr=False)  # the model's crop, before paste-back
+    crop_kps: np.ndarray = field(repr=False)  # the keypoints the model was given, in the painted crop's pixels
+
+
+def repaint_face(pipe, photo: np.ndarray, bbox, kps, embedding, *, prompt: str, strength: float,
+                 working_side: int = WORKING_SIDE, grow: float = MASK_GROW, feather: float = FEATHER,
+                 context: float = CROP_CONTEXT, **call_kwargs) -> RepaintedFace:
+    """Steps 2-4 of the module docstring for the face at `bbox` / `kps` of `photo` (HxWx3 uint8): crop with
+    context, resize to the working size, inpaint with `embedding` at the keypoints mapped into the crop,
+    paste back with the feathered mask. `pipe` must be an inpainting pipeline (inpaint_pipeline_for)."""
+    height, width = photo.shape[:2]
+    mask = face_mask((width, height), bbox, grow, feather)
     box = crop_box(mask_bounds(mask), (width, height), context)
     x1, y1, x2, y2 = box
     work_w, work_h = working_size((x2 - x1, y2 - y1), working_side)
-    crop = Image.fromarray(target[y1:y2, x1:x2]).resize((work_w, work_h), Image.LANCZOS)
+    crop = Image.fromarray(photo[y1:y2, x1:x2]).resize((work_w, work_h), Image.LANCZOS)
     # The model repaints everywhere the blend mask is non-zero.
     paint_mask = Image.fromarray(((mask[y1:y2, x1:x2] > 0) * 255).astype(np.uint8)).resize((work_w, work_h),
                                                                                            Image.NEAREST)
-    kps = (np.asarray(face.kps, dtype=np.float64) - [x1, y1]) * [work_w / (x2 - x1), work_h / (y2 - y1)]
-    painted = pipe(prompt=prompt, image=crop, mask_image=paint_mask, control_image=draw_kps((work_w, work_h), kps),
-                   image_embeds=condition.embedding, strength=strength, width=work_w, height=work_h,
-                   **call_kwargs).images[0]
-    result = Image.fromarray(paste_back(target, painted, box, mask))
-    return FaceSwapResult(image=result, mask=mask, crop_box=box, target_face=face, condition=condition,
-                          painted=painted)
+    crop_kps = (np.asarray(kps, dtype=np.float64) - [x1, y1]) * [work_w / (x2 - x1), work_h / (y2 - y1)]
+    painted = pipe(prompt=prompt, image=crop, mask_image=paint_mask, control_image=draw_kps((work_w, work_h), crop_kps),
+                   image_embeds=embedding, strength=strength, width=work_w, height=work_h, **call_kwargs).images[0]
+    return RepaintedFace(image=Image.fromarray(paste_back(photo, painted, box, mask)), mask=mask, crop_box=box,
+                         painted=painted, crop_kps=crop_kps)
 
 
 def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt: str = DEFAULT_PROMPT,

@@ -11,8 +11,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageReadError, NoFaceError
+from ..errors import FaceTooSmallError, ImageReadError, NoFaceError
+from ..face.choice import report_choice, warn_if_different_people
 from ..face.keypoints import average_embeddings, draw_kps, scale_kps
+from ..face.small_faces import check_usable, detect_faces
 from ..face.types import Face, FaceAnalyzer
 from .sizing import default_output_size
 
@@ -36,9 +38,13 @@ class FaceCondition:
         auto_w, auto_h = default_output_size(self.pose_size)
         return width or auto_w, height or auto_h
 
+    def scaled_kps(self, width: int, height: int) -> np.ndarray:
+        """The keypoints in the pixels of a (width, height) output."""
+        return scale_kps(self.kps, self.pose_size, (width, height))
+
     def kps_image(self, width: int, height: int) -> Image.Image:
         """The keypoint image redrawn at (width, height), so points stay round at any output size."""
-        return draw_kps((width, height), scale_kps(self.kps, self.pose_size, (width, height)))
+        return draw_kps((width, height), self.scaled_kps(width, height))
 
 
 def _name(photo) -> str:
@@ -49,17 +55,19 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
                    face_index: int = 0) -> FaceCondition:
     """Analyse reference photos (embeddings averaged) and a pose photo (keypoints; default: first reference).
 
-    A reference photo without a face, or unreadable, is reported by name and skipped; if none is left,
-    NoFaceError lists them all.
+    A reference photo without a face, unreadable, or whose face is too small (face/small_faces.py) is reported
+    by name and skipped; if none is left, NoFaceError lists them all. Nothing is chosen silently: the face
+    used in a group photo is logged, and photos that look like different people are warned about
+    (face/choice.py).
     """
     from ..face.image import image_size
 
     if isinstance(face_photos, (str, Path, Image.Image, np.ndarray)):
         face_photos = [face_photos]
-    faces, sizes, skipped = [], [], []
+    faces, sizes, skipped, names = [], [], [], []
     for photo in face_photos:
         try:
-            found = analyzer.detect(photo)  # backends load (and downscale) the photo themselves
+            found = detect_faces(analyzer, photo)  # looks closer for small faces (face/small_faces.py)
             size = image_size(photo)
         except ImageReadError as err:
             skipped.append(f"{_name(photo)}: {err}")
@@ -67,8 +75,15 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
         if len(found) <= face_index:
             skipped.append(f"{_name(photo)}: no face" + (f" #{face_index}" if face_index else ""))
             continue
-        faces.append(found[face_index])
+        try:
+            faces.append(check_usable(found[face_index], _name(photo)))
+        except FaceTooSmallError as err:
+            skipped.append(str(err))
+            continue
+        report_choice(found, face_index, _name(photo))  # group photos: say which face (face/choice.py)
         sizes.append(size)
+        names.append(_name(photo))
+    warn_if_different_people(faces, names)
     if skipped:
         logger.warning("skipped reference photos: %s", "; ".join(skipped))
     if not faces:
@@ -78,9 +93,10 @@ def face_condition(face_photos: Sequence, analyzer: FaceAnalyzer, pose_photo=Non
         )
     kps, pose_size = faces[0].kps, sizes[0]
     if pose_photo is not None:
-        pose_faces = analyzer.detect(pose_photo)
+        pose_faces = detect_faces(analyzer, pose_photo)
         if not pose_faces:
             raise NoFaceError(f"no face found in the pose photo {_name(pose_photo)}; it supplies the keypoints")
+        report_choice(pose_faces, 0, f"the pose photo {_name(pose_photo)}", flag=None)
         kps, pose_size = pose_faces[0].kps, image_size(pose_photo)
     return FaceCondition(embedding=average_embeddings([f.embedding for f in faces]), kps=np.asarray(kps),
                          pose_size=pose_size, faces=faces, skipped=skipped)

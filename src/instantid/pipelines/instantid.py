@@ -11,7 +11,7 @@ offload, schedulers). InstantID's behaviour lives in declared components:
   declares the call-constant modules (models/call_constants.py).
 The mixin's `__call__` only validates and prepares inputs, then calls the stock `__call__`:
 1. the face embedding goes in as the IP-Adapter image embedding; the CFG negative is the embedding of
-   zeros, as in the released code;
+   zeros, as in the released code (or of noise: negative_noise.py);
 2. the call's face tokens (and region inputs, see face_region.py) go to IdentityNet for this call;
 3. `ip_adapter_scale` applies to one call, and the output size is capped for large condition images.
 """
@@ -32,6 +32,7 @@ from ..models.call_constants import constant_inputs_computed_once, install_call_
 from ..models.controlnet_skip import IdleSkippingControlNetModel
 from ..models.identitynet import FaceTokens, IdentityNetModel
 from .face_region import regional_conditioning
+from .negative_noise import negative_face_embedding
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
@@ -160,13 +161,14 @@ class InstantIDMixin:
         return emb.reshape(1, -1, dim)
 
     def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,
-                 face_region_mask=None, identity_regions=None, **kwargs):
+                 face_region_mask=None, identity_regions=None, negative_face_noise: float = 0.0, **kwargs):
         """The stock pipeline's call, plus `image_embeds` (the raw face embedding, required) and
         `ip_adapter_scale` (adapter strength for this call only). See the stock pipeline's docs for the rest.
 
         `face_region_mask` (a box x1,y1,x2,y2 in output pixels, or a mask) confines the face to that region
         ("enhance face region"); `identity_regions` (a list of face_region.IdentityRegion) puts several
-        identities in their own regions. See face_region.py."""
+        identities in their own regions. See face_region.py. `negative_face_noise` (default 0 = released)
+        puts noise in the CFG negative face embedding against burned faces: see negative_noise.py."""
         if image_embeds is None:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
@@ -184,7 +186,8 @@ class InstantIDMixin:
         cfg = self.uses_classifier_free_guidance(arg("guidance_scale"))
         batch = self._prompt_batch_size(arg("prompt"), arg("prompt_embeds"))
         positive = embedding.expand(batch, -1, -1)[:, None]  # [batch, 1 image, n, E]
-        negative = torch.zeros_like(positive)  # CFG negative: Resampler(zeros), as released
+        # CFG negative: Resampler(zeros) as released, or of noise (negative_noise.py; draws nothing at 0)
+        negative = negative_face_embedding(positive, negative_face_noise, arg("generator"))
         call["ip_adapter_image_embeds"] = [torch.cat([negative, positive]) if cfg else positive]
         self._fill_output_size(call)
 

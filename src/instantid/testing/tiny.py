@@ -281,3 +281,22 @@ def build_tiny_lora(base_dir: str | Path, out_path: str | Path, *, rank: int = 4
     pipeline_cls = StableDiffusionXLPipeline if unet.config.addition_embed_type == "text_time" else StableDiffusionPipeline
     pipeline_cls.save_lora_weights(out_path.parent, unet_lora_layers=layers, weight_name=out_path.name)
     return out_path
+
+
+def build_tiny_clip(model_dir: str | Path) -> Path:
+    """A tiny random transformers CLIP model and processor saved to `model_dir`: stands in for a downloaded
+    CLIP in evaluation tests (CLIP-T / CLIP-I get computed; the numbers mean nothing)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    text = dict(vocab_size=514, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=1)
+    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32,
+                  patch_size=8)
+    model_dir = Path(model_dir)
+    with torch.random.fork_rng():  # reproducible weights, and the caller's RNG untouched
+        torch.manual_seed(0)
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model.save_pretrained(model_dir)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=byte_level_clip_tokenizer()).save_pretrained(model_dir)
+    return model_dir
