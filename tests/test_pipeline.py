@@ -190,3 +190,18 @@ def test_half_precision_pipeline_accepts_float32_embeddings(pipe):
     finally:
         pipe.to(torch.float32)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_assigning_a_plain_controlnet_afterwards_is_refused_clearly(pipe):
+    from diffusers import ControlNetModel
+
+    from instantid.errors import UsageError
+
+    identitynet = pipe.controlnet
+    pipe.controlnet = ControlNetModel.from_config(identitynet.config)  # bypasses the pipeline's registration
+    try:
+        with pytest.raises(UsageError, match="not IdentityNet"):
+            run(pipe, num_inference_steps=1)
+    finally:
+        pipe.register_modules(controlnet=identitynet)
+    assert pipe.controlnet is identitynet

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CheckpointError, EmbeddingError
+from ..errors import CheckpointError, EmbeddingError, UsageError
 from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
 from ..models.call_constants import constant_inputs_computed_once, install_call_constant_modules
 from ..models.controlnet_skip import IdleSkippingControlNetModel
@@ -173,6 +173,10 @@ class InstantIDMixin:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
             raise ValueError("pass the face as image_embeds, not ip_adapter_image / ip_adapter_image_embeds")
+        if not hasattr(self.identitynet, "face_conditioning"):
+            raise UsageError(f"the pipeline's ControlNet {self.identitynet_index} is a {type(self.identitynet).__name__}, "
+                             "not IdentityNet: pass ControlNets when building the pipeline (or through "
+                             "pipe.register_modules(controlnet=...)), not by assigning pipe.controlnet")
         stock_call = super().__call__
         signature = inspect.signature(stock_call)
         call = signature.bind_partial(*args, **kwargs).arguments
