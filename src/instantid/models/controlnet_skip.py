@@ -79,7 +79,7 @@ class IdleSkippingControlNetModel(ControlNetModel):
         if self._compiled_network is not None:
             network = self._compiled_network
             if isinstance(conditioning_scale, (int, float)):  # a graph input, not a constant to specialise on
-                conditioning_scale = torch.tensor(float(conditioning_scale), dtype=torch.float32)
+                conditioning_scale = torch.tensor(float(conditioning_scale), dtype=torch.float32, device=sample.device)
         return network(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
                        class_labels=class_labels, timestep_cond=timestep_cond, attention_mask=attention_mask,
                        added_cond_kwargs=added_cond_kwargs, cross_attention_kwargs=cross_attention_kwargs,
