@@ -82,3 +82,11 @@ def test_outputs_are_reused_only_for_the_same_tensor_within_a_call():
         assert linear(x) is not first  # the call is over
     with constant_inputs_computed_once():  # gradients on: never reused
         assert linear(x) is not linear(x)
+
+
+def test_unload_leaves_a_plain_unet():
+    pipe = load_parity_pipeline()
+    pipe.unload_ip_adapter_instantid()
+    assert pipe.unet.encoder_hid_proj is None
+    assert not any(isinstance(m, (CallConstantLinear, CallConstantImageProjection)) for m in pipe.unet.modules())
+    assert not any(hasattr(p, "to_k_ip") for p in pipe.unet.attn_processors.values())

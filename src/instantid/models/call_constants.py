@@ -85,11 +85,15 @@ class CallConstantLinear(torch.nn.Linear):
     @classmethod
     def sharing(cls, linear: torch.nn.Linear) -> "CallConstantLinear":
         """The same layer (the very same parameters) as a CallConstantLinear."""
-        with torch.device("meta"):
-            new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        new.load_state_dict(linear.state_dict(keep_vars=True), assign=True)
-        new.train(linear.training)
-        return new
+        return _linear_sharing(cls, linear)
+
+
+def _linear_sharing(cls, linear: torch.nn.Linear) -> torch.nn.Linear:
+    with torch.device("meta"):
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    new.load_state_dict(linear.state_dict(keep_vars=True), assign=True)
+    new.train(linear.training)
+    return new
 
 
 class CallConstantImageProjection(MultiIPAdapterImageProjection):
@@ -106,22 +110,38 @@ def _as_call_constant(linear):
     return CallConstantLinear.sharing(linear) if type(linear) is torch.nn.Linear else linear
 
 
-def install_call_constant_modules(model: torch.nn.Module) -> None:
-    """Declare `model`'s call-constant modules (idempotent): the key/value projections of its
-    cross-attentions (`to_k_ip` / `to_v_ip` of IP-Adapter processors too) and a UNet's face projection."""
+def _as_plain(linear):
+    return _linear_sharing(torch.nn.Linear, linear) if type(linear) is CallConstantLinear else linear
+
+
+def _cross_attentions(model: torch.nn.Module):
     from diffusers.models.attention_processor import Attention
 
-    projection = getattr(model, "encoder_hid_proj", None)
-    if type(projection) is MultiIPAdapterImageProjection:
-        model.encoder_hid_proj = CallConstantImageProjection(list(projection.image_projection_layers))
     for name, attention in model.named_modules():
         if name.startswith("encoder_hid_proj") or not isinstance(attention, Attention):
             continue
-        if not attention.is_cross_attention or attention.norm_cross:
-            continue  # self-attention sees new latents each step; norm_cross makes a new tensor
+        if attention.is_cross_attention and not attention.norm_cross:
+            yield attention  # self-attention sees new latents each step; norm_cross makes a new tensor
+
+
+def install_call_constant_modules(model: torch.nn.Module) -> None:
+    """Declare `model`'s call-constant modules (idempotent): the key/value projections of its
+    cross-attentions (`to_k_ip` / `to_v_ip` of IP-Adapter processors too) and a UNet's face projection."""
+    projection = getattr(model, "encoder_hid_proj", None)
+    if type(projection) is MultiIPAdapterImageProjection:
+        model.encoder_hid_proj = CallConstantImageProjection(list(projection.image_projection_layers))
+    for attention in _cross_attentions(model):
         attention.to_k = _as_call_constant(attention.to_k)
         attention.to_v = _as_call_constant(attention.to_v)
         for layers in (getattr(attention.processor, "to_k_ip", None), getattr(attention.processor, "to_v_ip", None)):
             if isinstance(layers, torch.nn.ModuleList):
                 for index, layer in enumerate(layers):
                     layers[index] = _as_call_constant(layer)
+
+
+def remove_call_constant_modules(model: torch.nn.Module) -> None:
+    """Undo `install_call_constant_modules` on the key/value projections (same parameters, plain `Linear`s);
+    unloading the face adapter takes its projection and processors away itself."""
+    for attention in _cross_attentions(model):
+        attention.to_k = _as_plain(attention.to_k)
+        attention.to_v = _as_plain(attention.to_v)

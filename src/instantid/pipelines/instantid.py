@@ -28,7 +28,11 @@ from PIL import Image
 
 from ..errors import CheckpointError, EmbeddingError, UsageError
 from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
-from ..models.call_constants import constant_inputs_computed_once, install_call_constant_modules
+from ..models.call_constants import (
+    constant_inputs_computed_once,
+    install_call_constant_modules,
+    remove_call_constant_modules,
+)
 from ..models.controlnet_skip import IdleSkippingControlNetModel
 from ..models.identitynet import FaceTokens, IdentityNetModel
 from .face_region import regional_conditioning
@@ -117,7 +121,9 @@ class InstantIDMixin:
         self.set_ip_adapter_scale(scale)
 
     def unload_ip_adapter_instantid(self) -> None:
+        """The UNet as before `load_ip_adapter_instantid`: diffusers' unload, and plain key/value projections."""
         self.unload_ip_adapter()
+        remove_call_constant_modules(self.unet)
 
     @property
     def identitynet(self):
