@@ -62,3 +62,33 @@ def blank(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("blank") / "blank.png"
     Image.new("RGB", (160, 120), (90, 140, 200)).save(path)
     return path
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fail the test if any model (pipeline, tiny weights, face analyzer, training components) starts loading:
+    for refusals that must come before any model does."""
+    import instantid.face as face
+    import instantid.pipelines.loading as loading
+    import instantid.testing.tiny as tiny
+    import instantid.training.train as training
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the refusal")
+
+    for module, name in ((loading, "load_pipeline"), (tiny, "tiny_instantid_cached"), (face, "get_face_analyzer"),
+                         (training, "load_components")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+@pytest.fixture
+def no_pipeline_loads(monkeypatch):
+    """As no_model_loads, but face analysis may run (for refusals that need the face's position or size)."""
+    import instantid.pipelines.loading as loading
+    import instantid.testing.tiny as tiny
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a pipeline was loaded before the refusal")
+
+    monkeypatch.setattr(loading, "load_pipeline", refuse)
+    monkeypatch.setattr(tiny, "tiny_instantid_cached", refuse)

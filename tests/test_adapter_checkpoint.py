@@ -77,7 +77,7 @@ def test_bin_and_safetensors_variants_load_the_same(tiny, tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="not found"):
         load_adapter_state_dict(tmp_path / "nope.bin")
 
 

@@ -46,7 +46,7 @@ def test_bad_items_are_counted_and_skipped(prepared, capsys):
     assert report["rejected"] == BAD_ITEM_REASONS and report["usable"] == 16
     assert any("broken.jpg" in example for example in report["examples"]["corrupt_image"])
     assert any("sky.jpg" in example for example in report["examples"]["no_face"])
-    assert {row["reason"] for row in _rows(prepared / REJECTED)} == {"corrupt_image", "no_face"}
+    assert {row["reason"] for row in _rows(prepared / REJECTED)} == {"corrupt_image", "missing_caption", "no_face"}
 
 
 def test_rerun_resumes_and_repairs_a_torn_manifest(prepared, training_photos, tmp_path):

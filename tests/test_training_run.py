@@ -131,9 +131,17 @@ def test_resuming_gives_the_weights_of_an_uninterrupted_run(sdxl_run, data, sdxl
     out, full = sdxl_run
     resumed_out = tmp_path / "resumed"
     shutil.copytree(out / f"checkpoint-{STEPS - EVERY}", resumed_out / f"checkpoint-{STEPS - EVERY}")
+    # The loss record of a run killed mid-line two steps after that checkpoint:
+    lines = (out / "losses.jsonl").read_text().splitlines(keepends=True)
+    assert len(lines) == STEPS
+    (resumed_out / "losses.jsonl").write_text("".join(lines[:STEPS - EVERY + 2]) + lines[STEPS - EVERY + 2][:9])
     resumed = train_main(sdxl_options(data, sdxl_base, resumed_out) + ["--resume_from_checkpoint", "latest"])
     assert resumed.global_step == STEPS
     np.testing.assert_allclose(resumed.losses, full.losses[-EVERY:], rtol=0, atol=1e-6)
+    # The summary covers the whole run, across the kill and the resume.
+    summary = json.loads((resumed_out / "training_summary.json").read_text())
+    assert summary["steps_logged"] == STEPS and summary["first_logged_step"] == 1
+    np.testing.assert_allclose(summary["losses"], full.losses, rtol=0, atol=1e-6)
     expected, got = _weights(out), _weights(resumed_out)
     assert expected.keys() == got.keys()
     worst = max(float((expected[k].float() - got[k].float()).abs().max()) for k in expected)

@@ -47,3 +47,24 @@ class RegionError(InstantIDError, ValueError):
 
 class StrengthError(InstantIDError, ValueError):
     """img2img / inpainting `strength` outside (0, 1]."""
+
+
+class OutputPathError(InstantIDError, OSError):
+    """An output path cannot be written: missing or unwritable folder, a file in the way, bad extension,
+    name too long, or a full disk."""
+
+
+class InputFileError(ImageReadError):
+    """An input path is not a readable regular file (missing, a folder, a FIFO or device, a symlink loop...)."""
+
+
+class DeviceError(InstantIDError, ValueError):
+    """A device name that is unknown or not available on this machine (e.g. cuda without CUDA)."""
+
+
+class LimitError(InstantIDError, ValueError):
+    """A request above a resource cap (output pixels, image size, resolution); the message says how to raise it."""
+
+
+class GenerationError(InstantIDError, RuntimeError):
+    """Generation produced an unusable result (e.g. NaN pixels: a black image is never saved)."""

@@ -27,8 +27,27 @@ class Param:
             value = self.type(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{self.flag} must be a{'n integer' if self.type is int else ' number'}, got {text!r}")
+        try:
+            return self.check(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    def check(self, value):
+        """Range-check a value from any front end: NaN and infinities are refused (NaN passes every `<`
+        comparison, so a plain range check would let it through to an all-black image)."""
+        import math
+        import numbers
+
+        from .errors import UsageError
+
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise UsageError(f"{self.flag} must be a{'n integer' if self.type is int else ' number'}, got {value!r}")
+        if not math.isfinite(value):
+            raise UsageError(f"{self.flag} must be a finite number, got {value}")
+        if self.type is int and not float(value).is_integer():
+            raise UsageError(f"{self.flag} must be an integer, got {value}")
         if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise argparse.ArgumentTypeError(f"{self.flag} must be between {self.min} and {self.max}, got {value}")
+            raise UsageError(f"{self.flag} must be between {self.min} and {self.max}, got {value}")
         return value
 
 

@@ -19,6 +19,8 @@ COMMANDS = {
     "train": "train",
     "eval": "evaluate",
     "bench": "bench",
+    "serve": "serve",
+    "ui": "ui",
 }
 
 
@@ -32,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
         importlib.import_module(f"{__name__}.{module_name}").add_parser(sub)
+    for command in sub.choices.values():  # `instantid generate ... -v` works as well as `instantid -v generate`
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log more; show full tracebacks")
     return parser
 
 
@@ -48,12 +53,28 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.run(args) or 0)
-    except InstantIDError as err:
-        # Known failures print one clear line; a traceback only when asked for.
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (InstantIDError, OSError, ValueError, MemoryError, RuntimeError) as err:
+        # Known failures print one clear line; a traceback only when asked for. Library errors that slip
+        # past our checks (a bug of ours: please report it) are still one line, with their type.
         if args.verbose or os.environ.get("INSTANTID_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
+
+
+def one_line(err: BaseException) -> str:
+    """The message of `err` for the terminal: ours as written, others prefixed by their type."""
+    from ..errors import InstantIDError
+
+    if isinstance(err, InstantIDError):
+        return str(err)
+    if isinstance(err, MemoryError):
+        return "out of memory; ask for a smaller size or fewer images (run with -v for the traceback)"
+    text = " ".join(str(err).split())[:500] or "no detail"
+    return f"{type(err).__name__}: {text} (run with -v for the traceback)"
 
 
 if __name__ == "__main__":  # pragma: no cover

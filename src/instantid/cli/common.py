@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 from pathlib import Path
 
 from ..errors import UsageError
@@ -125,28 +123,28 @@ def load_from_args(args, analyzer, controlnets=(), loras=()) -> tuple:
 
 
 def output_paths(out_arg: str, count: int, label: str = "") -> list[Path]:
-    """PNG paths for `count` images: OUT.png (or OUT_LABEL.png, OUT_000.png, ...), or files in a folder OUT/."""
+    """Image paths for `count` images: OUT.png (or OUT_LABEL.png, OUT_000.png, ...), or files in a folder OUT/.
+    OUT.jpg / OUT.webp keep their format (see output.py); no extension means PNG."""
+    from .output import is_folder_target, output_suffix
+
     out = Path(out_arg)
-    if out_arg.endswith(("/", os.sep)) or out.is_dir():
+    suffix = output_suffix(out_arg)
+    if is_folder_target(out_arg):
         out.mkdir(parents=True, exist_ok=True)
         out = out / "instantid.png"
-    elif out.suffix.lower() != ".png":
-        out = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = f"{out.stem}_{label}" if label else out.stem
-    return [out.with_name(f"{stem}.png")] if count == 1 else [out.with_name(f"{stem}_{i:03d}.png") for i in range(count)]
+    names = [f"{stem}{suffix}"] if count == 1 else [f"{stem}_{i:03d}{suffix}" for i in range(count)]
+    return [out.with_name(name) for name in names]
 
 
 def write_pngs(images, out_arg: str, metadata: dict, label: str = "") -> list[Path]:
-    """Save images with the generation parameters in their PNG `parameters` text chunk; print each path."""
-    from PIL.PngImagePlugin import PngInfo
-
+    """Save images with the generation parameters inside (PNG text chunk, or EXIF for JPEG/WebP); print each path."""
     from .. import __version__
+    from .output import save_with_parameters
 
-    info = PngInfo()
-    info.add_text("parameters", json.dumps({**metadata, "instantid_version": __version__}))
     paths = output_paths(out_arg, len(images), label)
     for path, image in zip(paths, images):
-        image.save(path, pnginfo=info)
+        save_with_parameters(image, path, {**metadata, "instantid_version": __version__})
         print(f"wrote {path}")
     return paths

@@ -101,6 +101,7 @@ def prompts_for(images: list[Path], prompt: str | None, prompts_file: Path | Non
 def run(args) -> int:
     from tqdm.auto import tqdm
 
+    from ..checks import check_output_dir
     from ..evaluation.clip_features import ClipExtractor, ClipModelNotFoundError
     from ..evaluation.face_features import available_face_extractors
     from ..evaluation.report import markdown, write_report
@@ -108,6 +109,7 @@ def run(args) -> int:
 
     from ..errors import UsageError
 
+    check_output_dir(args.out, "--out folder")  # before any model
     if args.suite:
         if args.reference or args.generated:
             raise UsageError("--suite generates and scores its own images: leave out --reference and --generated")

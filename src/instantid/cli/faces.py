@@ -41,7 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "files (default: the face_recognition_models package)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of faces, largest first")
-    parser.add_argument("--kps-out", metavar="PATH", help="write the chosen face's keypoint image (PNG) here")
+    parser.add_argument("--kps-out", metavar="PATH",
+                        help="write the chosen face's keypoint image here (.png, .jpg or .webp; the folder must exist)")
     parser.add_argument("--index", type=int, default=0, metavar="N", help="face to draw, 0 = largest (default)")
     parser.set_defaults(run=run)
     return parser
@@ -52,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..face import draw_kps, get_face_analyzer, get_reference_face
     from ..face.image import image_size
+    from .checks import check_faces_args
 
+    check_faces_args(args)  # refusals before the analyzer loads
+    size = image_size(args.image)  # also fails early, with a clear message, on unreadable files
     options = {"model_dir": args.face_models} if args.face_models else {}
     analyzer = get_face_analyzer(args.backend, **options)
-    size = image_size(args.image)  # also fails early, with a clear message, on unreadable files
     faces = analyzer.detect(args.image)
 
     if args.json:
@@ -65,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kps_out:
         face = get_reference_face(args.image, index=args.index, analyzer=_FacesAlreadyFound(faces))
-        draw_kps(size, face.kps).save(args.kps_out)
+        from ..checks import write_atomically
+
+        kps_image = draw_kps(size, face.kps)
+        write_atomically(args.kps_out, lambda path: kps_image.save(path), "--kps-out file")
         if not args.json:
             print(f"wrote the keypoint image of face {args.index} ({size[0]}x{size[1]}) to {args.kps_out}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import UsageError
 from . import face_detail
+from .checks import add_limit_options, check_generate_args, check_size, finite_list
 from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
 
 EXAMPLE = """\
@@ -21,13 +22,6 @@ Without --tiny the released InstantX/InstantID weights and SDXL base 1.0 are use
 Hugging Face cache), with the antelopev2 face models (see `instantid faces --help`)."""
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-
-
 def add_parser(subparsers) -> None:
     from ..pipelines.conditions import CONDITION_KINDS
     from ..pipelines.styles import BUILTIN_STYLES
@@ -41,11 +35,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--face-index", type=int, default=0, metavar="N",
                    help="in group photos, use the N-th largest face of each --face photo (default 0 = largest)")
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
-    p.add_argument("--kps", type=_float_list, metavar="X,Y,...",
+    p.add_argument("--kps", type=finite_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
                         "mouth corner) in output pixels")
     add_model_options(p)
     add_generation_options(p)
+    add_limit_options(p)
     p.add_argument("--style", default="none",
                    help=f"style preset: {', '.join(BUILTIN_STYLES)}, or a name from --styles-file (default none)")
     p.add_argument("--styles-file", metavar="JSON",
@@ -65,13 +60,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--interpolate", metavar="PHOTO",
                    help="second identity: one image per --weights value between --face (0) and this face (1), "
                         "plus a contact sheet")
-    p.add_argument("--weights", type=_float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="W,W,...",
+    p.add_argument("--weights", type=finite_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="W,W,...",
                    help="interpolation weights in [0, 1] (default 0,0.25,0.5,0.75,1)")
-    p.add_argument("--yaw", type=_float_list, metavar="DEG,DEG,...",
+    p.add_argument("--yaw", type=finite_list, metavar="DEG,DEG,...",
                    help="head-pose variants: turn the face keypoints by these yaw angles, one image each, plus a "
                         "contact sheet; write --yaw=-30,-15,0,15,30 (with =, since the list starts with a minus)")
     face_detail.add_options(p)
-    p.add_argument("--out", required=True, help="output PNG path, or a folder (ends with /) for several")
+    p.add_argument("--out", required=True,
+                   help="output path (.png, or .jpg/.webp with the parameters in EXIF), or a folder (ends with /)")
     p.set_defaults(run=run)
 
 
@@ -88,14 +84,15 @@ def _parse_lora(spec: str) -> tuple[str, float]:
 
 def _extra_controls(args, size: tuple[int, int]) -> list[tuple[str, object, float]]:
     """(model, condition image, scale) for each extra ControlNet asked for, images at the output size."""
-    from ..face import load_image
+    from ..face.image import load_for_detection
     from ..pipelines.conditions import CONDITION_KINDS
 
     controls = []
     for kind in CONDITION_KINDS.values():
         photo = getattr(args, kind.name)
         if photo:
-            image = kind.annotate(load_image(photo), size)
+            # Decoded at reduced size (never a whole huge photo in memory); annotators work at the output size.
+            image = kind.annotate(load_for_detection(photo, 2 * max(size))[0], size)
             controls.append((getattr(args, f"{kind.name}_model"), image, getattr(args, f"{kind.name}_scale")))
     return controls
 
@@ -138,13 +135,16 @@ def run(args) -> int:
     from ..pipelines.from_photos import face_condition
     from ..pipelines.styles import get_style
     from ..pipelines.variations import contact_sheet
+    from .output import finite_images
 
+    check_generate_args(args, [_parse_lora(spec) for spec in args.lora])  # refusals before any model loads
     values = generation_values(args)
     face_detail.check(args, values)
     analyzer = face_analyzer(args)
     # Everything that can fail on the inputs fails here, in seconds, before any model loads.
     condition = face_condition(args.face, analyzer, args.pose, face_index=args.face_index)
     width, height = condition.output_size(values.pop("width"), values.pop("height"))
+    check_size(args, width, height, values["num_images_per_prompt"])
     if args.kps:
         condition = _with_explicit_kps(condition, args.kps, (width, height))
     prompt, negative_prompt = get_style(args.style, args.styles_file).apply(args.prompt, args.negative_prompt)
@@ -177,7 +177,8 @@ def run(args) -> int:
         kps_image = variant.kps_image(width, height)
         images = pipe(image_embeds=variant.embedding, width=width, height=height,
                       image=[kps_image, *[image for _, image, _ in controls]] if controls else kps_image,
-                      generator=torch.Generator("cpu").manual_seed(seed), **call).images
+                      generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **call).images
+        images = finite_images(images)  # NaN is an error, never a black image
         images = face_detail.apply(args, pipe, images, [(variant.embedding, variant.scaled_kps(width, height))],
                                    prompt=prompt, negative_prompt=negative_prompt, seed=seed, values=call)
         write_pngs(images, args.out, {**metadata, "variant": label} if label else metadata, label)

@@ -4,9 +4,11 @@ With one --face it confines that identity to its region ("enhance face region").
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..params import PARAMS_BY_NAME
 from . import face_detail
+from .checks import check_common_args
 from .common import (
     TINY_DEFAULTS,
     add_generation_options,
@@ -40,8 +42,8 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
         values = tuple(float(v) for v in parts)
     except ValueError:
         values = ()
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"--box must be x1,y1,x2,y2 (four numbers, output pixels), got {text!r}")
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"--box must be x1,y1,x2,y2 (four finite numbers, output pixels), got {text!r}")
     return values  # type: ignore[return-value]
 
 
@@ -75,6 +77,7 @@ def run(args) -> int:
     from ..errors import RegionError
     from ..pipelines.multi_identity import generate_multi_identity, identities_from_photos
 
+    check_common_args(args, [("--face", f) for f in args.face] + [("--layout", args.layout)])  # before any model
     values = generation_values(args, skip=_SIZE)
     face_detail.check(args, values)
     width, height = args.width, args.height

@@ -43,6 +43,9 @@ def run(args) -> int:
 
     if args.workers < 1 or args.min_image_size < 0 or args.min_face_size < 0:
         raise SystemExit("error: --workers must be >= 1 and the minimum sizes >= 0")
+    from ..checks import check_output_dir
+
+    check_output_dir(args.out, "output folder")  # before any model
     options = PrepareOptions(backend=args.backend, face_models=args.face_models, min_image_size=args.min_image_size,
                              min_face_size=args.min_face_size, workers=args.workers,
                              progress=not args.no_progress, retry_rejected=args.retry_rejected)

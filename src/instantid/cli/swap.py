@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .checks import check_common_args
 from .common import (
     TINY_DEFAULTS,
     add_generation_options,
@@ -80,6 +81,7 @@ def run(args) -> int:
     from ..pipelines.from_photos import face_condition
     from ..pipelines.img2img import check_strength_and_steps
 
+    check_common_args(args, [("--target", args.target)] + [("--face", f) for f in args.face])  # before any model
     values = generation_values(args, skip=_NOT_FOR_SWAP)
     checked = {"strength": args.strength if args.strength is not None else STRENGTH_DEFAULTS[args.region],
                "num_inference_steps": values["num_inference_steps"]}

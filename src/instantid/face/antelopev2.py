@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FaceModelNotFoundError, InstantIDError
+from ..errors import CheckpointError, FaceModelNotFoundError, InstantIDError
 from .image import DEFAULT_DETECT_MAX_SIDE, load_for_detection
 from .types import Face, sort_largest_first
 
@@ -178,13 +178,19 @@ class AntelopeV2FaceAnalyzer:
             self.pack_dir = self._resolve_pack()
             providers, ctx_id = _providers_for(self.device)
             logger.info("loading antelopev2 from %s on %s", self.pack_dir, providers[0])
-            app = FaceAnalysis(
-                name=str(self.pack_dir),  # absolute path: see the module docstring
-                root=str(self.pack_dir.parent),
-                providers=providers,
-                allowed_modules=["detection", "recognition"],
-            )
-            app.prepare(ctx_id=ctx_id, det_size=self.det_size, det_thresh=self.det_thresh)
+            try:
+                app = FaceAnalysis(
+                    name=str(self.pack_dir),  # absolute path: see the module docstring
+                    root=str(self.pack_dir.parent),
+                    providers=providers,
+                    allowed_modules=["detection", "recognition"],
+                )
+                app.prepare(ctx_id=ctx_id, det_size=self.det_size, det_thresh=self.det_thresh)
+            except Exception as err:  # onnxruntime's InvalidProtobuf/Fail/..., insightface's asserts
+                raise CheckpointError(
+                    f"the antelopev2 models in {self.pack_dir} could not be loaded ({type(err).__name__}: "
+                    f"{' '.join(str(err).split())[:200]}); a file is damaged or not an ONNX model: "
+                    f"{_where_to_put_files()}") from err
             self._app = app
         return self._app
 

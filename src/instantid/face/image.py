@@ -8,20 +8,29 @@ Rules every backend relies on:
   in [0, 1].
 - Pillow's decompression-bomb guard is replaced by our own, larger limit (MAX_PIXELS) so that
   big-but-real photos (e.g. 20000x20000) load; `load_for_detection` decodes large JPEGs at
-  1/2, 1/4 or 1/8 scale (Pillow's `draft`) so they never sit in memory at full size.
+  1/2, 1/4 or 1/8 scale (Pillow's `draft`), and large PNGs strip by strip (png_strips.py), so they
+  never sit in memory at full size. Other formats are decoded whole: above FULL_DECODE_MAX_PIXELS
+  they are refused with the fix (convert to JPEG or PNG), which keeps analysing any accepted photo
+  to about 1.5 GB of memory.
+- Only the raster formats people send are read (ALLOWED_FORMATS): never PostScript/EPS (Ghostscript),
+  whatever the file's extension.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from pathlib import Path
+import struct
 from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import ImageReadError
+from ..checks import check_input_file
+from ..errors import ImageReadError, LimitError
+
+logger = logging.getLogger(__name__)
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -29,6 +38,16 @@ ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 MAX_PIXELS = 1_000_000_000
 # Long side that detection works on; larger photos are downscaled first (see fit_for_detection).
 DEFAULT_DETECT_MAX_SIDE = 2048
+# Formats read (Pillow names); camera JPEGs that open as MPO come through "JPEG".
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+# Photos decoded at full size before shrinking for detection (formats without reduced decoding, and
+# interlaced PNGs) are refused above this: 100 MP is ~300 MB as RGB.
+FULL_DECODE_MAX_PIXELS = 100_000_000
+# PNGs above this are decoded strip by strip (smaller ones in one go: simpler and as fast).
+STRIP_DECODE_ABOVE_PIXELS = 16_000_000
+# What a broken file can raise inside Pillow's decoders and EXIF readers.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError,
+                  ZeroDivisionError, Image.DecompressionBombError)
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _FLOAT_TOLERANCE = 1e-3  # float arrays may overshoot [0, 1] by rounding noise
@@ -94,6 +113,10 @@ def image_size(source: ImageSource) -> tuple[int, int]:
         return _upright_size(image)
 
 
+def formats_read() -> str:
+    return ", ".join(ALLOWED_FORMATS)
+
+
 # --- internals -------------------------------------------------------------------------------
 
 
@@ -116,23 +139,21 @@ def _open_upright_rgb(source: ImageSource, fit_within: int | None) -> tuple[Imag
 
 @contextlib.contextmanager
 def _open_file(path) -> Iterator[Image.Image]:
-    """Image.open with the file checks and our pixel limit; the image is closed afterwards."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"image file not found: {path}; check the path")
-    if path.is_dir():
-        raise ImageReadError(f"{path} is a folder, not an image file; pass the photo's file path")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"image file {path} is empty (0 bytes); re-export or re-download the photo")
+    """Image.open with the file checks, the allowed formats and our pixel limit; closed afterwards."""
+    path = check_input_file(path, "image file")
     try:
         with _pillow_bomb_check_off():
-            image = Image.open(path)
+            image = Image.open(path, formats=ALLOWED_FORMATS)
     except Image.UnidentifiedImageError:
         raise ImageReadError(
-            f"{path} is not an image format Pillow can read; save it as JPEG or PNG and try again"
+            f"{path} is not an image in a format read here ({formats_read()}); save it as JPEG or PNG and try again"
         ) from None
-    except OSError as err:
-        raise ImageReadError(f"cannot open image file {path}: {err}; check the file and its permissions") from err
+    except _DECODE_ERRORS as err:
+        if "too large" in str(err).lower():  # a PNG text/ICC chunk that inflates past Pillow's limit
+            raise ImageReadError(f"{path} holds a metadata chunk (text or ICC profile) that inflates past the safety "
+                                 "limit; re-export the photo without its metadata") from None
+        raise ImageReadError(f"cannot open image file {path} ({type(err).__name__}: {str(err)[:200]}); the file is "
+                             "damaged or truncated: re-export it as JPEG or PNG") from None
     with image:
         _check_pixel_count(image.size, str(path))
         yield image
@@ -140,20 +161,82 @@ def _open_file(path) -> Iterator[Image.Image]:
 
 def _decode(image: Image.Image, name: str, fit_within: int | None) -> tuple[Image.Image, int]:
     original_long_side = max(image.size)
-    if fit_within is not None and image.format == "JPEG" and original_long_side > fit_within:
-        # Ask libjpeg for a reduced-scale decode that is still at least the fitted size.
-        factor = fit_within / original_long_side
-        image.draft("RGB", (max(1, int(image.width * factor)), max(1, int(image.height * factor))))
+    pixels = image.width * image.height
     try:
         with _pillow_bomb_check_off():
+            if fit_within is not None and original_long_side > fit_within:
+                reduced = _decode_reduced(image, name, fit_within)
+                if reduced is not None:
+                    return reduced, original_long_side
+                if pixels > FULL_DECODE_MAX_PIXELS:
+                    raise LimitError(
+                        f"{name} is {image.width}x{image.height} ({pixels / 1e6:.0f} MP) in a form ({image.format}"
+                        f"{', interlaced' if image.info.get('interlace') else ''}) that must be decoded whole, above the "
+                        f"{FULL_DECODE_MAX_PIXELS / 1e6:.0f} MP limit for that; save it as JPEG or non-interlaced PNG, "
+                        "or downscale it")
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return _to_rgb(upright), original_long_side
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+            return _to_rgb(_exif_upright(image, name)), original_long_side
+    except LimitError:
+        raise
+    except MemoryError:
+        raise LimitError(f"not enough memory to decode {name} ({image.width}x{image.height}); downscale it") from None
+    except _DECODE_ERRORS as err:
         raise ImageReadError(
             f"cannot decode image {name} ({err}); the file is truncated or corrupt: re-export or "
             "re-download it"
         ) from err
+
+
+def _decode_reduced(image: Image.Image, name: str, fit_within: int) -> Image.Image | None:
+    """The photo decoded at a reduced size still at least `fit_within` on its long side, upright RGB;
+    None when the format has no reduced decoding (JPEG: libjpeg's draft; PNG: strips)."""
+    from . import png_strips
+
+    factor = fit_within / max(image.size)
+    if image.format in ("JPEG", "MPO"):
+        # Ask libjpeg for a reduced-scale decode that is still at least the fitted size.
+        image.draft("RGB", (max(1, int(image.width * factor)), max(1, int(image.height * factor))))
+        image.load()
+        return _to_rgb(_exif_upright(image, name))
+    if image.width * image.height > STRIP_DECODE_ABOVE_PIXELS and png_strips.can_stream(image):
+        orientation = _orientation(image, name)
+        reduced = png_strips.decode_reduced(image, max(1, int(1 / factor)), _to_rgb)
+        return ImageOps.exif_transpose(_with_orientation(reduced, orientation))
+    return None
+
+
+def _orientation(image: Image.Image, name: str) -> int:
+    try:
+        if image.format == "PNG" and getattr(image, "tile", None):
+            # Pillow's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixels;
+            # read only the one before them (where writers put it), so a huge PNG stays undecoded.
+            raw = image.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1))
+        return int(image.getexif().get(0x0112, 1))
+    except _DECODE_ERRORS as err:
+        logger.warning("%s: unreadable EXIF data (%s); using the photo as stored", name, err)
+        return 1
+
+
+def _with_orientation(image: Image.Image, orientation: int) -> Image.Image:
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        image.info["exif"] = exif.tobytes()
+    return image
+
+
+def _exif_upright(image: Image.Image, name: str) -> Image.Image:
+    """exif_transpose, but damaged EXIF (e.g. in a truncated PNG) means "as stored", with a warning."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS as err:
+        logger.warning("%s: unreadable EXIF data (%s); using the photo as stored", name, err)
+        return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -190,6 +273,8 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
         raise ImageReadError(f"{name} is not an image; expected HxW, HxWx3 (RGB) or HxWx4 (RGBA)")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageReadError(f"{name} is empty (no pixels); pass a photo")
     _check_pixel_count((array.shape[1], array.shape[0]), name)
     array = _array_to_uint8(array, name)
     return Image.fromarray(np.ascontiguousarray(array))  # L, RGB or RGBA from the shape
@@ -203,6 +288,10 @@ def _array_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            raise ImageReadError(f"{name} has {bad} NaN or infinite pixel value(s); fix or drop those pixels "
+                                 "(e.g. np.nan_to_num) before face analysis")
         low, high = float(np.nanmin(array)), float(np.nanmax(array))
         if not np.isfinite(array).all() or low < -_FLOAT_TOLERANCE or high > 1 + _FLOAT_TOLERANCE:
             raise ImageReadError(
@@ -225,7 +314,7 @@ def _check_pixel_count(size: tuple[int, int], name: str) -> None:
 
 def _upright_size(image: Image.Image) -> tuple[int, int]:
     # EXIF orientations 5-8 rotate by 90 degrees, swapping width and height.
-    orientation = image.getexif().get(0x0112, 1)
+    orientation = _orientation(image, describe_source(image))
     return (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
 
 

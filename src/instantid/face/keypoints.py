@@ -34,10 +34,19 @@ def draw_kps(image_or_size, kps) -> Image.Image:
     `image_or_size`: the image the keypoints belong to (only its size is used) or (width, height).
     `kps`: [5, 2] array-like of (x, y) in left eye, right eye, nose, left mouth, right mouth order.
     """
-    kps = np.asarray(kps, dtype=np.float64).reshape(-1, 2)
+    from ..errors import UsageError
+
+    try:
+        raw = np.asarray(kps)
+        if raw.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {raw.dtype}")
+        kps = raw.astype(np.float64).reshape(-1, 2)
+        width, height = _canvas_size(image_or_size)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"draw_kps needs a size (width, height) and five real (x, y) keypoints ({err})") from None
     if kps.shape[0] != 5 or not np.isfinite(kps).all():
-        raise ValueError(f"draw_kps needs five finite (x, y) keypoints, got array of shape {kps.shape}")
-    width, height = _canvas_size(image_or_size)
+        raise UsageError(f"draw_kps needs five finite (x, y) keypoints, got array of shape {kps.shape}")
+    _check_canvas(width, height, kps)
     # A float canvas, so the dimming below rounds exactly as the released rendering does.
     canvas = np.zeros((height, width, 3), dtype=np.float64)
     for start, end in _LIMBS:
@@ -51,6 +60,19 @@ def draw_kps(image_or_size, kps) -> Image.Image:
     for (x, y), color in zip(kps, KPS_COLORS):
         cv2.circle(canvas, (int(x), int(y)), _POINT_RADIUS, color, -1)
     return Image.fromarray(canvas)
+
+
+def _check_canvas(width: int, height: int, kps: np.ndarray) -> None:
+    from ..errors import LimitError, UsageError
+    from ..limits import MAX_KPS_CANVAS_PIXELS, MAX_KPS_COORDINATE
+
+    if width < 1 or height < 1:
+        raise UsageError(f"draw_kps needs a positive canvas size, got {width}x{height}")
+    if width * height > MAX_KPS_CANVAS_PIXELS:
+        raise LimitError(f"draw_kps canvas {width}x{height} is above the {MAX_KPS_CANVAS_PIXELS / 1e6:.0f} MP limit "
+                         "(instantid.limits.MAX_KPS_CANVAS_PIXELS); draw at the output size")
+    if np.abs(kps).max() > MAX_KPS_COORDINATE:
+        raise UsageError(f"draw_kps keypoints must lie within +-{MAX_KPS_COORDINATE} pixels, got {np.abs(kps).max():g}")
 
 
 def scale_kps(kps, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:

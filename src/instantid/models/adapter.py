@@ -31,6 +31,11 @@ class ResamplerShape:
     output_dim: int
 
 
+# Rank of each Resampler tensor the shapes are read from (a wrong rank would fail deep inside indexing).
+_RESAMPLER_RANKS = {"latents": 3, "proj_in.weight": 2, "proj_out.weight": 2, "norm_out.weight": 1,
+                    "layers.0.0.to_q.weight": 2}
+
+
 def resampler_shape(image_proj: dict[str, torch.Tensor]) -> ResamplerShape:
     missing = [k for k in _RESAMPLER_REQUIRED if k not in image_proj]
     if missing:
@@ -38,6 +43,11 @@ def resampler_shape(image_proj: dict[str, torch.Tensor]) -> ResamplerShape:
             f"the adapter's image_proj is not an InstantID Resampler: missing {missing}. "
             "Expected the released ip-adapter.bin layout (latents, proj_in, layers.N..., proj_out, norm_out)."
         )
+    wrong = [f"{key} has shape {tuple(image_proj[key].shape)} ({rank}-d expected)"
+             for key, rank in _RESAMPLER_RANKS.items() if image_proj[key].dim() != rank]
+    if wrong or image_proj["latents"].shape[0] != 1:
+        raise CheckpointError(f"the adapter's image_proj tensors have the wrong shapes ({'; '.join(wrong) or 'latents must be [1, tokens, width]'}); "
+                              "this is not an InstantID Resampler checkpoint")
     layer_ids = {int(m.group(1)) for k in image_proj if (m := re.match(r"layers\.(\d+)\.", k))}
     latents = image_proj["latents"]
     return ResamplerShape(
@@ -64,7 +74,27 @@ def _split_prefixed(flat: dict[str, torch.Tensor], source: Path) -> AdapterState
     return out
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format
+_PICKLE_PROTOCOL = b"\x80"  # legacy torch.save / plain pickle
+
+
+def check_adapter_file_header(path: Path) -> None:
+    """Refuse, from its first bytes, a file that is no adapter checkpoint at all (e.g. text, an HTML error page)."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if path.suffix == ".safetensors":
+        if len(head) < 8 or int.from_bytes(head, "little") > path.stat().st_size:
+            raise CheckpointError(f"{path}: not a safetensors file (its header length is wrong); download it again")
+        return
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL)):
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (it starts with {head[:4]!r}, neither a zip archive nor a pickle): pass "
+            "the released ip-adapter.bin or an adapter .safetensors file")
+
+
 def _load_pickle_safely(path: Path) -> object:
+    check_adapter_file_header(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -82,9 +112,9 @@ def _load_pickle_safely(path: Path) -> object:
 
 def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
     """Read `ip-adapter.bin` (torch.save of {"image_proj", "ip_adapter"}) or the prefixed .safetensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"adapter checkpoint '{path}' does not exist; pass the path of ip-adapter.bin")
+    from ..checks import check_input_file
+
+    path = check_input_file(path, "adapter checkpoint", error=CheckpointError)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -100,11 +130,28 @@ def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
         raise CheckpointError(
             f"{path}: expected a dict with exactly the keys {list(PARTS)} (the released ip-adapter.bin layout), got {keys}"
         )
-    for part in PARTS:
-        bad = [k for k, v in state_dict[part].items() if not isinstance(v, torch.Tensor)]
-        if bad:
-            raise CheckpointError(f"{path}: {part} entries that are not tensors: {bad[:5]}")
+    check_adapter_values(state_dict, path)
+    resampler_shape(state_dict["image_proj"])  # the Resampler's keys and tensor ranks
     return state_dict
+
+
+def check_adapter_values(state_dict: AdapterStateDict, source="the adapter") -> None:
+    """Each part a dict of floating-point tensors, all finite: NaN/inf weights would give black images."""
+    for part in PARTS:
+        entries = state_dict[part]
+        if not isinstance(entries, dict):
+            raise CheckpointError(f"{source}: '{part}' holds a {type(entries).__name__}, not a dict of named tensors "
+                                  "(the released ip-adapter.bin layout)")
+        bad = [k for k, v in entries.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise CheckpointError(f"{source}: {part} entries that are not tensors: {bad[:5]}")
+        not_float = [k for k, v in entries.items() if not v.is_floating_point()]
+        if not_float:
+            raise CheckpointError(f"{source}: {part} tensors that are not floating point: {not_float[:5]}")
+        not_finite = [k for k, v in entries.items() if v.device.type != "meta" and not torch.isfinite(v).all()]
+        if not_finite:
+            raise CheckpointError(f"{source}: {part} tensors with NaN or infinite values: {not_finite[:5]}; the "
+                                  "checkpoint is damaged (or training diverged): use an earlier one")
 
 
 def cross_attention_widths(unet) -> dict[int, int]:
@@ -116,6 +163,10 @@ def cross_attention_widths(unet) -> dict[int, int]:
 
 def check_adapter_fits_unet(state_dict: AdapterStateDict, unet) -> ResamplerShape:
     """Refuse, naming the mismatch, an adapter whose shapes don't fit `unet`. Works on meta tensors."""
+    if not isinstance(state_dict, dict) or set(state_dict) != set(PARTS):
+        keys = sorted(map(str, state_dict))[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
+        raise CheckpointError(f"an adapter state dict needs exactly the keys {list(PARTS)}, got {keys}")
+    check_adapter_values(state_dict)
     shape = resampler_shape(state_dict["image_proj"])
     cross_dim = unet.config.cross_attention_dim
     if shape.output_dim != cross_dim:

@@ -35,6 +35,7 @@ from ..models.call_constants import (
 )
 from ..models.controlnet_skip import IdleSkippingControlNetModel
 from ..models.identitynet import FaceTokens, IdentityNetModel
+from .call_checks import check_call
 from .face_region import regional_conditioning
 from .negative_noise import negative_face_embedding
 from .sizing import default_output_size
@@ -175,6 +176,7 @@ class InstantIDMixin:
         ("enhance face region"); `identity_regions` (a list of face_region.IdentityRegion) puts several
         identities in their own regions. See face_region.py. `negative_face_noise` (default 0 = released)
         puts noise in the CFG negative face embedding against burned faces: see negative_noise.py."""
+        check_call(image_embeds, ip_adapter_scale, {**kwargs, "negative_face_noise": negative_face_noise})
         if image_embeds is None:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:

@@ -44,6 +44,9 @@ def load_controlnet(spec: str | Path, dtype: torch.dtype = torch.float32, *, sub
     path = hub.resolve_dir(spec, what=what, hint=hint, subfolder=subfolder, allow_patterns=patterns)
     if not (path / "config.json").is_file():
         raise WeightsNotFoundError(f"{what} folder '{path}' has no config.json; pass a diffusers ControlNetModel folder")
+    from ..checks import check_json_object
+
+    check_json_object(path / "config.json", f"{what} config.json", error=CheckpointError)
     try:
         return model_class.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as err:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
+
 _COMMON_NEGATIVE = "lowres, blurry, deformed face, extra fingers, watermark, text"
 
 
@@ -51,21 +53,28 @@ def load_styles(path: str | Path | None = None) -> dict[str, Style]:
     styles = dict(BUILTIN_STYLES)
     if path is None:
         return styles
+    from ..checks import check_input_file
+
+    check_input_file(path, "styles file", error=UsageError)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"style file '{path}' could not be read as JSON: {err}") from err
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise UsageError(f"styles file '{path}' could not be read as JSON ({err}); write it as "
+                         '{"name": {"prompt": "... {prompt} ...", "negative_prompt": "..."}}') from None
     if not isinstance(data, dict):
-        raise ValueError(f"style file '{path}' must hold an object of name -> {{prompt, negative_prompt}}")
+        raise UsageError(f"styles file '{path}' must hold an object of name -> {{prompt, negative_prompt}}")
     for name, entry in data.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
-            raise ValueError(f"style '{name}' in '{path}' needs a \"prompt\" string (use {{prompt}} for the user's)")
-        styles[name] = Style(entry["prompt"], str(entry.get("negative_prompt", "")))
+            raise UsageError(f"style '{name}' in '{path}' needs a \"prompt\" string (use {{prompt}} for the user's)")
+        negative = entry.get("negative_prompt", "")
+        if not isinstance(negative, str):
+            raise UsageError(f"style '{name}' in '{path}': \"negative_prompt\" must be a string")
+        styles[name] = Style(entry["prompt"], negative)
     return styles
 
 
 def get_style(name: str, path: str | Path | None = None) -> Style:
     styles = load_styles(path)
     if name not in styles:
-        raise ValueError(f"unknown style '{name}'; choose one of: {', '.join(sorted(styles))}")
+        raise UsageError(f"unknown style '{name}'; choose one of: {', '.join(sorted(styles))}")
     return styles[name]

@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import EmbeddingError, UsageError
+
 # Rough depth of each keypoint in front of the eye plane, in units of the eye distance: the nose tip
 # stands out most. Enough to move the points plausibly when the head turns; not a face model.
 _KPS_DEPTH = np.array([0.0, 0.0, 0.55, 0.15, 0.15])
@@ -21,10 +23,10 @@ def interpolate_embeddings(a: np.ndarray, b: np.ndarray, weights: Sequence[float
     """(1 - w) * a + w * b for each weight w (0 = identity a, 1 = identity b)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     if a.shape != b.shape:
-        raise ValueError(f"cannot interpolate embeddings of shapes {a.shape} and {b.shape}; use one face backend")
+        raise EmbeddingError(f"cannot interpolate embeddings of shapes {a.shape} and {b.shape}; use one face backend")
     for w in weights:
-        if not 0.0 <= w <= 1.0:
-            raise ValueError(f"interpolation weights must be in [0, 1], got {w}")
+        if not 0.0 <= w <= 1.0:  # also refuses NaN
+            raise UsageError(f"interpolation weights (--weights) must be in [0, 1], got {w}")
     return [(1.0 - w) * a + w * b for w in weights]
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 from pathlib import Path
 
+from ..checks import check_output_dir
+from ..errors import OutputPathError
+from ..limits import MAX_TRAIN_RESOLUTION
 from .errors import TrainingConfigError
 
 DEFAULT_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -73,6 +77,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--cache_text_embeddings", action="store_true",
                      help="encode every caption once, before training (text encoders then leave the GPU)")
     opt.add_argument("--dataloader_num_workers", type=int, default=0)
+    opt.add_argument("--threads", type=int, default=None,
+                     help="CPU threads for torch (default: torch's choice, all cores); useful for CPU runs on shared machines")
     opt.add_argument("--seed", type=int, default=0, help="seed for weights, data order, noise (default 0)")
 
     ckpt = p.add_argument_group("checkpoints")
@@ -126,6 +132,18 @@ def check_args(args: argparse.Namespace) -> None:
         positive(name)
     for name in ("lr_warmup_steps", "validation_steps", "dataloader_num_workers", "max_grad_norm"):
         positive(name, allow_zero=True)
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"--{name} must be a finite number, got {value}")
+    if args.resolution is not None and args.resolution > MAX_TRAIN_RESOLUTION:
+        problems.append(f"--resolution {args.resolution} is above the {MAX_TRAIN_RESOLUTION} limit (training memory "
+                        "grows with its square; SDXL trains at 1024, SD1.5 at 512)")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        problems.append(f"--threads must be >= 1, got {args.threads}")
+    try:
+        check_output_dir(args.output_dir, "--output_dir")
+    except OutputPathError as err:
+        problems.append(str(err))
     for name in ("text_dropout", "face_dropout"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             problems.append(f"--{name} is a probability: between 0 and 1, got {getattr(args, name)}")

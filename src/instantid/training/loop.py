@@ -110,8 +110,10 @@ class LoopOutcome:
 
 
 def run_loop(accelerator, components: TrainingComponents, model, optimizer, lr_scheduler, loader, sampler,
-             progress, plan: StepPlan, args, after_step: Callable[[int], None], empty_text: dict | None) -> LoopOutcome:
-    """Train until `plan.max_train_steps`; `after_step(global_step)` runs after every optimizer step."""
+             progress, plan: StepPlan, args, after_step: Callable[[int], None], empty_text: dict | None,
+             on_loss: Callable[[int, float], None] | None = None) -> LoopOutcome:
+    """Train until `plan.max_train_steps`; `on_loss(global_step, loss)` then `after_step(global_step)` run after
+    every optimizer step."""
     from tqdm.auto import tqdm
 
     outcome = LoopOutcome()
@@ -141,6 +143,8 @@ def run_loop(accelerator, components: TrainingComponents, model, optimizer, lr_s
             accumulated = []
             progress.global_step += 1
             outcome.losses.append(step_loss)
+            if on_loss is not None:
+                on_loss(progress.global_step, step_loss)
             bar.update()
             bar.set_postfix(loss=f"{step_loss:.4f}")
             accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=progress.global_step)

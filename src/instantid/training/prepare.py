@@ -124,9 +124,12 @@ def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike, options: Pre
     report = PrepareReport(str(src), str(out), options.backend, embedding_dim, items_in_source=len(items) + len(problems))
     for problem in problems:
         report.reject(problem.where, problem.reason, problem.detail)
+    problem_ids = {problem_id(problem) for problem in problems}
 
     done = {row["id"] for row in _read_jsonl(out / MANIFEST)}
-    earlier_rejections = [] if options.retry_rejected else list(_read_jsonl(out / REJECTED))
+    # Source problems are found anew on every run: count only the analysis rejections of earlier runs.
+    earlier_rejections = [] if options.retry_rejected else \
+        [row for row in _read_jsonl(out / REJECTED) if row.get("id") not in problem_ids]
     for row in earlier_rejections:
         report.reject(row.get("image", "?"), row.get("reason", ANALYSIS_ERROR), row.get("detail", ""))
     skip = done | {row.get("id") for row in earlier_rejections}
@@ -137,7 +140,13 @@ def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike, options: Pre
 
     for path in (out / MANIFEST, out / REJECTED):
         _drop_torn_line(path)
+    listed = {row.get("id") for row in _read_jsonl(out / REJECTED)}
     with (out / MANIFEST).open("a", encoding="utf-8") as manifest, (out / REJECTED).open("a", encoding="utf-8") as rejected:
+        for problem in problems:  # rows of the source that never became items: listed too, once
+            if problem_id(problem) not in listed:
+                rejected.write(json.dumps({"id": problem_id(problem), "image": problem.where, "reason": problem.reason,
+                                           "detail": problem.detail}) + "\n")
+        rejected.flush()
         bar = tqdm(total=len(todo), unit="img", desc="analysing faces", disable=not options.progress)
         for record in _analyse_all(todo, options):
             if record.reason is None:
@@ -179,6 +188,13 @@ def analyse_item(item: SourceItem, analyzer, options: PrepareOptions) -> FaceRec
     return FaceRecord(item, None, "", width, height, (x1, y1, x2, y2),
                       tuple((float(x), float(y)) for x, y in face.kps), float(face.score), len(faces),
                       np.asarray(face.embedding, dtype=np.float32))
+
+
+def problem_id(problem: SourceProblem) -> str:
+    """A stable id for a source row that never became an item (its rejected.jsonl line is written once)."""
+    import hashlib
+
+    return "source-" + hashlib.sha1(f"{problem.where}\n{problem.reason}".encode("utf-8")).hexdigest()[:16]
 
 
 def manifest_row(record: FaceRecord, embedding_file: str) -> dict:

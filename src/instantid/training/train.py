@@ -24,6 +24,7 @@ from .conditioning import encode_captions
 from .data import BucketBatchSampler, InstantIDDataset, collate, make_buckets, read_prepared_dataset
 from .errors import TrainingConfigError
 from .loop import StepPlan, fixed_batch_loss, run_loop
+from .loss_log import LOSS_LOG, LossLog, read_losses
 from .model import load_components
 from .validate import run_validation, validation_cases
 
@@ -43,6 +44,8 @@ class TrainingResult:
 
 
 def train(args) -> TrainingResult:
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     accelerator = make_accelerator(args)
     _seed_everything_else(args.seed)
     prepared = read_prepared_dataset(args.data_dir)
@@ -70,6 +73,8 @@ def train(args) -> TrainingResult:
     empty_text = encode_captions(components.pipe, components.family, [""], accelerator.device) if args.text_dropout else None
     fixed_batch = collate([dataset[i] for i in sampler.all_batches(0)[0]])
     loss_before = _fixed_batch_loss(accelerator, components, fixed_batch, args.seed)
+    run_start = _record_run_start(args.output_dir, loss_before, resumed=resume_from is not None) \
+        if accelerator.is_main_process else {}
 
     def after_step(step: int) -> None:
         if step % args.checkpointing_steps == 0 or step == plan.max_train_steps:
@@ -77,14 +82,15 @@ def train(args) -> TrainingResult:
         if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
             run_validation(accelerator, components.pipe, cases, step, args, resolution, bucket_step)
 
+    loss_log = LossLog(args.output_dir, fresh=resume_from is None) if accelerator.is_main_process else None
     outcome = run_loop(accelerator, components, model, optimizer, lr_scheduler, loader, sampler, progress, plan,
-                       args, after_step, empty_text)
+                       args, after_step, empty_text, on_loss=loss_log.append if loss_log else None)
     accelerator.wait_for_everyone()
     result = TrainingResult(progress.global_step, outcome.losses, loss_before, None, components=components)
     if accelerator.is_main_process:
         result.fixed_batch_loss_after = _fixed_batch_loss(accelerator, components, fixed_batch, args.seed)
         result.exported = export_weights(components.model, args.output_dir, args.adapter_format)
-        write_summary(args, prepared, result, accelerator.num_processes)
+        write_summary(args, prepared, result, accelerator.num_processes, run_start)
     accelerator.end_training()
     return result
 
@@ -217,10 +223,30 @@ def _deepspeed_kwargs(accelerator, action: str) -> dict:
     return {"exclude_frozen_parameters": True} if action == "save" else {"load_module_strict": False}
 
 
-def write_summary(args, prepared, result: TrainingResult, num_processes: int) -> None:
+RUN_START_FILE = "run_start.json"
+
+
+def _record_run_start(output_dir, loss_before: float | None, resumed: bool) -> dict:
+    """The fixed-batch loss when the run first started, kept across resumes (a fresh run rewrites it)."""
+    path = Path(output_dir) / RUN_START_FILE
+    if resumed and path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+    start = {"fixed_batch_loss_before": loss_before}
+    path.write_text(json.dumps(start), encoding="utf-8")
+    return start
+
+
+def write_summary(args, prepared, result: TrainingResult, num_processes: int, run_start: dict | None = None) -> None:
+    """The whole run, across resumes: losses come from the loss log (losses.jsonl), not just this process."""
+    logged = read_losses(args.output_dir, up_to_step=result.global_step)
     summary = {"global_step": result.global_step, "fixed_batch_loss_before": result.fixed_batch_loss_before,
                "fixed_batch_loss_after": result.fixed_batch_loss_after,
-               "losses": result.losses[-SUMMARY_LOSSES:],  # per step, the last ones (TensorBoard has all)
+               "fixed_batch_loss_at_run_start": (run_start or {}).get("fixed_batch_loss_before"),
+               "steps_logged": len(logged), "first_logged_step": next(iter(logged), None), "loss_log": LOSS_LOG,
+               "losses": list(logged.values())[-SUMMARY_LOSSES:],  # per step, the last ones (losses.jsonl has all)
                "face_backend": prepared.backend, "embedding_dim": prepared.embedding_dim,
                "items": len(prepared.items), "num_processes": num_processes, "exported": {k: str(v) for k, v in result.exported.items()}}
     (Path(args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -1,0 +1,122 @@
+"""Scale-out on Ray Serve: N replicas, each with its own pipeline and the same worker as `instantid serve`.
+
+The API process (FastAPI under uvicorn, as without --ray) validates and queues jobs in the shared job
+store; every replica runs a Worker that claims the oldest queued job from that store (claiming is one
+SQLite transaction, so no job runs twice) and writes progress and results back. Ray Serve places the
+replicas (one GPU each when there are GPUs), health-checks them and restarts dead ones. A replica that
+dies mid-job leaves it 'running' until the API process restarts and re-queues it (JobStore.recover).
+
+The store is SQLite on one host: replicas on other hosts of a Ray cluster cannot share it. See
+docs/serving.md for what to use across hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+from ray import serve
+
+from .engine import Engine
+from .jobs import JobStore
+from .limits import Limits
+from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "instantid"
+
+
+@serve.deployment
+class GenerationReplica:
+    """One pipeline and one worker on the shared job store."""
+
+    def __init__(self, args, state_dir: str, ttl_s: float, poll_s: float = 0.2) -> None:
+        engine = Engine(args, face_cache_dir=Path(state_dir) / "face-cache")
+        engine.load()
+        self.worker = Worker(JobStore(state_dir), engine, ttl_s, poll_s=poll_s)
+        self.worker.start()
+
+    def check_health(self) -> None:  # Ray Serve calls this; raising makes it replace the replica
+        if not self.worker.alive:
+            raise RuntimeError("the worker thread stopped")
+
+    def name(self) -> str:
+        return self.worker.name
+
+    def __del__(self):
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            worker.stop(timeout=5)
+
+
+def _replica_gpus(device: str) -> int:
+    """One GPU per replica when the pipelines run on CUDA (say --device cuda for a remote GPU cluster)."""
+    if device == "auto":
+        import torch
+
+        return int(torch.cuda.is_available())
+    return int(device.startswith("cuda"))
+
+
+class RayService:
+    """The API process's side of --ray: starts (or joins) Ray, deploys the replicas, reports readiness."""
+
+    def __init__(self, store: JobStore, engine: Engine, limits: Limits, args,
+                 on_load_error: Callable[[BaseException], None] | None = None) -> None:
+        self.store, self.engine, self.limits, self.args = store, engine, limits, args
+        self.load_error: str | None = None
+        self._ready = False
+        self._on_load_error = on_load_error
+
+    def start(self) -> None:
+        requeued = self.store.recover()  # before any replica claims a job
+        if requeued:
+            logger.warning("re-queued %d job(s) that were running when the server stopped", len(requeued))
+        threading.Thread(target=self._deploy, name="instantid-ray-deploy", daemon=True).start()
+
+    def _deploy(self) -> None:
+        import ray
+
+        try:
+            if not ray.is_initialized():
+                if self.args.ray_address:
+                    ray.init(address=self.args.ray_address, include_dashboard=False, log_to_driver=self.args.verbose)
+                else:
+                    # A local instance sized for this machine: logical CPUs enough for the replicas, a small
+                    # object store (jobs travel through the store on disk, not through Ray objects).
+                    ray.init(num_cpus=max(os.cpu_count() or 1, self.args.replicas), include_dashboard=False,
+                             object_store_memory=100 * 2**20, log_to_driver=self.args.verbose)
+            serve.start(proxy_location="Disabled")  # the API is ours (uvicorn), not Ray's HTTP proxy
+            deployment = GenerationReplica.options(
+                num_replicas=self.args.replicas,
+                ray_actor_options={"num_cpus": 1, "num_gpus": _replica_gpus(self.args.device)})
+            serve.run(deployment.bind(self.args, str(self.store.root), self.limits.result_ttl_s), name=APP_NAME,
+                      route_prefix=None)
+            self._ready = True
+        except BaseException as err:
+            self.load_error = f"{type(err).__name__}: {err}"
+            logger.error("Ray Serve deployment failed: %s", err)
+            if self._on_load_error:
+                self._on_load_error(err)
+
+    def stop(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            try:
+                serve.delete(APP_NAME)
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+
+    def not_ready(self) -> str | None:
+        if self.load_error:
+            return f"Ray Serve deployment failed: {self.load_error}"
+        return None if self._ready else "deploying replicas on Ray Serve"
+
+    def wake(self) -> None:
+        """Replicas poll the store (every 0.2 s); nothing to signal across processes."""

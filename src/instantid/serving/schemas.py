@@ -1,0 +1,110 @@
+"""Request and response shapes. The generation knobs come from params.GENERATION_PARAMS (names, types,
+ranges, help), so the API validates exactly what the CLI does."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from ..params import GENERATION_PARAMS
+from ..pipelines.conditions import CONDITION_KINDS
+from ..pipelines.styles import BUILTIN_STYLES
+from .limits import Limits
+
+MAX_PROMPT_CHARS = Limits.max_prompt_chars
+FILE_FIELDS = ("face", "pose", *CONDITION_KINDS)
+
+
+def _knob_fields() -> dict:
+    fields = {}
+    for param in GENERATION_PARAMS:
+        fields[param.name] = (Optional[param.type], Field(
+            None, ge=param.min, le=param.max, description=f"{param.help} (default {param.default})"))
+    for kind in CONDITION_KINDS.values():
+        fields[f"{kind.name}_scale"] = (Optional[float], Field(
+            None, ge=0.0, le=5.0, description=f"strength of the {kind.name} ControlNet (default {kind.default_scale}); "
+                                              f"needs a '{kind.name}' photo and a server started with --controlnet {kind.name}"))
+    return fields
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, not ignored
+
+    prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS, description="what to generate")
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="what to avoid")
+    style: str = Field("none", description="style preset: " + ", ".join(BUILTIN_STYLES),
+                       json_schema_extra={"enum": list(BUILTIN_STYLES)})
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.style not in BUILTIN_STYLES:
+            raise ValueError(f"unknown style '{self.style}'; choose one of: {', '.join(BUILTIN_STYLES)}")
+        start = self.control_guidance_start if self.control_guidance_start is not None else 0.0
+        end = self.control_guidance_end if self.control_guidance_end is not None else 1.0
+        if start >= end:
+            raise ValueError(f"control_guidance_start ({start}) must be below control_guidance_end ({end})")
+        return self
+
+
+GenerationFields = create_model("GenerationFields", __base__=_Common, **_knob_fields())
+
+
+GenerationJSON = create_model(
+    "GenerationJSON", __base__=GenerationFields,
+    __doc__="The JSON form of POST /v1/generations: the multipart fields, photos as base64 strings.",
+    face=(list[str], Field(..., min_length=1, description="face photos of one person, base64 (embeddings averaged)")),
+    pose=(Optional[str], Field(None, description="photo whose face keypoints set pose and placement, base64")),
+    **{kind: (Optional[str], Field(None, description=f"photo for the {kind} ControlNet, base64"))
+       for kind in CONDITION_KINDS},
+)
+
+
+def multipart_schema() -> dict:
+    """The multipart form's schema: the same fields, photos as binary parts (`face` repeated)."""
+    schema = GenerationJSON.model_json_schema()
+    binary = {"type": "string", "format": "binary"}
+    properties = dict(schema["properties"])
+    properties["face"] = {"type": "array", "items": binary, "minItems": 1, "description": properties["face"]["description"]}
+    for name in FILE_FIELDS[1:]:
+        properties[name] = {**binary, "description": properties[name].get("description", "")}
+    return {"type": "object", "properties": properties, "required": schema["required"], "additionalProperties": False}
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class JobView(BaseModel):
+    id: str
+    status: str = Field(..., description="queued | running | done | failed | cancelled")
+    progress: Progress
+    queue_position: Optional[int] = Field(None, description="jobs ahead of this one (0 = next); null unless queued")
+    error: Optional[str] = None
+    parameters: dict = Field(..., description="the request's values, and once done the full parameters used")
+    images: list[str] = Field(..., description="result URLs, in order")
+    url: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class FaceView(BaseModel):
+    bbox: list[float]
+    kps: list[list[float]]
+    score: float
+    used: bool = Field(..., description="the face InstantID conditions on (the largest)")
+
+
+class FacesView(BaseModel):
+    width: int
+    height: int
+    backend: str
+    faces: list[FaceView]

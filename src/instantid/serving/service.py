@@ -1,0 +1,58 @@
+"""One process serving: the engine loads in the background (/readyz says when), one worker runs the queue."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from .engine import Engine
+from .jobs import JobStore
+from .limits import Limits
+from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+class LocalService:
+    """The store, the engine (face analysis now, the pipeline once loaded) and one worker in this process."""
+
+    def __init__(self, store: JobStore, engine: Engine, limits: Limits,
+                 on_load_error: Callable[[BaseException], None] | None = None) -> None:
+        self.store, self.engine, self.limits = store, engine, limits
+        self.worker = Worker(store, engine, limits.result_ttl_s)
+        self.load_error: str | None = None
+        self._on_load_error = on_load_error
+
+    def start(self) -> None:
+        requeued = self.store.recover()
+        if requeued:
+            logger.warning("re-queued %d job(s) that were running when the server stopped", len(requeued))
+        threading.Thread(target=self._load, name="instantid-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            self.engine.load()
+        except BaseException as err:  # the server cannot do its job: say why, then stop
+            self.load_error = f"{type(err).__name__}: {err}"
+            logger.error("could not load the models: %s", err)
+            if self._on_load_error:
+                self._on_load_error(err)
+            return
+        self.worker.start()
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+    def not_ready(self) -> str | None:
+        """None when jobs run; else why not."""
+        if self.load_error:
+            return f"model load failed: {self.load_error}"
+        if not self.engine.loaded:
+            return "loading models"
+        if not self.worker.alive:
+            return "worker stopped"
+        return None
+
+    def wake(self) -> None:
+        self.worker.wake()

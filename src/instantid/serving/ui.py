@@ -1,0 +1,171 @@
+"""`instantid ui`: a Gradio app with the authors' demo controls, on the service's job layer.
+
+Generating submits a job exactly as POST /v1/generations does (submissions.accept: the same parameter
+table, photo checks and face check), then follows it in the store for the progress bar; the one worker
+runs it on the one pipeline. Results are the job's PNGs, shown with the parameters they carry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+from ..params import PARAMS_BY_NAME
+from ..pipelines.styles import BUILTIN_STYLES
+from .errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+# The authors' demo defaults where they differ from the API's (which follow params.py).
+UI_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 5.0, "controlnet_conditioning_scale": 0.8,
+               "ip_adapter_scale": 0.8}
+
+
+# Knobs of params.py without a dedicated control above (e.g. negative_face_noise): shown as sliders.
+_DEDICATED = {"num_inference_steps", "guidance_scale", "controlnet_conditioning_scale", "ip_adapter_scale",
+              "control_guidance_start", "control_guidance_end", "seed", "width", "height", "num_images_per_prompt"}
+EXTRA_KNOBS = [name for name in PARAMS_BY_NAME if name not in _DEDICATED]
+
+
+def _caption(parameters: dict) -> str:
+    keys = ("seed", "num_inference_steps", "guidance_scale", "controlnet_conditioning_scale", "ip_adapter_scale",
+            "width", "height", "style")
+    return ", ".join(f"{k}={parameters[k]}" for k in keys if k in parameters)
+
+
+def build(service, tiny: bool = False):
+    import gradio as gr
+
+    from .submissions import accept
+
+    store, engine = service.store, service.engine
+
+    def param_slider(name: str, label: str, step: float, maximum: float | None = None, value=None):
+        param = PARAMS_BY_NAME[name]
+        default = value if value is not None else UI_DEFAULTS.get(name, param.default)
+        return gr.Slider(param.min, maximum if maximum is not None else param.max, value=default, step=step,
+                         label=label, info=param.help, elem_id=name)
+
+    def preview(faces):
+        if not faces:
+            raise gr.Error("upload a face photo first")
+        try:
+            return engine.keypoint_image(faces[0])
+        except Exception as err:  # no face, unreadable photo: say which, in one line
+            raise gr.Error(str(err).replace(str(Path(faces[0]).parent) + os.sep, ""))
+
+    def generate(faces, pose, canny, prompt, negative_prompt, style, identitynet_scale, adapter_scale, control_start,
+                 control_end, steps, guidance, seed, randomize, width, height, num_images, canny_scale,
+                 *extra_knobs, progress=gr.Progress()):
+        if not faces:
+            raise gr.Error("upload at least one face photo")
+        if service.not_ready():
+            raise gr.Error(f"not ready yet: {service.not_ready()}; try again in a moment")
+        seed = random.randrange(2**31) if randomize else int(seed)
+        fields = {"prompt": prompt, "negative_prompt": negative_prompt or "", "style": style,
+                  "controlnet_conditioning_scale": identitynet_scale, "ip_adapter_scale": adapter_scale,
+                  "control_guidance_start": control_start, "control_guidance_end": control_end,
+                  "num_inference_steps": int(steps), "guidance_scale": guidance, "seed": seed,
+                  "width": int(width) or None, "height": int(height) or None, "num_images_per_prompt": int(num_images),
+                  **dict(zip(EXTRA_KNOBS, extra_knobs))}
+        files = {"face": [Path(f).read_bytes() for f in faces]}
+        if pose:
+            files["pose"] = [Path(pose).read_bytes()]
+        if canny:
+            files["canny"] = [Path(canny).read_bytes()]
+            fields["canny_scale"] = canny_scale
+        try:
+            job = accept(service, fields, files)
+        except ApiError as err:
+            raise gr.Error(err.message)
+        service.wake()
+        progress(0, desc="queued")
+        while True:
+            job = store.get(job.id)
+            if job.status in ("done", "failed", "cancelled"):
+                break
+            if job.status == "running" and job.total:
+                progress((job.step, job.total), desc="generating", unit="steps")
+            else:
+                progress(0, desc=f"queued ({store.queue_position(job)} ahead)")
+            time.sleep(0.1)
+        if job.status != "done":
+            raise gr.Error(f"generation {job.status}: {job.error}")
+        images = [(str(store.image_path(job.id, n)), _caption(job.parameters)) for n in range(job.images)]
+        return images, json.dumps(job.parameters, indent=1), seed
+
+    with gr.Blocks(title="InstantID") as demo:
+        gr.Markdown("# InstantID\nUpload face photos of one person, describe the picture, generate."
+                    + (" *Tiny random model: the images are noise.*" if tiny else ""))
+        with gr.Row():
+            with gr.Column():
+                faces = gr.File(label="face photo(s) of one person", file_count="multiple", file_types=["image"],
+                                type="filepath", elem_id="faces")
+                pose = gr.Image(label="pose photo (optional): face keypoints from here", type="filepath",
+                                elem_id="pose")
+                preview_button = gr.Button("preview face keypoints", elem_id="preview")
+                keypoints = gr.Image(label="keypoints InstantID will use", interactive=False, elem_id="keypoints")
+                prompt = gr.Textbox(label="prompt", value="a portrait", elem_id="prompt")
+                negative = gr.Textbox(label="negative prompt", elem_id="negative_prompt")
+                style = gr.Dropdown(list(BUILTIN_STYLES), value="none", label="style", elem_id="style")
+                with gr.Accordion("advanced", open=tiny):
+                    identitynet = param_slider("controlnet_conditioning_scale", "IdentityNet strength", 0.05, 1.5)
+                    adapter = param_slider("ip_adapter_scale", "adapter strength", 0.05, 1.5)
+                    start = param_slider("control_guidance_start", "IdentityNet from (fraction of steps)", 0.05)
+                    end = param_slider("control_guidance_end", "IdentityNet until (fraction of steps)", 0.05)
+                    steps = param_slider("num_inference_steps", "steps", 1, 100, value=4 if tiny else None)
+                    guidance = param_slider("guidance_scale", "guidance (CFG)", 0.1, 20)
+                    with gr.Row():
+                        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="seed")
+                        randomize = gr.Checkbox(value=False, label="random seed", elem_id="randomize")
+                    with gr.Row():
+                        width = gr.Number(value=128 if tiny else 0, precision=0, minimum=0, maximum=4096,
+                                          label="width (0 = from the photo)", elem_id="width")
+                        height = gr.Number(value=128 if tiny else 0, precision=0, minimum=0, maximum=4096,
+                                           label="height (0 = from the photo)", elem_id="height")
+                    num_images = param_slider("num_images_per_prompt", "images", 1, service.limits.max_images)
+                    # any other knob of the parameter table, as a slider with the table's range and help
+                    extra = [param_slider(name, name.replace("_", " "), 1 if PARAMS_BY_NAME[name].type is int else 0.05)
+                             for name in EXTRA_KNOBS]
+                    canny = gr.Image(label="canny ControlNet photo (needs --controlnet canny)", type="filepath",
+                                     visible="canny" in engine.control_kinds)
+                    canny_scale = gr.Slider(0, 1.5, value=0.3, step=0.05, label="canny strength",
+                                            visible="canny" in engine.control_kinds)
+                    gr.Markdown(f"Sampler: set at start (`--scheduler`); LoRAs: "
+                                f"{', '.join(engine.args.lora) if engine.args.lora else 'none (`--lora`)'}.")
+                run = gr.Button("generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                gallery = gr.Gallery(label="results", format="png", columns=2, elem_id="gallery")
+                used_seed = gr.Number(label="seed used", interactive=False, elem_id="used_seed")
+                parameters = gr.Code(label="parameters (also in each PNG's `parameters` text chunk)",
+                                     language="json", interactive=False, elem_id="parameters")
+        preview_button.click(preview, faces, keypoints)
+        run.click(generate, [faces, pose, canny, prompt, negative, style, identitynet, adapter, start, end, steps,
+                             guidance, seed, randomize, width, height, num_images, canny_scale, *extra],
+                  [gallery, parameters, used_seed])
+    return demo
+
+
+def launch(args, state_dir: Path) -> None:
+    """Start the service (engine loading in the background, one worker) and serve the UI until stopped."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no calls home
+    from .engine import Engine
+    from .jobs import JobStore
+    from .limits import Limits
+    from .service import LocalService
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(state_dir)
+    service = LocalService(store, Engine(args, face_cache_dir=state_dir / "face-cache"), Limits())
+    service.start()
+    demo = build(service, tiny=args.tiny)
+    print(f"instantid ui: http://{args.host}:{args.port}", flush=True)
+    try:
+        demo.queue().launch(server_name=args.host, server_port=args.port, allowed_paths=[str(store.jobs_dir)],
+                            ssr_mode=False, quiet=not args.verbose, show_error=True)
+    finally:
+        service.stop()

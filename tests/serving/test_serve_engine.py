@@ -1,0 +1,85 @@
+"""The service's engine is the library, not a second implementation: same seed and inputs give the same
+pixels as generate_from_photos; extra ControlNets and the serve/ui options work on the tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from instantid.cli import build_parser
+from instantid.serving.engine import Engine, GenerationInputs, JobCancelled
+
+pytestmark = pytest.mark.slow
+
+
+def _engine(*options):
+    args = build_parser().parse_args(["serve", "--tiny", "--device", "cpu", *options])
+    engine = Engine(args)
+    engine.load()
+    return engine
+
+
+def test_serve_takes_generate_model_options():
+    args = build_parser().parse_args(["serve", "--base", "B", "--identitynet", "I", "--adapter", "A", "--face-backend",
+                                      "dlib", "--lora", "l.safetensors:0.5", "--controlnet", "canny", "--dtype",
+                                      "bfloat16", "--device", "cpu", "--offload", "--queue-size", "3", "--api-key", "k"])
+    assert (args.base, args.identitynet, args.adapter, args.lora, args.controlnet) == (
+        "B", "I", "A", ["l.safetensors:0.5"], ["canny"])
+    assert (args.dtype, args.device, args.offload, args.queue_size, args.api_key) == ("bfloat16", "cpu", True, 3, "k")
+    ui = build_parser().parse_args(["ui", "--tiny", "--lora", "x", "--controlnet", "depth"])
+    assert ui.tiny and ui.lora == ["x"] and ui.controlnet == ["depth"]
+
+
+def test_same_pixels_as_the_library_and_cancel(photos):
+    from instantid.pipelines.from_photos import generate_from_photos
+
+    engine = _engine()
+    values = engine.resolve_values({"num_inference_steps": 2, "width": 64, "height": 64, "seed": 11})
+    steps = []
+    images, parameters = engine.generate(GenerationInputs(values, "a portrait", "", "none", [photos["astronaut"]]),
+                                         on_step=lambda s, t: steps.append((s, t)))
+    assert steps == [(0, 2), (1, 2), (2, 2)] and parameters["seed"] == 11
+    direct, _ = generate_from_photos(engine.pipe, [photos["astronaut"]], "a portrait", analyzer=engine.analyzer,
+                                     width=64, height=64, num_inference_steps=2, guidance_scale=values["guidance_scale"],
+                                     controlnet_conditioning_scale=0.8, ip_adapter_scale=0.8,
+                                     generator=torch.Generator("cpu").manual_seed(11))
+    assert np.array_equal(np.asarray(images[0]), np.asarray(direct.images[0]))
+
+    def cancel_at_first_step(step, total):
+        if step == 1:
+            raise JobCancelled()
+
+    with pytest.raises(JobCancelled):
+        engine.generate(GenerationInputs(values, "a portrait", "", "none", [photos["astronaut"]]), cancel_at_first_step)
+
+
+def test_extra_controlnet(photos):
+    engine = _engine("--controlnet", "canny")
+    values = engine.resolve_values({"num_inference_steps": 2, "width": 64, "height": 64})
+    with_photo, parameters = engine.generate(GenerationInputs(
+        values, "a portrait", "", "none", [photos["astronaut"]], controls={"canny": (photos["t1"], 0.6)}))
+    assert parameters["control_scales"] == {"canny": 0.6}
+    without, parameters = engine.generate(GenerationInputs(values, "a portrait", "", "none", [photos["astronaut"]]))
+    assert parameters["control_scales"] == {"canny": 0.0}
+    assert not np.array_equal(np.asarray(with_photo[0]), np.asarray(without[0]))
+
+
+@pytest.mark.parametrize("command, words", [
+    (["serve", "--base", "/nonexistent/base"], ["--base", "not found"]),
+    (["serve", "--tiny", "--state-dir", "{file}"], ["--state-dir", "is a file"]),
+    (["ui", "--tiny", "--host", "0.0.0.0"], ["--host", "no login"]),
+])
+def test_refusals_before_anything_loads(tmp_path, command, words):
+    import subprocess
+    import sys
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    command = [part.replace("{file}", str(a_file)) for part in command]
+    if "--state-dir" not in command:
+        command += ["--state-dir", str(tmp_path / "state")]
+    result = subprocess.run([sys.executable, "-m", "instantid", *command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr

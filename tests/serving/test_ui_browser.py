@@ -1,0 +1,99 @@
+"""`instantid ui` in headless Chromium (Debian's chromium, driven by Playwright; no browser download):
+upload a real photo, preview its keypoints, generate on the tiny model, check the gallery and parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from serve_server import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ui_url(tmp_path_factory):
+    pytest.importorskip("gradio")
+    port = free_port()
+    state = tmp_path_factory.mktemp("ui")
+    log = open(state / "ui.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "instantid", "ui", "--tiny", "--port", str(port), "--state-dir",
+                                str(state / "state")], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (state / "ui.log").read_text()[-3000:]
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "UI did not come up"
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def page(ui_url):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not on PATH; .ci/run installs it (apt-get install chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(ui_url)
+        page.wait_for_selector("#generate")
+        yield page
+        browser.close()
+
+
+def test_no_face_is_a_clear_message(page, blank):
+    page.locator("#faces input[type=file]").set_input_files(str(blank))
+    page.wait_for_timeout(500)
+    page.click("#preview")
+    page.get_by_text("no usable face").first.wait_for(timeout=30000)
+
+
+def test_generate_in_the_browser(page, photos, tmp_path_factory):
+    page.reload()  # a fresh form (the no-face test left a photo and a message)
+    page.wait_for_selector("#generate")
+    page.locator("#faces input[type=file]").set_input_files(str(photos["astronaut"]))
+    page.locator("#num_inference_steps input[type=number]").fill("2")
+    page.locator("#num_inference_steps input[type=number]").press("Enter")
+    page.locator("#seed input").fill("5")
+    page.locator("#prompt textarea").fill("an astronaut on the moon")
+    page.wait_for_timeout(500)
+    page.click("#preview")
+    page.wait_for_selector("#keypoints img", timeout=30000)
+    page.click("#generate")
+    page.wait_for_selector("#gallery img", timeout=120000)
+    page.wait_for_function("document.querySelector('#parameters').innerText.includes('user_prompt')", timeout=30000)
+    text = page.locator("#parameters .cm-content").inner_text()
+    parameters = json.loads(text)
+    assert parameters["user_prompt"] == "an astronaut on the moon"
+    assert parameters["num_inference_steps"] == 2 and parameters["seed"] == 5
+    assert (parameters["width"], parameters["height"]) == (128, 128) and parameters["faces"] == parameters["faces_used"] == 1
+    image = page.locator("#gallery img").first
+    assert image.evaluate("img => img.naturalWidth") == 128
+    # the artifact: under $INSTANTID_TEST_ARTIFACTS when set (CI keeps it), else in pytest's temporary folder
+    artifacts = os.environ.get("INSTANTID_TEST_ARTIFACTS") or tmp_path_factory.mktemp("ui-artifacts")
+    artifacts = Path(artifacts)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "instantid-ui.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot: {screenshot}")
+    assert screenshot.stat().st_size > 10000
