@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from instantid.face.keypoints import draw_kps
-from instantid.models.call_cache import constant_input_modules, constant_inputs_computed_once
+from instantid.models.call_constants import (
+    CallConstantImageProjection,
+    CallConstantLinear,
+    constant_inputs_computed_once,
+)
 from shared_fixtures import load_parity_pipeline
 
 KPS = np.array([[20.0, 25.0], [44.0, 25.0], [32.0, 38.0], [23.0, 50.0], [41.0, 50.0]])
@@ -37,39 +41,52 @@ def test_cached_call_is_bit_identical(pipe, overrides):
 
 
 def test_each_constant_input_is_computed_once_per_call(pipe, monkeypatch):
-    modules = constant_input_modules(pipe.unet, pipe.controlnets)
+    # Declared at load: the face projection, to_k/to_v of every cross-attention (UNet and IdentityNet) and
+    # every to_k_ip/to_v_ip.
+    unet_layers = [m for m in pipe.unet.modules() if isinstance(m, CallConstantLinear)]
     cross_attentions = sum(1 for m in pipe.unet.modules() if getattr(m, "is_cross_attention", False))
-    assert pipe.unet.encoder_hid_proj in modules
-    assert len(modules) >= 1 + 4 * cross_attentions  # projection + to_k/to_v + to_k_ip/to_v_ip
+    assert isinstance(pipe.unet.encoder_hid_proj, CallConstantImageProjection)
+    assert len(unet_layers) == 4 * cross_attentions  # to_k/to_v + to_k_ip/to_v_ip
+    assert any(isinstance(m, CallConstantLinear) for m in pipe.identitynet.modules())
     from instantid.pipelines import instantid as mixin_module
 
     seen = {}
 
     @contextmanager
-    def recording(modules_arg):
-        with constant_inputs_computed_once(modules_arg) as counts:
-            seen.update(counts=counts)
-            yield counts
+    def recording():
+        with constant_inputs_computed_once() as constants:
+            seen.update(counts=constants.counts)
+            yield constants
 
     monkeypatch.setattr(mixin_module, "constant_inputs_computed_once", recording)
     latents(pipe, True, num_inference_steps=3)
     counts = seen["counts"]
     # 3 steps: every module computes once and reuses twice (IdentityNet's too: its tokens are one tensor).
-    assert counts["computed"] > 0
+    assert counts["computed"] >= 1 + len(unet_layers)
     assert counts["reused"] == 2 * counts["computed"]
 
 
-def test_modules_are_restored_and_edits_invalidate(pipe):
-    linear = torch.nn.Linear(4, 3)
+def test_outputs_are_reused_only_for_the_same_tensor_within_a_call():
+    plain = torch.nn.Linear(4, 3)
+    linear = CallConstantLinear.sharing(plain)
+    assert linear.weight is plain.weight and linear.bias is plain.bias  # the same parameters
     x = torch.randn(2, 4)
-    with torch.no_grad(), constant_inputs_computed_once([linear]) as counts:
-        first = linear(x)
-        assert linear(x) is first
-        x.mul_(2)  # an in-place edit changes the tensor's version: computed again
-        assert not torch.equal(linear(x), first)
-        assert linear(torch.randn(1, 4)).shape == (1, 3)
-    assert counts == {"computed": 3, "reused": 1}
-    assert "forward" not in linear.__dict__
-    with constant_inputs_computed_once([linear]):  # gradients on: never cached
-        y = torch.randn(2, 4)
-        assert linear(y) is not linear(y)
+    with torch.no_grad():
+        assert linear(x) is not linear(x)  # outside a call: a plain Linear
+        with constant_inputs_computed_once() as constants:
+            first = linear(x)
+            assert linear(x) is first
+            assert linear(x.clone()) is not first  # another tensor (same values): computed
+            assert torch.equal(first, plain(x))
+        assert constants.counts == {"computed": 2, "reused": 1}
+        assert linear(x) is not first  # the call is over
+    with constant_inputs_computed_once():  # gradients on: never reused
+        assert linear(x) is not linear(x)
+
+
+def test_unload_leaves_a_plain_unet():
+    pipe = load_parity_pipeline()
+    pipe.unload_ip_adapter_instantid()
+    assert pipe.unet.encoder_hid_proj is None
+    assert not any(isinstance(m, (CallConstantLinear, CallConstantImageProjection)) for m in pipe.unet.modules())
+    assert not any(hasattr(p, "to_k_ip") for p in pipe.unet.attn_processors.values())

@@ -45,17 +45,45 @@ def test_extra_controlnet_sees_text_while_identitynet_sees_face_tokens(tiny, pho
 
     pipe = load(tiny, controlnets=[tiny.identitynet])  # a second (random) ControlNet beside IdentityNet
     identitynet, extra = pipe.controlnets
-    # Forward hooks see the kwargs that reached each net (after IdentityNet's face-token swap).
+    # What each net's cross-attention attends to (IdentityNet swaps the text for the face tokens inside).
     received = {"identitynet": [], "extra": []}
     for key, net in (("identitynet", identitynet), ("extra", extra)):
-        net.register_forward_hook(lambda m, a, kw, out, key=key: received[key].append(kw["encoder_hidden_states"].shape),
-                                  with_kwargs=True)
+        attention = next(m for m in net.modules() if getattr(m, "is_cross_attention", False))
+        attention.register_forward_pre_hook(
+            lambda m, a, kw, key=key: received[key].append(kw["encoder_hidden_states"].shape), with_kwargs=True)
     canny = canny_image(load_image(photos["astronaut"]), (64, 64))
     out = generate(pipe, image=[draw_kps((64, 64), KPS), canny], controlnet_conditioning_scale=[0.8, 0.3],
                    num_inference_steps=1)
     assert torch.isfinite(out).all()
     assert received["identitynet"][0][1] == 16   # face tokens
     assert received["extra"][0][1] == 77         # text tokens
+
+
+def test_extra_controlnet_is_not_run_outside_its_window(tiny, photos):
+    from instantid.face import load_image
+    from instantid.models.controlnet_skip import IdleSkippingControlNetModel
+    from instantid.models.identitynet import IdentityNetModel
+
+    pipe = load(tiny, controlnets=[tiny.identitynet])
+    identitynet, extra = pipe.controlnets
+    assert type(identitynet) is IdentityNetModel and type(extra) is IdleSkippingControlNetModel
+    runs = []  # the keypoint/condition encoder runs only when the network really runs
+    hook = extra.controlnet_cond_embedding.register_forward_hook(lambda *a: runs.append(1))
+    canny = canny_image(load_image(photos["astronaut"]), (64, 64))
+    call = dict(image=[draw_kps((64, 64), KPS), canny], controlnet_conditioning_scale=[0.8, 0.3],
+                control_guidance_end=[1.0, 0.5], num_inference_steps=4)
+    try:
+        skipped = generate(pipe, **call)
+        ran_with_skip = len(runs)
+        pipe.skip_zero_scale_controlnets = False
+        runs.clear()
+        full = generate(pipe, **call)
+        ran_without_skip = len(runs)
+    finally:
+        pipe.skip_zero_scale_controlnets = True
+        hook.remove()
+    assert torch.equal(skipped, full)
+    assert (ran_with_skip, ran_without_skip) == (2, 4)
 
 
 def test_lora_changes_output_and_scale_zero_is_no_lora(tiny):

@@ -51,8 +51,9 @@ def call(pipe, photo, embedding, **overrides):
 
 def test_img2img_strength_changes_the_output_and_identity_reaches_identitynet(img2img, photo, embedding):
     seen = []
-    hook = img2img.controlnet.register_forward_hook(
-        lambda module, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].shape), with_kwargs=True)
+    attention = next(m for m in img2img.controlnet.modules() if getattr(m, "is_cross_attention", False))
+    hook = attention.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["encoder_hidden_states"].shape), with_kwargs=True)
     try:
         light = call(img2img, photo, embedding, strength=0.3, output_type="latent")
     finally:

@@ -61,15 +61,18 @@ def cells(shape, box):
 
 @contextmanager
 def inspect_call(pipe):
-    """Record each IdentityNet pass (its inputs), IdentityNet's summed output, what the UNet gets for the
-    adapter, and the first adapter-attention layer's inputs and output, for the first denoising step."""
+    """Record each IdentityNet pass (its face tokens and keypoint image), IdentityNet's summed output, what
+    the UNet gets for the adapter, and the first adapter-attention layer's inputs and output, for the first
+    denoising step."""
     seen = {"passes": [], "summed": [], "unet": [], "attention": []}
     net = pipe.identitynet
-    original = net.forward
+    cross_attention = next(m for m in net.modules() if getattr(m, "is_cross_attention", False))
 
-    def each_pass(*args, **kwargs):  # under the regional wrapper: one call per region
-        seen["passes"].append(kwargs)
-        return original(*args, **kwargs)
+    def pass_image(module, args):  # the keypoint encoder runs once per region pass
+        seen["passes"].append({"controlnet_cond": args[0]})
+
+    def pass_tokens(module, args, kwargs):  # the first cross-attention, once per pass, after the encoder
+        seen["passes"][-1].setdefault("encoder_hidden_states", kwargs["encoder_hidden_states"])
 
     def unet_inputs(module, args, kwargs):
         seen["unet"].append((kwargs["added_cond_kwargs"]["image_embeds"][0].clone(),
@@ -79,8 +82,9 @@ def inspect_call(pipe):
         seen["attention"].append((args, kwargs, out, module.processor.scale))
 
     layer = next(m for m in pipe.unet.modules() if hasattr(getattr(m, "processor", None), "to_k_ip"))
-    net.forward = each_pass
-    handles = [net.register_forward_hook(lambda module, args, out: seen["summed"].append(out)),
+    handles = [net.controlnet_cond_embedding.register_forward_pre_hook(pass_image),
+               cross_attention.register_forward_pre_hook(pass_tokens, with_kwargs=True),
+               net.register_forward_hook(lambda module, args, out: seen["summed"].append(out)),
                pipe.unet.register_forward_pre_hook(unet_inputs, with_kwargs=True),
                layer.register_forward_hook(attention, with_kwargs=True)]
     try:
@@ -88,7 +92,6 @@ def inspect_call(pipe):
     finally:
         for handle in handles:
             handle.remove()
-        del net.forward
 
 
 def tokens(pipe, embedding):
@@ -198,7 +201,7 @@ def test_bad_identity_lists_are_refused(pipe):
         run(pipe, [])
     with pytest.raises(RegionError, match="scale must be a number >= 0"):
         run(pipe, two(a, b, scale_b=-1.0))
-    assert "forward" not in pipe.identitynet.__dict__
+    assert pipe.identitynet.regions == () and pipe.identitynet.face_tokens is None
 
 
 # ---- regions from photos

@@ -16,6 +16,8 @@ _EXPORTS = {
     "StableDiffusionInstantIDImg2ImgPipeline": "instantid.pipelines.img2img",
     "StableDiffusionInstantIDInpaintPipeline": "instantid.pipelines.inpaint",
     "InstantIDMixin": "instantid.pipelines.instantid",
+    "IdentityNetModel": "instantid.models.identitynet",
+    "IdleSkippingControlNetModel": "instantid.models.controlnet_skip",
     "IdentityRegion": "instantid.pipelines.face_region",
     "generate_multi_identity": "instantid.pipelines.multi_identity",
     "identities_from_photos": "instantid.pipelines.multi_identity",

@@ -44,13 +44,12 @@ def face_adapter_detached(unet) -> Iterator[None]:
         yield
         return
     saved = _unet_processors(unet)
-    # Projection first: attn_processors lists the Resampler's processors while it is attached.
+    # Projection first: attn_processors lists the Resampler's processors while it is attached. Without a
+    # projection the UNet does no IP-Adapter work whatever its config says, so the config stays as it is.
     unet.encoder_hid_proj = None
-    unet.config.encoder_hid_dim_type = None
     unet.set_attn_processor({name: _plain_processor(proc) for name, proc in saved.items()})
     try:
         yield
     finally:
         unet.set_attn_processor(saved)
         unet.encoder_hid_proj = projection
-        unet.config.encoder_hid_dim_type = ADAPTER_PROJECTION_TYPE

@@ -87,7 +87,9 @@ def build_pipelines(components, settings: BenchSettings) -> dict:
         pipe = StableDiffusionXLInstantIDPipeline(**components.sdxl_kwargs(), controlnet=components.controlnet)
         pipe.load_ip_adapter_instantid(components.adapter_state_dict)
         pipes["instantid"] = pipe
-    apply_to_modules(settings.options, unet=components.unet, controlnet=components.controlnet, vae=components.vae)
+    # InstantID's IdentityNet shares the stock ControlNet's parameters but is its own module: both get the options.
+    controlnets = [components.controlnet] + ([pipes["instantid"].controlnet] if "instantid" in pipes else [])
+    apply_to_modules(settings.options, unet=components.unet, controlnet=controlnets, vae=components.vae)
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
     return pipes

@@ -4,8 +4,10 @@ Both InstantID paths become regional with stock parts, nothing re-implemented:
 - adapter: diffusers' IP-Adapter attention processors take `ip_adapter_masks` (through
   `cross_attention_kwargs`), one mask per face "image" fed to the adapter; each face's attention output
   is multiplied by its mask before it is added;
-- IdentityNet: one ControlNet call per region (that region's face tokens, keypoint image and scale),
-  each call's residuals multiplied by the region mask resized to the residual's resolution, then summed.
+- IdentityNet: one ControlNet pass per region (that region's face tokens, keypoint image and scale),
+  each pass's residuals multiplied by the region mask resized to the residual's resolution, then summed;
+  `regional_conditioning` prepares those per-region inputs (models/identitynet.py IdentityNetRegion) and
+  the mixin hands them to IdentityNetModel for the call.
 
 One region holding the call's own face is "enhance face region"; several regions, each with its own
 face, is multi-identity (multi_identity.py builds those).
@@ -19,9 +21,8 @@ tokens reach no residual or adapter output outside that region, bit for bit.
 
 from __future__ import annotations
 
-import inspect
 import math
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -32,6 +33,7 @@ from PIL import Image
 
 from ..errors import RegionError
 from ..face.keypoints import draw_kps
+from ..models.identitynet import FaceTokens, IdentityNetRegion
 
 MASK_CELLS_PER_LATENT = 4  # >= 4 keeps diffusers' bicubic mask downsampling exact on block-aligned masks
 
@@ -133,11 +135,6 @@ def region_to_mask(region, size: tuple[int, int], grid: int, vae_scale_factor: i
     return array_mask(region, shape, what)
 
 
-def resize_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """`mask` area-averaged to the spatial size of `like` ([B, C, h, w]), as [1, 1, h, w] in its dtype."""
-    return F.interpolate(mask[None, None].float(), size=tuple(like.shape[-2:]), mode="area").to(like)
-
-
 def check_disjoint(masks: Sequence[torch.Tensor]) -> None:
     """Refuse overlapping regions: where two overlap, both identities would act on the same pixels."""
     for i in range(len(masks)):
@@ -158,14 +155,6 @@ def _is_box(region) -> bool:
 # ---- the call: adapter masks and per-region IdentityNet
 
 
-@dataclass
-class _PreparedRegion:
-    mask: torch.Tensor  # on the mask grid
-    scale: float
-    tokens: tuple[torch.Tensor, torch.Tensor] | None  # (negative, positive) [1, T, C]; None = the call's
-    control_image: Image.Image | None  # None = the call's IdentityNet image
-
-
 def as_identity_regions(face_region_mask=None, identity_regions=None) -> list[IdentityRegion]:
     """The pipeline call's two region arguments -> one list (empty when neither is given)."""
     if face_region_mask is not None and identity_regions is not None:
@@ -180,15 +169,18 @@ def as_identity_regions(face_region_mask=None, identity_regions=None) -> list[Id
 
 
 @contextmanager
-def regional_conditioning(pipe, call: dict, face_region_mask=None, identity_regions=None) -> Iterator[None]:
-    """Within the InstantID call: confine the adapter and IdentityNet to the regions.
+def regional_conditioning(pipe, call: dict, *, cfg: bool, rows: int, face_region_mask=None,
+                          identity_regions=None) -> Iterator[list[IdentityNetRegion]]:
+    """Within the InstantID call: confine the adapter to the regions, and yield IdentityNet's per-region
+    inputs (empty without regions) for `IdentityNetModel.face_conditioning`.
 
     `call` holds the stock pipeline's arguments as the mixin prepared them (`ip_adapter_image_embeds`,
-    `width`, `height`); it is adjusted in place before the stock call runs.
+    `width`, `height`); it is adjusted in place before the stock call runs. `cfg`: whether the call uses
+    classifier-free guidance; `rows`: images in the call (prompts x images per prompt).
     """
     regions = as_identity_regions(face_region_mask, identity_regions)
     if not regions:
-        yield
+        yield []
         return
     width, height = call.get("width"), call.get("height")
     if not width or not height:
@@ -201,19 +193,17 @@ def regional_conditioning(pipe, call: dict, face_region_mask=None, identity_regi
         _check_region(region, mask, size, index)
 
     embeds = call["ip_adapter_image_embeds"][0]  # [rows, 1, n, E]: the mixin's [negatives, positives]
-    call["ip_adapter_image_embeds"] = [_per_region_embeds(pipe, embeds, regions)]
+    call["ip_adapter_image_embeds"] = [_per_region_embeds(pipe, embeds, regions, cfg)]
     attention_kwargs = dict(call.get("cross_attention_kwargs") or {})
     attention_kwargs["ip_adapter_masks"] = [torch.stack(masks)[None]]  # [1 adapter batch, k faces, h, w]
     call["cross_attention_kwargs"] = attention_kwargs
 
-    negative = embeds[0, 0] if pipe.do_classifier_free_guidance else None  # the mixin's (zeros or noise)
-    prepared = [_PreparedRegion(mask, float(r.scale), _region_tokens(pipe, r.embedding, negative),
-                                draw_kps(size, r.kps) if r.kps is not None else None)
+    negative = embeds[0, 0] if cfg else None  # the mixin's (zeros or noise)
+    prepared = [IdentityNetRegion(mask, float(r.scale), _region_tokens(pipe, r.embedding, rows, cfg, negative),
+                                  _prepared_cond(pipe, draw_kps(size, r.kps), size) if r.kps is not None else None)
                 for r, mask in zip(regions, masks)]
-    with ExitStack() as stack:
-        stack.enter_context(per_face_adapter_scales(pipe, [r.scale for r in regions]))
-        stack.enter_context(regional_identitynet(pipe, pipe.identitynet, prepared))
-        yield
+    with per_face_adapter_scales(pipe, [r.scale for r in regions]):
+        yield prepared
 
 
 def _check_region(region: IdentityRegion, mask: torch.Tensor, size: tuple[int, int], index: int) -> None:
@@ -232,7 +222,7 @@ def _check_region(region: IdentityRegion, mask: torch.Tensor, size: tuple[int, i
                           "the face would be masked away: move the region or the keypoints")
 
 
-def _per_region_embeds(pipe, embeds: torch.Tensor, regions: Sequence[IdentityRegion]) -> torch.Tensor:
+def _per_region_embeds(pipe, embeds: torch.Tensor, regions: Sequence[IdentityRegion], cfg: bool) -> torch.Tensor:
     """The adapter input with one face "image" per region: [rows, k, n, E], negatives the call's."""
     own = embeds[-1, 0]  # the call's positive embedding [n, E]
     faces = [own if r.embedding is None else pipe.face_embedding_tensor(r.embedding)[0].to(own) for r in regions]
@@ -241,14 +231,14 @@ def _per_region_embeds(pipe, embeds: torch.Tensor, regions: Sequence[IdentityReg
         raise RegionError(f"every region's face embedding must have the same number of rows, got {sorted(lengths)}; "
                           "average several embeddings of one person into one")
     per_region = torch.stack(faces)[None].repeat(embeds.shape[0], 1, 1, 1)
-    if pipe.do_classifier_free_guidance:  # the mixin's layout: [negatives, positives]; zeros or negative noise
+    if cfg:  # the mixin's layout: [negatives, positives]; zeros or negative noise
         per_region[: embeds.shape[0] // 2] = embeds[: embeds.shape[0] // 2]
     return per_region
 
 
-def _region_tokens(pipe, embedding, negative=None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(negative, positive) face tokens for a region's own embedding, as the mixin makes them (`negative`:
-    the call's negative embedding [n, E]; None = zeros)."""
+def _region_tokens(pipe, embedding, rows: int, cfg: bool, negative=None) -> FaceTokens | None:
+    """A region's own face tokens, made and laid out as the mixin makes the call's (None: the call's;
+    `negative`: the call's negative embedding [n, E], None = zeros)."""
     if embedding is None:
         return None
     proj = pipe.face_projection
@@ -257,7 +247,7 @@ def _region_tokens(pipe, embedding, negative=None) -> tuple[torch.Tensor, torch.
     with torch.no_grad():
         neg = torch.zeros_like(face) if negative is None else negative.reshape(face.shape).to(face)
         tokens = proj(torch.cat([neg, face]))
-    return tokens[:1], tokens[1:]
+    return FaceTokens.for_batch(tokens[:1], tokens[1:], rows, cfg)
 
 
 @contextmanager
@@ -277,73 +267,8 @@ def per_face_adapter_scales(pipe, factors: Sequence[float]) -> Iterator[None]:
             processor.scale = previous
 
 
-@contextmanager
-def regional_identitynet(pipe, controlnet: torch.nn.Module, regions: Sequence[_PreparedRegion]) -> Iterator[None]:
-    """While active, one call of `controlnet` runs once per region and returns the sum of the
-    region-masked residuals. Wraps whatever `forward` is there (the mixin's skip wrapper, offload hooks)."""
-    had_instance_forward = "forward" in controlnet.__dict__
-    previous = controlnet.forward
-    signature = inspect.signature(type(controlnet).forward)
-    cond_cache: dict[tuple, torch.Tensor] = {}
-
-    def forward(*args, **kwargs):
-        named = signature.bind(controlnet, *args, **kwargs).arguments
-        named.pop("self")
-        return_dict = named.get("return_dict", True)
-        named["return_dict"] = False
-        base_scale = named.get("conditioning_scale", 1.0)
-        total_down, total_mid = None, None
-        for index, region in enumerate(regions):
-            region_call = dict(named, conditioning_scale=base_scale * region.scale)
-            if region.tokens is not None:
-                region_call["encoder_hidden_states"] = _tokens_for_rows(
-                    pipe, region.tokens, named["encoder_hidden_states"], named.get("guess_mode", False))
-            if region.control_image is not None:
-                region_call["controlnet_cond"] = _prepared_cond(pipe, region.control_image, named["controlnet_cond"],
-                                                                cond_cache, index)
-            down, mid = previous(**region_call)
-            down = [d * resize_mask(region.mask, d) for d in down]
-            mid = mid * resize_mask(region.mask, mid)
-            if total_down is None:
-                total_down, total_mid = down, mid
-            else:
-                total_down = [a + b for a, b in zip(total_down, down)]
-                total_mid = total_mid + mid
-        if return_dict:
-            from diffusers.models.controlnets.controlnet import ControlNetOutput
-
-            return ControlNetOutput(down_block_res_samples=tuple(total_down), mid_block_res_sample=total_mid)
-        return tuple(total_down), total_mid
-
-    controlnet.forward = forward
-    try:
-        yield
-    finally:
-        if had_instance_forward:
-            controlnet.forward = previous
-        else:
-            del controlnet.forward
-
-
-def _tokens_for_rows(pipe, tokens, text_states: torch.Tensor, guess_mode: bool) -> torch.Tensor:
-    """A region's face tokens in the batch layout of the states the pipeline passed: [negatives, positives]
-    under CFG (unless guess mode, where IdentityNet only sees the conditional half), as the mixin lays them."""
-    negative, positive = tokens
-    rows = text_states.shape[0]
-    if pipe.do_classifier_free_guidance and not guess_mode:
-        half = rows // 2
-        out = torch.cat([negative.expand(half, -1, -1), positive.expand(rows - half, -1, -1)])
-    else:
-        out = positive.expand(rows, -1, -1)
-    return out.to(text_states)
-
-
-def _prepared_cond(pipe, image: Image.Image, like: torch.Tensor, cache: dict, index: int) -> torch.Tensor:
-    """A region's keypoint image prepared as the stock pipeline prepares its control image (same size,
-    [0, 1] floats, repeated over the batch)."""
-    key = (index, tuple(like.shape), like.dtype, like.device)
-    if key not in cache:
-        height, width = like.shape[-2:]
-        prepared = pipe.control_image_processor.preprocess(image, height=height, width=width).to(torch.float32)
-        cache[key] = prepared.to(like).expand(like.shape[0], -1, -1, -1)
-    return cache[key]
+def _prepared_cond(pipe, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """A region's keypoint image prepared as the stock pipeline prepares its control image ([1, 3, H, W],
+    [0, 1] floats at the output size); IdentityNet repeats it over the batch."""
+    width, height = size
+    return pipe.control_image_processor.preprocess(image, height=height, width=width).to(torch.float32)

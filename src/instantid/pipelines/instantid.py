@@ -1,11 +1,18 @@
 """What InstantID adds to a stock diffusers ControlNet pipeline, as a mixin.
 
 The stock pipeline keeps doing everything it does (CFG, control windows, multi-ControlNet, LoRA,
-offload, schedulers). This mixin adds three things around its `__call__`:
-1. the face embedding goes in as the IP-Adapter image embedding, so diffusers' own Resampler
-   (IP-Adapter-Plus projection) and decoupled cross-attention processors inject the face tokens;
-   the CFG negative is the embedding of zeros, as in the released code (or of noise: negative_noise.py);
-2. IdentityNet (the ControlNet at `identitynet_index`) cross-attends to those face tokens;
+offload, schedulers). InstantID's behaviour lives in declared components:
+- the ControlNet at `identitynet_index` is an `IdentityNetModel` (models/identitynet.py), which
+  cross-attends to the face tokens; the others are `IdleSkippingControlNetModel`s. A plain
+  `ControlNetModel` handed to the pipeline becomes one when the pipeline registers it (same parameters,
+  no copy), so the released drop-in usage works unchanged;
+- `load_ip_adapter_instantid` loads the face adapter with diffusers' IP-Adapter loader (the Resampler
+  as `unet.encoder_hid_proj`, decoupled cross-attention processors via `set_attn_processor`) and
+  declares the call-constant modules (models/call_constants.py).
+The mixin's `__call__` only validates and prepares inputs, then calls the stock `__call__`:
+1. the face embedding goes in as the IP-Adapter image embedding; the CFG negative is the embedding of
+   zeros, as in the released code (or of noise: negative_noise.py);
+2. the call's face tokens (and region inputs, see face_region.py) go to IdentityNet for this call;
 3. `ip_adapter_scale` applies to one call, and the output size is capped for large condition images.
 """
 
@@ -13,17 +20,21 @@ from __future__ import annotations
 
 import inspect
 import logging
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CheckpointError, EmbeddingError
+from ..errors import CheckpointError, EmbeddingError, UsageError
 from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
-from ..models.call_cache import constant_input_modules, constant_inputs_computed_once
-from ..models.controlnet_skip import skip_idle_controlnets
-from ..models.identitynet import identitynet_face_tokens
+from ..models.call_constants import (
+    constant_inputs_computed_once,
+    install_call_constant_modules,
+    remove_call_constant_modules,
+)
+from ..models.controlnet_skip import IdleSkippingControlNetModel
+from ..models.identitynet import FaceTokens, IdentityNetModel
 from .call_checks import check_call
 from .face_region import regional_conditioning
 from .negative_noise import negative_face_embedding
@@ -37,10 +48,58 @@ class InstantIDMixin:
     identitynet_index: int = 0
     # Name of the stock __call__ argument holding the ControlNet condition image(s).
     control_image_argument: str = "image"
-    # Don't run a ControlNet at steps where its control window gives it weight 0 (bit-identical output).
-    skip_zero_scale_controlnets: bool = True
     # Compute face tokens and cross-attention keys/values once per call, not at every step (bit-identical).
     compute_constant_inputs_once: bool = True
+
+    # ---- the ControlNets as InstantID declares them
+
+    def register_modules(self, **kwargs) -> None:
+        if kwargs.get("controlnet") is None:
+            super().register_modules(**kwargs)
+            return
+        kwargs["controlnet"] = self.instantid_controlnet(kwargs["controlnet"])
+        super().register_modules(**kwargs)
+        if isinstance(kwargs["controlnet"], IdleSkippingControlNetModel):
+            # A saved pipeline names it as what it is on disk (a ControlNetModel config and weights), so
+            # any diffusers install loads it; loading it into this pipeline declares it again.
+            self.register_to_config(controlnet=("diffusers", "ControlNetModel"))
+
+    @classmethod
+    def instantid_controlnet(cls, controlnet):
+        """IdentityNet at `identitynet_index`, idle-skipping ControlNets elsewhere; plain ControlNetModels
+        are turned into those sharing their parameters (no copy)."""
+        from diffusers import MultiControlNetModel
+
+        def declared(net, index):
+            wanted = IdentityNetModel if index == cls.identitynet_index else IdleSkippingControlNetModel
+            net = wanted.sharing(net)
+            install_call_constant_modules(net)
+            return net
+
+        if isinstance(controlnet, MultiControlNetModel):
+            nets = [declared(net, index) for index, net in enumerate(controlnet.nets)]
+            if all(a is b for a, b in zip(nets, controlnet.nets)):
+                return controlnet
+            return MultiControlNetModel(nets)
+        return declared(controlnet, 0)
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        # diffusers' from_pipe carries a model over only if its exact class is in the new pipeline's type
+        # hints; the declared ControlNets are subclasses, so they are passed on explicitly (shared, no copy).
+        if "controlnet" not in kwargs and getattr(pipeline, "controlnet", None) is not None:
+            kwargs["controlnet"] = pipeline.controlnet
+        return super().from_pipe(pipeline, **kwargs)
+
+    @property
+    def skip_zero_scale_controlnets(self) -> bool:
+        """Don't run a ControlNet at steps where its control window gives it weight 0 (bit-identical output)."""
+        return all(getattr(net, "skip_idle_steps", False) for net in self.controlnets)
+
+    @skip_zero_scale_controlnets.setter
+    def skip_zero_scale_controlnets(self, value: bool) -> None:
+        for net in self.controlnets:
+            net.skip_idle_steps = bool(value)
 
     # ---- loading: the released name, plus the load / set-scale / unload trio diffusers users know
 
@@ -59,10 +118,13 @@ class InstantIDMixin:
         if getattr(self.unet, "encoder_hid_proj", None) is not None:
             self.unload_ip_adapter()  # one face adapter at a time
         self.load_ip_adapter(state_dict, subfolder=None, weight_name=None, image_encoder_folder=None)
+        install_call_constant_modules(self.unet)
         self.set_ip_adapter_scale(scale)
 
     def unload_ip_adapter_instantid(self) -> None:
+        """The UNet as before `load_ip_adapter_instantid`: diffusers' unload, and plain key/value projections."""
         self.unload_ip_adapter()
+        remove_call_constant_modules(self.unet)
 
     @property
     def identitynet(self):
@@ -105,14 +167,6 @@ class InstantIDMixin:
             raise EmbeddingError("image_embeds contains NaN or infinite values; recompute the face embedding")
         return emb.reshape(1, -1, dim)
 
-    def _stock_signature(self) -> inspect.Signature:
-        """The signature of the stock pipeline's __call__: the first one after this mixin in the MRO."""
-        mro = type(self).__mro__
-        for cls in mro[mro.index(InstantIDMixin) + 1:]:
-            if "__call__" in vars(cls):
-                return inspect.signature(vars(cls)["__call__"])
-        raise TypeError(f"{type(self).__name__} has no stock pipeline to extend")
-
     def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,
                  face_region_mask=None, identity_regions=None, negative_face_noise: float = 0.0, **kwargs):
         """The stock pipeline's call, plus `image_embeds` (the raw face embedding, required) and
@@ -127,9 +181,13 @@ class InstantIDMixin:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
             raise ValueError("pass the face as image_embeds, not ip_adapter_image / ip_adapter_image_embeds")
-        signature = self._stock_signature()
-        call = signature.bind_partial(self, *args, **kwargs).arguments
-        call.pop("self")
+        if not hasattr(self.identitynet, "face_conditioning"):
+            raise UsageError(f"the pipeline's ControlNet {self.identitynet_index} is a {type(self.identitynet).__name__}, "
+                             "not IdentityNet: pass ControlNets when building the pipeline (or through "
+                             "pipe.register_modules(controlnet=...)), not by assigning pipe.controlnet")
+        stock_call = super().__call__
+        signature = inspect.signature(stock_call)
+        call = signature.bind_partial(*args, **kwargs).arguments
 
         def arg(name):
             return call.get(name, signature.parameters[name].default)
@@ -137,38 +195,31 @@ class InstantIDMixin:
         proj = self.face_projection
         weight = next(proj.parameters())
         embedding = self.face_embedding_tensor(image_embeds).to(weight.dtype)
-        self._guidance_scale = arg("guidance_scale")  # lets the stock do_classifier_free_guidance decide
+        cfg = self.uses_classifier_free_guidance(arg("guidance_scale"))
         batch = self._prompt_batch_size(arg("prompt"), arg("prompt_embeds"))
         positive = embedding.expand(batch, -1, -1)[:, None]  # [batch, 1 image, n, E]
         # CFG negative: Resampler(zeros) as released, or of noise (negative_noise.py; draws nothing at 0)
         negative = negative_face_embedding(positive, negative_face_noise, arg("generator"))
-        call["ip_adapter_image_embeds"] = [torch.cat([negative, positive]) if self.do_classifier_free_guidance
-                                           else positive]
+        call["ip_adapter_image_embeds"] = [torch.cat([negative, positive]) if cfg else positive]
         self._fill_output_size(call)
 
         with torch.no_grad():
             tokens = proj(torch.cat([negative[:1, 0], positive[:1, 0]]).to(weight.device))
-        neg_tokens, pos_tokens = tokens[:1], tokens[1:]
+        rows = batch * (arg("num_images_per_prompt") or 1)
+        face_tokens = FaceTokens.for_batch(tokens[:1], tokens[1:], rows, cfg)
 
-        token_batches: dict[tuple, torch.Tensor] = {}  # the same tensor at every step (see call_cache.py)
+        with ExitStack() as stack:
+            stack.enter_context(self._adapter_scale(ip_adapter_scale))
+            regions = stack.enter_context(regional_conditioning(
+                self, call, cfg=cfg, rows=rows, face_region_mask=face_region_mask, identity_regions=identity_regions))
+            stack.enter_context(self.identitynet.face_conditioning(face_tokens, regions))
+            if self.compute_constant_inputs_once:
+                stack.enter_context(constant_inputs_computed_once())
+            return stock_call(**call)
 
-        def tokens_for_batch(size: int, controlnet_kwargs: dict) -> torch.Tensor:
-            # Same batch layout as the text states: [negatives, positives] under CFG unless guess mode.
-            cfg = self.do_classifier_free_guidance and not controlnet_kwargs.get("guess_mode", False)
-            if (size, cfg) not in token_batches:
-                half = size // 2
-                token_batches[size, cfg] = (torch.cat([neg_tokens.expand(half, -1, -1),
-                                                       pos_tokens.expand(size - half, -1, -1)])
-                                            if cfg else pos_tokens.expand(size, -1, -1))
-            return token_batches[size, cfg]
-
-        with (self._adapter_scale(ip_adapter_scale),
-              identitynet_face_tokens(self.identitynet, tokens_for_batch),
-              skip_idle_controlnets(self.controlnets if self.skip_zero_scale_controlnets else []),
-              regional_conditioning(self, call, face_region_mask, identity_regions),
-              constant_inputs_computed_once(constant_input_modules(self.unet, self.controlnets)
-                                            if self.compute_constant_inputs_once else [])):
-            return super().__call__(**call)
+    def uses_classifier_free_guidance(self, guidance_scale: float) -> bool:
+        """What the stock `do_classifier_free_guidance` will say for this guidance scale."""
+        return guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
 
     # ---- helpers
 

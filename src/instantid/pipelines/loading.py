@@ -33,9 +33,12 @@ def default_dtype(device: str) -> torch.dtype:
 
 
 def load_controlnet(spec: str | Path, dtype: torch.dtype = torch.float32, *, subfolder: str | None = None,
-                    what: str = "ControlNet", hint: str = "with --controlnet"):
-    """Any diffusers ControlNetModel from a folder or Hub id."""
-    from diffusers import ControlNetModel
+                    what: str = "ControlNet", hint: str = "with --controlnet", model_class=None):
+    """Any diffusers ControlNetModel from a folder or Hub id, as `model_class` (default: an
+    IdleSkippingControlNetModel, a ControlNetModel that skips its idle steps)."""
+    from ..models.controlnet_skip import IdleSkippingControlNetModel
+
+    model_class = model_class or IdleSkippingControlNetModel
 
     patterns = [f"{subfolder}/*"] if subfolder else ["config.json", "*.safetensors"]
     path = hub.resolve_dir(spec, what=what, hint=hint, subfolder=subfolder, allow_patterns=patterns)
@@ -45,14 +48,17 @@ def load_controlnet(spec: str | Path, dtype: torch.dtype = torch.float32, *, sub
 
     check_json_object(path / "config.json", f"{what} config.json", error=CheckpointError)
     try:
-        return ControlNetModel.from_pretrained(path, dtype=dtype)
+        return model_class.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{what} in '{path}' could not be loaded: {err}") from err
 
 
 def load_identitynet(spec: str | Path = hub.RELEASED_REPO, dtype: torch.dtype = torch.float32):
+    """The released IdentityNet (a ControlNetModel folder) as an IdentityNetModel."""
+    from ..models.identitynet import IdentityNetModel
+
     return load_controlnet(spec, dtype, subfolder=hub.RELEASED_IDENTITYNET_SUBFOLDER, what="IdentityNet",
-                           hint="with --identitynet")
+                           hint="with --identitynet", model_class=IdentityNetModel)
 
 
 def architecture_of(identitynet) -> str:

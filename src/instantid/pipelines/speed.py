@@ -36,14 +36,16 @@ class SpeedOptions:
 
 
 def apply_to_modules(options: SpeedOptions, *, unet, controlnet, vae) -> None:
-    """Module-level options, once, after the face adapter is loaded (processors must exist)."""
+    """Module-level options, once, after the face adapter is loaded (processors must exist).
+    `controlnet`: one ControlNet module or a list of them."""
+    controlnets = list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet]
     if options.attention == "eager":
-        for module in (unet, controlnet, vae):
+        for module in (unet, *controlnets, vae):
             use_eager_attention(module)
     if options.channels_last:
         import torch
 
-        for module in (unet, controlnet, vae):
+        for module in (unet, *controlnets, vae):
             module.to(memory_format=torch.channels_last)
     if options.vae_tiling:
         vae.enable_tiling()
@@ -52,7 +54,10 @@ def apply_to_modules(options: SpeedOptions, *, unet, controlnet, vae) -> None:
     if options.compile:
         # nn.Module.compile keeps the module's class and attributes (pipelines read unet.config).
         unet.compile()
-        controlnet.compile()
+        for module in controlnets:
+            # Each ControlNet on its own (InstantID's compile the network, not their per-step decisions).
+            for net in getattr(module, "nets", [module]):
+                net.compile()
 
 
 def use_eager_attention(module: torch.nn.Module) -> None:

@@ -2,8 +2,8 @@
 
 The face adapter is loaded into the UNet by the same call inference uses
 (`pipe.load_ip_adapter_instantid`), so its Resampler is diffusers' `unet.encoder_hid_proj` and its
-`to_k_ip`/`to_v_ip` live in diffusers' IP-Adapter attention processors; IdentityNet is a stock
-`ControlNetModel` fed the face tokens by `identitynet_face_tokens`, as in the pipeline. Only those
+`to_k_ip`/`to_v_ip` live in diffusers' IP-Adapter attention processors; IdentityNet is the pipeline's
+`IdentityNetModel`, given the face tokens as its encoder states, as in the pipeline. Only those
 train; the UNet's own weights, the VAE and the text encoders are frozen.
 """
 
@@ -26,7 +26,6 @@ from ..models.architectures import (  # noqa: F401  (SDXL, SD15: the family name
     family_of_config,
     released_adapter_shapes,
 )
-from ..models.identitynet import identitynet_face_tokens
 from .errors import TrainingConfigError
 
 logger = logging.getLogger(__name__)
@@ -54,10 +53,9 @@ class InstantIDTrainingModel(torch.nn.Module):
         down_residuals = mid_residual = None
         if self.identitynet is not None:
             face_tokens = self.face_projection(face_embeddings[:, None])
-            with identitynet_face_tokens(self.identitynet, lambda size, kwargs: face_tokens):
-                down_residuals, mid_residual = self.identitynet(
-                    noisy_latents, timesteps, encoder_hidden_states=text_states, controlnet_cond=kps_images,
-                    added_cond_kwargs=added_cond, return_dict=False)
+            down_residuals, mid_residual = self.identitynet(
+                noisy_latents, timesteps, encoder_hidden_states=face_tokens.to(text_states),
+                controlnet_cond=kps_images, added_cond_kwargs=added_cond, return_dict=False)
         # 3. UNet: text cross-attention + decoupled face cross-attention, plus IdentityNet's residuals
         unet_cond = {**(added_cond or {}), "image_embeds": [face_embeddings[:, None, None]]}
         return self.unet(noisy_latents, timesteps, encoder_hidden_states=text_states, added_cond_kwargs=unet_cond,
