@@ -120,7 +120,7 @@ def test_saved_pipeline_is_in_the_stock_format_and_loads_back(pipe, tmp_path, ba
 
 def test_zero_residual_shapes_match_a_real_run():
     # What a skipped step returns must have the shapes of a real run, odd latent sizes included.
-    from instantid.models.architectures import full_identitynet_config
+    from instantid.testing.architectures import full_identitynet_config
     from instantid.models.controlnet_skip import IdleSkippingControlNetModel
 
     with torch.device("meta"):

@@ -268,7 +268,6 @@ def test_512d_antelopev2_data_trains_and_generates(training_photos, sdxl_base, t
     assert np.isfinite(output.images[0]).all()
 
 
-@pytest.mark.slow  # 19-33 s on 2 shared cores: two training processes
 def test_two_processes_train_together(data, sdxl_base, tmp_path):
     """Distributed data parallel on CPU (gloo) through torchrun: each process gets its own batches."""
     out = tmp_path / "ddp"
