@@ -159,10 +159,11 @@ class InstantIDMixin:
         except (TypeError, ValueError) as err:
             raise EmbeddingError(f"image_embeds must be an array of numbers, got {type(image_embeds).__name__}") from err
         if emb.numel() == 0 or emb.shape[-1] != dim or emb.numel() % dim:
-            raise EmbeddingError(
-                f"image_embeds has shape {tuple(emb.shape)}, but the loaded adapter takes {dim}-d face embeddings "
-                f"(antelopev2 gives 512, dlib 128): use the face backend the adapter was trained with"
-            )
+            from ..models.architectures import embedding_size_problem  # the one embedding-size check
+
+            raise EmbeddingError(embedding_size_problem(emb.shape[-1] if emb.ndim else 0, dim,
+                                                        f"image_embeds (shape {tuple(emb.shape)}) has")
+                                 or f"image_embeds has shape {tuple(emb.shape)}; give [E], [1, E] or [n, E] with E = {dim}")
         if not torch.isfinite(emb).all():
             raise EmbeddingError("image_embeds contains NaN or infinite values; recompute the face embedding")
         return emb.reshape(1, -1, dim)
