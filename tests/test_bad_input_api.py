@@ -3,6 +3,7 @@ exception), or the right result."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -445,3 +446,304 @@ def test_multi_image_jpeg_output_names(tmp_path):
     assert [p.name for p in output_paths(str(tmp_path / "x.jpg"), 2)] == ["x_000.jpg", "x_001.jpg"]
     assert [p.name for p in output_paths(str(tmp_path / "noext"), 1)] == ["noext.png"]
     assert [p.name for p in output_paths(str(tmp_path / "dir") + "/", 1)] == ["instantid.png"]
+
+
+# --- the output cap and NaN output: one check in every pipeline call, so in every library entry -----------------
+
+@contextlib.contextmanager
+def nan_decoder(pipe):
+    """The pipeline's VAE decoder made to output NaN everywhere (a real NaN path through the stock call)."""
+    bias = pipe.vae.decoder.conv_out.bias
+    saved = bias.detach().clone()
+    with torch.no_grad():
+        bias.fill_(float("nan"))
+    try:
+        yield pipe
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)
+
+
+def _face(dlib_analyzer, photos):
+    return dlib_analyzer.detect(photos["astronaut"])[0]
+
+
+@pytest.mark.parametrize("entry", ["pipe", "pipe_np", "generate", "swap_face", "swap_whole_image", "multi",
+                                   "face_detail"])
+def test_nan_output_is_a_generation_error_in_every_entry(entry, tiny_pipe, dlib_analyzer, photos):
+    from instantid.pipelines.face_detail import face_detail
+    from instantid.pipelines.face_region import IdentityRegion
+    from instantid.pipelines.face_swap import swap_face, swap_whole_image
+    from instantid.pipelines.from_photos import generate_from_photos
+    from instantid.pipelines.multi_identity import generate_multi_identity
+
+    face = _face(dlib_analyzer, photos)
+    kps = np.asarray(face.kps) * 64 / 512
+    runs = {
+        "pipe": lambda: tiny_pipe(prompt="x", image_embeds=face.embedding, image=Image.new("RGB", (64, 64)),
+                                  num_inference_steps=1, width=64, height=64),
+        "pipe_np": lambda: tiny_pipe(prompt="x", image_embeds=face.embedding, image=Image.new("RGB", (64, 64)),
+                                     num_inference_steps=1, width=64, height=64, output_type="np"),
+        "generate": lambda: generate_from_photos(tiny_pipe, [photos["astronaut"]], "x", analyzer=dlib_analyzer,
+                                                 width=64, height=64, num_inference_steps=1),
+        "swap_face": lambda: swap_face(tiny_pipe, [photos["astronaut"]], photos["astronaut"], analyzer=dlib_analyzer,
+                                       working_side=64, num_inference_steps=2),
+        "swap_whole_image": lambda: swap_whole_image(tiny_pipe, [photos["astronaut"]], photos["astronaut"],
+                                                     analyzer=dlib_analyzer, width=64, height=64,
+                                                     num_inference_steps=2),
+        "multi": lambda: generate_multi_identity(tiny_pipe, [IdentityRegion((0, 0, 64, 64), face.embedding, kps)],
+                                                 "x", width=64, height=64, num_inference_steps=1),
+        "face_detail": lambda: face_detail(tiny_pipe, Image.new("RGB", (64, 64), "grey"), face.embedding, kps,
+                                           mode="on", num_inference_steps=2),
+    }
+    with nan_decoder(tiny_pipe), pytest.raises(GenerationError, match="contains NaN"):
+        runs[entry]()
+
+
+def test_latent_output_is_left_alone_and_the_pipeline_works_again_after(tiny_pipe, dlib_analyzer, photos):
+    face = _face(dlib_analyzer, photos)
+    call = dict(prompt="x", image_embeds=face.embedding, image=Image.new("RGB", (64, 64)), num_inference_steps=1,
+                width=64, height=64)
+    with nan_decoder(tiny_pipe):
+        assert tiny_pipe(**call, output_type="latent").images.shape[-1] > 0  # the decoder never ran
+    image = tiny_pipe(**call).images[0]  # the default PIL output, made from the float output
+    assert isinstance(image, Image.Image) and image.size == (64, 64)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(width=4096, height=4096), ["4096x4096", "output cap for sdxl", "max_output_pixels"]),
+    (dict(max_output_pixels=32 * 32), ["64x64", "0.00 MP output cap"]),
+    (dict(max_output_pixels="many"), ["positive whole number"]),
+    (dict(max_output_pixels=0), ["positive whole number"]),
+])
+def test_every_pipeline_call_applies_the_output_cap(kwargs, words, tiny_pipe, monkeypatch):
+    from instantid.models import identitynet
+
+    def no_step(*args, **kwargs):
+        raise AssertionError("a denoising step ran before the cap was checked")
+
+    monkeypatch.setattr(identitynet.IdentityNetModel, "forward", no_step)
+    call = dict(prompt="x", image_embeds=np.ones(128, np.float32), image=Image.new("RGB", (64, 64)),
+                num_inference_steps=1, width=64, height=64)
+    call.update(kwargs)
+    with pytest.raises(LimitError) as caught:
+        tiny_pipe(**call)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_library_entries_pass_the_cap_on(tiny_pipe, dlib_analyzer, photos, monkeypatch):
+    """swap_face's crop, swap_whole_image's output, multi's output and the environment variable."""
+    from instantid.pipelines.face_region import IdentityRegion
+    from instantid.pipelines.face_swap import swap_face, swap_whole_image
+    from instantid.pipelines.multi_identity import generate_multi_identity
+
+    face = _face(dlib_analyzer, photos)
+    with pytest.raises(LimitError, match="128x128"):
+        swap_face(tiny_pipe, [photos["astronaut"]], photos["astronaut"], analyzer=dlib_analyzer, working_side=128,
+                  num_inference_steps=2, max_output_pixels=64 * 64)
+    with pytest.raises(LimitError, match="128x128"):
+        swap_whole_image(tiny_pipe, [photos["astronaut"]], photos["astronaut"], analyzer=dlib_analyzer, width=128,
+                         height=128, num_inference_steps=2, max_output_pixels=64 * 64)
+    monkeypatch.setenv("INSTANTID_MAX_OUTPUT_PIXELS", str(64 * 64))
+    with pytest.raises(LimitError, match="128x64"):
+        generate_multi_identity(tiny_pipe, [IdentityRegion((0, 0, 64, 64), face.embedding, face.kps / 8)], "x",
+                                width=128, height=64, num_inference_steps=1)
+    monkeypatch.setenv("INSTANTID_MAX_OUTPUT_PIXELS", "nan")
+    with pytest.raises(LimitError, match="not a positive number"):
+        generate_multi_identity(tiny_pipe, [IdentityRegion((0, 0, 64, 64), face.embedding, face.kps / 8)], "x",
+                                width=64, height=64, num_inference_steps=1)
+
+
+# --- bounded loading: reduced decoding where a reduced size will do, a clear cap where the whole is needed ------
+
+def test_load_at_least_decodes_large_jpegs_reduced(huge_jpeg):
+    from instantid.face.image import load_at_least
+
+    rgb, full = load_at_least(huge_jpeg, 2048)
+    assert full == (20000, 20000) and 2048 <= max(rgb.shape[:2]) <= 20000 // 8 + 1 and rgb.shape[2] == 3
+
+
+def test_whole_photos_are_refused_above_the_full_size_cap(huge_jpeg):
+    from instantid.face.image import load_image
+    from instantid.pipelines.face_swap import swap_face
+
+    with pytest.raises(LimitError, match="20000x20000.*100 MP limit for photos worked on at full size"):
+        load_image(huge_jpeg)
+    with pytest.raises(LimitError, match="100 MP"):  # before any face analysis or pipeline
+        swap_face(object(), [huge_jpeg], huge_jpeg, analyzer=None)
+
+
+def test_swap_whole_image_reads_a_huge_target_reduced(huge_jpeg, tiny_pipe, dlib_analyzer, photos, monkeypatch):
+    from instantid.pipelines import face_swap
+
+    decoded = []
+    real = face_swap.load_at_least
+
+    def spy(source, long_side):
+        rgb, full = real(source, long_side)
+        decoded.append(rgb.shape)
+        return rgb, full
+
+    monkeypatch.setattr(face_swap, "load_at_least", spy)
+    monkeypatch.setattr(face_swap, "load_image", lambda source: pytest.fail("the target was decoded whole"))
+    result = face_swap.swap_whole_image(tiny_pipe, [photos["astronaut"]], huge_jpeg, analyzer=dlib_analyzer,
+                                        width=64, height=64, num_inference_steps=2)
+    assert result.images[0].size == (64, 64) and max(decoded[0][:2]) <= 20000 // 8 + 1
+    x1, _, x2, _ = result.target_face.bbox  # the enlarged astronaut, found in the reduced decode
+    assert x2 - x1 > 100
+
+
+def test_training_images_are_decoded_reduced_and_keypoints_drawn_bounded(huge_jpeg, tmp_path, monkeypatch):
+    from instantid.training import data
+
+    embedding = tmp_path / "e.npy"
+    np.save(embedding, np.zeros(128, np.float32))
+    kps = np.array([[9800, 9800], [10200, 9800], [10000, 10000], [9850, 10200], [10150, 10200]], np.float32)
+    item = data.TrainingItem("huge", huge_jpeg, "a photo", 20000, 20000, (9500, 9500, 10500, 10500), kps, embedding)
+    dataset = data.InstantIDDataset([item], [(64, 64)])
+    canvases, decoded = [], []
+    real_draw, real_load = data.draw_kps, data.load_at_least
+    monkeypatch.setattr(data, "draw_kps", lambda size, points: canvases.append(size) or real_draw(size, points))
+    monkeypatch.setattr(data, "load_at_least",
+                        lambda source, side: (lambda out: decoded.append(out[0].shape) or out)(real_load(source, side)))
+    example = dataset[0]
+    assert example["pixel_values"].shape == (3, 64, 64) and example["kps_image"].shape == (3, 64, 64)
+    assert canvases[0][0] * canvases[0][1] <= data.KPS_CANVAS_MAX_PIXELS and max(decoded[0][:2]) <= 20000 // 8 + 1
+    assert example["kps_image"].max() > 0  # the keypoints are drawn, at the face
+
+
+def test_training_image_changed_into_a_non_image_is_a_training_error(tmp_path, photos):
+    from instantid.training import data
+    from instantid.training.errors import TrainingDataError
+
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("no longer a photo")
+    embedding = tmp_path / "e.npy"
+    np.save(embedding, np.zeros(128, np.float32))
+    item = data.TrainingItem("x", fake, "c", 512, 512, (100, 100, 200, 200), np.full((5, 2), 150, np.float32),
+                             embedding)
+    with pytest.raises(TrainingDataError, match="rerun prepare-data"):
+        data.InstantIDDataset([item], [(64, 64)]).pixel_values(0)
+
+
+# --- odd inputs of swap, multi and the regions -----------------------------------------------------------------
+
+@pytest.mark.parametrize("bbox, words", [
+    ((np.nan, 10, 50, 50), "not finite"), ((10, 10, 10, 50), "empty"), ((50, 10, 40, 50), "empty"),
+    ((500, 500, 600, 600), "face mask is empty"),
+])
+def test_face_mask_boxes_nan_zero_area_or_outside(bbox, words):
+    from instantid.errors import RegionError
+    from instantid.pipelines.face_swap import crop_box, face_mask, mask_bounds
+
+    with pytest.raises(RegionError, match=words):
+        mask = face_mask((100, 100), bbox)
+        crop_box(mask_bounds(mask), (100, 100))
+
+
+@pytest.mark.parametrize("grow, feather, words", [
+    (float("nan"), 0.1, "grow"), (0, 0.1, "grow"), (-1, 0.1, "grow"), (float("inf"), 0.1, "grow"),
+    (1.3, float("nan"), "feather"), (1.3, -0.5, "feather"), (1.3, "wide", "feather"),
+])
+def test_swap_mask_shape_values(grow, feather, words):
+    from instantid.pipelines.face_swap import swap_face
+
+    with pytest.raises(UsageError, match=words):  # refused before the target is even read
+        swap_face(object(), [], "no-such-target.jpg", analyzer=None, grow=grow, feather=feather)
+
+
+@pytest.mark.parametrize("kps", [np.full((5, 2), np.nan), np.zeros((3, 2)), np.full((5, 2), np.inf)])
+def test_face_detail_keypoints_nan_or_wrong_shape(kps, tiny_pipe):
+    from instantid.pipelines.face_detail import face_detail
+
+    with pytest.raises(UsageError, match="five finite"):
+        face_detail(tiny_pipe, Image.new("RGB", (64, 64)), np.ones(128, np.float32), kps, mode="on")
+
+
+def test_region_masks_that_are_no_image(tiny_pipe, tmp_path):
+    from instantid.errors import RegionError
+    from instantid.pipelines.face_region import IdentityRegion
+
+    text = tmp_path / "mask.png"
+    text.write_text("a text file named like a mask\n")
+    os.mkfifo(tmp_path / "fifo.png")
+    call = dict(prompt="x", image_embeds=np.ones(128, np.float32), image=Image.new("RGB", (64, 64)),
+                num_inference_steps=1, width=64, height=64)
+    with pytest.raises(ImageReadError, match="not an image in a format read here"):
+        tiny_pipe(**call, face_region_mask=str(text))
+    with pytest.raises(ImageReadError, match="FIFO"):
+        tiny_pipe(**call, face_region_mask=tmp_path / "fifo.png")
+    with pytest.raises(RegionError, match="a box x1,y1,x2,y2, or a mask"):
+        tiny_pipe(**call, identity_regions=[IdentityRegion(region={"x": 1})])
+    mask = tmp_path / "real.png"
+    Image.new("L", (64, 64), 255).save(mask)  # and a real mask file works
+    assert tiny_pipe(**call, face_region_mask=mask).images[0].size == (64, 64)
+
+
+@pytest.mark.parametrize("boxes, scale, words", [
+    ([(10, 10, 10, 50)], 1.0, "empty"),
+    ([(float("nan"), 0, 10, 10)], 1.0, "non-finite"),
+    ([(0, 0, 200, 64)], 1.0, "outside"),
+    ([(0, 0, 32, 32), (32, 0, 64, 32)], 1.0, "1 face photos but 2 regions"),
+    ([(0, 0, 32, 32)], [float("nan")], "finite number >= 0"),
+    ([(0, 0, 32, 32)], -1.0, "finite number >= 0"),
+    ([(0, 0, 32, 32)], "strong", "scale must be a number"),
+])
+def test_multi_boxes_and_scales_are_refused_before_face_analysis(boxes, scale, words, photos):
+    from instantid.errors import RegionError
+    from instantid.pipelines.multi_identity import identities_from_photos
+
+    class NoAnalysis:
+        name = "none"
+
+        def detect(self, image):
+            raise AssertionError("faces were analysed before the refusal")
+
+    with pytest.raises(RegionError, match=words):
+        identities_from_photos([photos["astronaut"]], NoAnalysis(), boxes=boxes, size=(64, 64), scale=scale)
+
+
+def test_overlapping_regions_are_a_region_error(tiny_pipe):
+    from instantid.errors import RegionError
+    from instantid.pipelines.face_region import IdentityRegion
+
+    regions = [IdentityRegion((0, 0, 48, 64), scale=1.0), IdentityRegion((16, 0, 64, 64), scale=1.0)]
+    with pytest.raises(RegionError, match="overlap"):
+        tiny_pipe(prompt="x", image_embeds=np.ones(128, np.float32), image=Image.new("RGB", (64, 64)),
+                  num_inference_steps=1, width=64, height=64, identity_regions=regions)
+
+
+# --- the service's engine: the same library checks --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from instantid.cli import build_parser
+    from instantid.serving.engine import Engine
+
+    args = build_parser().parse_args(["serve", "--tiny", "--device", "cpu"])
+    engine = Engine(args, face_cache_dir=tmp_path_factory.mktemp("face-cache"))
+    engine.load()
+    return engine
+
+
+def test_engine_refuses_odd_values_photos_sizes_and_nan_output(engine, photos, tmp_path, monkeypatch):
+    from instantid.errors import NoFaceError
+    from instantid.serving.engine import GenerationInputs
+
+    with pytest.raises(UsageError, match="finite"):
+        engine.resolve_values({"guidance_scale": float("nan")})
+    with pytest.raises(UsageError):
+        engine.resolve_values({"width": 100_000})
+    os.mkfifo(tmp_path / "face.jpg")
+    with pytest.raises(NoFaceError, match="FIFO"):
+        engine.condition([tmp_path / "face.jpg"])
+    values = engine.resolve_values({"num_inference_steps": 1, "width": 64, "height": 64})
+    monkeypatch.setenv("INSTANTID_MAX_OUTPUT_PIXELS", str(32 * 32))  # the library's cap, below the service's own
+    with pytest.raises(LimitError, match="output cap"):
+        engine.generate(GenerationInputs(values, "x", "", "none", [photos["astronaut"]]))
+    monkeypatch.delenv("INSTANTID_MAX_OUTPUT_PIXELS")
+    with nan_decoder(engine.pipe), pytest.raises(GenerationError, match="contains NaN"):
+        engine.generate(GenerationInputs(values, "x", "", "none", [photos["astronaut"]]))
+    images, _ = engine.generate(GenerationInputs(values, "x", "", "none", [photos["astronaut"]]))
+    assert images[0].size == (64, 64)

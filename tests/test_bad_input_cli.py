@@ -354,16 +354,35 @@ def test_jpeg_out_is_a_jpeg_with_parameters_and_tiny_says_what_it_ignores(gen, t
     assert not list(tmp_path.glob(".portrait*")), "no temporary file left behind"
 
 
-def test_nan_output_is_an_error_not_a_black_png(gen, tmp_path, tiny_cache, capsys, monkeypatch):
-    import numpy as np
+@pytest.fixture
+def nan_pipelines(monkeypatch):
+    """Every pipeline the CLI loads gets a VAE decoder that outputs NaN (a real NaN path through the stock call)."""
+    import torch
 
-    from instantid.pipelines import from_photos  # the library entry turns the float output into images
+    from instantid.pipelines import loading
 
-    real = from_photos.finite_images
-    monkeypatch.setattr(from_photos, "finite_images", lambda images: real(np.full_like(np.asarray(images), np.nan)))
-    out = tmp_path / "nan.png"
-    refused(gen("--steps", "1", out=out), capsys, "contains NaN")
-    assert not out.exists()
+    real = loading.load_pipeline
+
+    def poisoned(*args, **kwargs):
+        pipe = real(*args, **kwargs)
+        with torch.no_grad():
+            pipe.vae.decoder.conv_out.bias.fill_(float("nan"))
+        return pipe
+
+    monkeypatch.setattr(loading, "load_pipeline", poisoned)
+
+
+@pytest.mark.parametrize("command", ["generate", "swap", "swap_image", "multi"])
+def test_nan_output_is_an_error_not_a_black_png(command, face, tmp_path, tiny_cache, capsys, nan_pipelines):
+    out, mask = tmp_path / "nan.png", tmp_path / "mask.png"
+    argv = {
+        "generate": ["generate", "--face", face, "--prompt", "x", "--steps", "1"],
+        "swap": ["swap", "--face", face, "--target", face, "--steps", "2", "--mask-out", str(mask)],
+        "swap_image": ["swap", "--face", face, "--target", face, "--steps", "2", "--region", "image"],
+        "multi": ["multi", "--face", face, "--box", "0,0,128,128", "--prompt", "x", "--steps", "1"],
+    }[command]
+    refused(argv + ["--tiny", "--out", str(out)], capsys, "contains NaN")
+    assert not out.exists() and not mask.exists()
 
 
 # --- swap, multi, eval, prepare-data: the same pre-load checks ----------------------------------------------
@@ -412,3 +431,82 @@ def test_memory_estimate_warns_on_the_cpu(gen, capsys, monkeypatch, no_pipeline_
     with pytest.raises(AssertionError, match="pipeline was loaded"):
         main(gen("--device", "cpu"))
     assert "needs about" in capsys.readouterr().out
+
+
+# --- swap and multi: the output cap, odd numbers and files, all before any model -------------------------------
+
+@pytest.fixture
+def swap(face, tmp_path):
+    def build(*options, target=None):
+        return ["swap", "--tiny", "--face", face, "--target", str(target or face), "--out", str(tmp_path / "o.png"),
+                *options]
+    return build
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--working-size", "1024"], ["1024x1024", "output cap", "--working-size", "--max-pixels"]),
+    (["--working-size", "1024", "--max-pixels", "100"], ["0.00 MP output cap"]),
+    (["--max-pixels", "-5"], ["positive whole number"]),
+    (["--mask-grow", "nan"], ["--mask-grow must be a finite number"]),
+    (["--mask-grow", "0"], ["--mask-grow must be > 0"]),
+    (["--feather", "-1"], ["--feather must be >= 0"]),
+    (["--feather", "inf"], ["--feather must be a finite number"]),
+    (["--working-size", "0"], ["--working-size must be at least 64"]),
+    (["--working-size", "-300"], ["at least 64"]),
+    (["--strength", "nan"], ["strength must be in (0, 1]"]),
+    (["--target-index", "-1"], ["--target-index counts faces from 0"]),
+    (["--mask-out", "MASK.txt"], ["--mask-out file", "extension '.txt'"]),
+    (["--mask-out", "/proc/instantid/mask.png"], ["cannot write"]),
+])
+def test_swap_mistakes_are_refused_before_any_model(options, words, swap, tmp_path, capsys, no_model_loads):
+    options = [str(tmp_path / o) if o.startswith("MASK") else o for o in options]
+    refused(swap(*options), capsys, *words)
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("fifo", ["--target photo", "FIFO"]), ("plain", ["not an image in a format read here"]),
+    ("loop", ["symbolic-link loop"]), ("device", ["character device"]),
+])
+@pytest.mark.parametrize("region", ["face", "image"])
+def test_swap_targets_that_are_no_photo(kind, words, region, swap, odd_files, capsys, no_model_loads):
+    target = Path("/dev/zero") if kind == "device" else odd_files[kind]
+    refused(swap("--region", region, target=target), capsys, *words)
+
+
+def test_swap_face_refuses_a_target_too_big_to_paste_back_whole(swap, huge_jpeg, capsys, no_model_loads):
+    refused(swap(target=huge_jpeg), capsys, "20000x20000", "100 MP limit", "FULL_DECODE_MAX_PIXELS")
+
+
+def test_swap_image_reads_a_huge_target_reduced(swap, huge_jpeg, tmp_path, tiny_cache, capsys, monkeypatch):
+    from instantid.pipelines import face_swap
+
+    monkeypatch.setattr(face_swap, "load_image", lambda source: pytest.fail("the target was decoded whole"))
+    assert main(swap("--region", "image", "--steps", "2", target=huge_jpeg)) == 0
+    assert Image.open(tmp_path / "o.png").size == (128, 128)
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--box", "0,0,64,64", "--width", "1024", "--height", "1024"], ["1024x1024", "output cap", "--max-pixels"]),
+    (["--box", "10,10,10,50"], ["region 0", "is empty"]),
+    (["--box", "0,0,500,64"], ["lies outside the 128x128 image"]),
+    (["--box", "0,0,64,64", "--box", "64,0,128,64"], ["1 face photos but 2 regions"]),
+    (["--box", "0,0,64,64", "--width", "128"], ["give both --width and --height"]),
+    (["--box", "0,0,64,64", "--scale", "-1"], ["--scale must be >= 0"]),
+    (["--box", "0,0,64,64", "--scale", "1", "--scale", "1"], ["1 --face photos but 2 --scale values"]),
+    (["--layout", "PLAIN"], ["not an image in a format read here"]),
+    (["--layout", "FIFO"], ["--layout photo", "FIFO"]),
+])
+def test_multi_mistakes_are_refused_before_any_model(options, words, face, odd_files, tmp_path, capsys,
+                                                     no_model_loads):
+    options = [str(odd_files[o.lower()]) if o in ("PLAIN", "FIFO") else o for o in options]
+    refused(["multi", "--tiny", "--face", face, "--prompt", "x", "--out", str(tmp_path / "o.png"), *options],
+            capsys, *words)
+
+
+def test_swap_and_multi_output_cap_can_be_raised(swap, face, tmp_path, capsys, no_pipeline_loads):
+    """With --max-pixels the same requests go on to the pipeline (which the fixture stops)."""
+    with pytest.raises(AssertionError, match="pipeline was loaded"):
+        main(swap("--working-size", "1024", "--max-pixels", str(1024 * 1024)))
+    with pytest.raises(AssertionError, match="pipeline was loaded"):
+        main(["multi", "--tiny", "--face", face, "--box", "0,0,512,512", "--width", "640", "--height", "640",
+              "--prompt", "x", "--out", str(tmp_path / "o.png"), "--max-pixels", str(640 * 640)])

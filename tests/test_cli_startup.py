@@ -150,3 +150,71 @@ import instantid.pipelines.loading, instantid.pipelines.sdxl, instantid.pipeline
 print(json.dumps({"rooms": sorted(m for m in sys.modules if m.startswith(("instantid.bench", "instantid.testing")))}))
 """)
     assert result["rooms"] == []
+
+
+# Issue 12, category 2: mistakes in option values, styles, LoRA paths, keypoints, devices and output places
+# are refused before any model, and without even importing the heavy libraries (so in well under a second
+# on an idle machine; no timing is asserted, the imports are).
+def _mistakes(face: str, tmp: Path) -> list[list[str]]:
+    (tmp / "data").mkdir(exist_ok=True)
+    (tmp / "data" / "manifest.jsonl").write_text("")
+    (tmp / "styles.json").write_text("not json {")
+    gen = ["generate", "--tiny", "--face", face, "--prompt", "x", "--out", str(tmp / "o.png")]
+    swap = ["swap", "--tiny", "--face", face, "--target", face, "--out", str(tmp / "o.png")]
+    multi = ["multi", "--tiny", "--face", face, "--prompt", "x", "--out", str(tmp / "o.png")]
+    train = ["train", "--data_dir", str(tmp / "data"), "--output_dir", str(tmp / "run")]
+    return [
+        gen + ["--style", "no-such-style"], gen + ["--style", "a", "--styles-file", str(tmp / "styles.json")],
+        gen + ["--lora", "missing/style.safetensors"], gen + ["--kps", "1,2,3"], gen + ["--device", "tpu9"],
+        gen + ["--device", "meta"], gen + ["--interpolate", face, "--weights", "0,1.5"], gen + ["--yaw=200"],
+        gen + ["--width", "4096", "--height", "4096"], gen + ["--out", "/proc/instantid/o.png"],
+        gen + ["--out", str(tmp / "o.txt")], gen + ["--face-detail", "on", "--face-detail-strength", "0.1"],
+        swap + ["--mask-grow", "nan"], swap + ["--working-size", "1024"], swap + ["--mask-out", str(tmp / "m.txt")],
+        swap + ["--device", "gpu"], multi + ["--box", "0,0,64,64", "--scale", "-1"],
+        multi + ["--box", "0,0,64,64", "--width", "4096", "--height", "4096"],
+        train + ["--output_dir", "/proc/instantid-run"], train + ["--resolution", "100000"],
+        ["faces", face, "--kps-out", str(tmp / "k.txt")],
+    ]
+
+
+def test_option_mistakes_are_refused_without_importing_heavy_libraries(photos, tmp_path):
+    argvs = _mistakes(str(photos["astronaut"]), tmp_path)
+    result = run_python(LOADED + f"""
+from instantid.cli import main
+results = []
+for argv in {argvs!r}:
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code
+    results.append({{"argv": argv[-2:], "code": code, "err": err.getvalue(), "loaded": loaded()}})
+print(json.dumps(results))
+""")
+    for case in result:
+        assert case["code"] not in (0, None) and case["err"].strip() and "Traceback" not in case["err"], case
+        assert case["loaded"] == [], case  # nothing heavy, not even torch
+
+
+def test_refusals_that_need_torch_import_nothing_else(photos, tmp_path):
+    """Whether a GPU is there needs torch; boxes are checked by the region module (torch): still no diffusers,
+    transformers or face library, and no model."""
+    face = str(photos["astronaut"])
+    argvs = [["generate", "--tiny", "--face", face, "--prompt", "x", "--out", str(tmp_path / "o.png"),
+              "--device", "cuda:7"],
+             ["multi", "--tiny", "--face", face, "--prompt", "x", "--out", str(tmp_path / "o.png"),
+              "--box", "10,10,10,50"]]
+    result = run_python(LOADED + f"""
+from instantid.cli import main
+results = []
+for argv in {argvs!r}:
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(argv)
+    results.append({{"code": code, "err": err.getvalue(), "loaded": loaded()}})
+print(json.dumps(results))
+""")
+    for case in result:
+        assert case["code"] == 1 and "error: " in case["err"], case
+        assert set(case["loaded"]) <= {"torch"}, case

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -189,18 +190,25 @@ def check_json_object(path, what: str, *, error: type = UsageError) -> dict:
     return data
 
 
+# Device names this project runs on (torch's spelling): the name is checked without importing torch, so
+# a typo is refused at once; only whether a GPU is there needs torch.
+_DEVICE_NAME = re.compile(r"(?P<type>cpu|cuda|mps)(:(?P<index>\d+))?")
+_TORCH_DEVICE_TYPE = re.compile(r"[a-z_]+(:\d+)?")
+
+
 def check_device(name: str) -> str:
     """"auto" or a torch device name that exists here; DeviceError naming the devices that do."""
     if name in (None, "", "auto"):
         return "auto"
+    parsed = _DEVICE_NAME.fullmatch(str(name))
+    if parsed is None:
+        kind = "not supported" if _TORCH_DEVICE_TYPE.fullmatch(str(name)) else "not a device name"
+        raise DeviceError(f"unknown device '{name}' ({kind} here); use auto, cpu, cuda, cuda:N or mps")
+    if parsed["type"] == "cpu":
+        return name
     import torch
 
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise DeviceError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cpu":
-        return name
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"--device {name}: this machine has no usable CUDA GPU (or this torch build has no CUDA "
@@ -215,7 +223,7 @@ def check_device(name: str) -> str:
         if mps is None or not mps.is_available():
             raise DeviceError(f"--device {name}: Apple's MPS is not available here; use --device cpu or auto")
         return name
-    raise DeviceError(f"--device {name}: '{device.type}' devices are not supported; use auto, cpu, cuda, cuda:N or mps")
+    raise AssertionError(f"unreachable: {device.type}")  # the pattern admits cpu, cuda and mps only
 
 
 def check_finite(value, name: str) -> float:

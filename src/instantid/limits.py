@@ -32,13 +32,21 @@ _WEIGHT_BYTES = {"tiny": 50e6, "sd15": 3e9, "sdxl": 10e9}
 def output_pixel_cap(family: str, override: int | None = None) -> int:
     """The cap for `family` ("tiny", "sd15", "sdxl"): `override`, else $INSTANTID_MAX_OUTPUT_PIXELS, else the table."""
     if override is not None:
+        import numbers
+
+        if isinstance(override, bool) or not isinstance(override, numbers.Integral) or override < 1:
+            raise LimitError(f"the output pixel cap (--max-pixels / max_output_pixels) must be a positive whole "
+                             f"number of pixels, got {override!r}")
         return int(override)
     env = os.environ.get(OUTPUT_PIXELS_ENV)
     if env:
         try:
-            return int(float(env))
-        except ValueError:
-            raise LimitError(f"${OUTPUT_PIXELS_ENV}={env!r} is not a number of pixels (e.g. 16777216)") from None
+            cap = int(float(env))
+        except (ValueError, OverflowError):  # "abc", "nan", "inf"
+            cap = 0
+        if cap < 1:
+            raise LimitError(f"${OUTPUT_PIXELS_ENV}={env!r} is not a positive number of pixels (e.g. 16777216)")
+        return cap
     return OUTPUT_PIXEL_CAPS[family]
 
 
@@ -46,15 +54,19 @@ def estimate_memory_bytes(width: int, height: int, images: int, family: str) -> 
     return _WEIGHT_BYTES[family] + _BYTES_PER_PIXEL[family] * width * height * max(1, images)
 
 
-def check_output_size(width: int, height: int, images: int, family: str, override: int | None = None) -> None:
-    """Refuse an output above the family's pixel cap, with the estimate and how to raise the cap."""
+def check_output_size(width: int, height: int, images: int, family: str, override: int | None = None,
+                      smaller: str = "--width/--height") -> None:
+    """Refuse an output above the family's pixel cap, with the estimate and how to raise the cap: the one
+    check of every entry (the CLI's generate, swap and multi before any model loads; every pipeline call).
+    `smaller`: what to ask smaller, in the message."""
     cap = output_pixel_cap(family, override)
     if width * height > cap:
         need = estimate_memory_bytes(width, height, images, family) / 2**30
         raise LimitError(
             f"{width}x{height} ({width * height / 1e6:.1f} MP) is above the {cap / 1e6:.2f} MP output cap for "
-            f"{family} models (about {need:.0f} GiB of memory and very slow steps); ask for a smaller --width/--height, "
-            f"or raise the cap with --max-pixels N or ${OUTPUT_PIXELS_ENV}=N if you have the memory"
+            f"{family} models (about {need:.0f} GiB of memory and very slow steps); ask for a smaller {smaller}, "
+            f"or raise the cap with --max-pixels N (max_output_pixels=N in Python) or ${OUTPUT_PIXELS_ENV}=N if you "
+            "have the memory"
         )
 
 

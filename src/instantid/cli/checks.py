@@ -40,14 +40,27 @@ def model_family(args) -> str:
     return "tiny" if getattr(args, "tiny", False) else "sdxl"
 
 
-def check_size(args, width: int, height: int, images: int) -> None:
-    """The output pixel cap; and, for a CPU run, a warning when the memory estimate exceeds what is free."""
-    check_output_size(width, height, images, model_family(args), getattr(args, "max_pixels", None))
+def check_size(args, width: int, height: int, images: int, smaller: str = "--width/--height") -> None:
+    """The output pixel cap (limits.check_output_size, as every pipeline call applies it; the stricter --tiny cap
+    here), before any model loads; and, for a CPU run, a warning when the memory estimate exceeds what is free."""
+    check_output_size(width, height, images, model_family(args), getattr(args, "max_pixels", None), smaller)
     device = getattr(args, "device", "auto")
     if device == "cpu" or (device == "auto" and not _has_accelerator()):
         warning = memory_warning(width, height, images, model_family(args))
         if warning:
             print(f"warning: {warning}")
+
+
+def limit_kwargs(args) -> dict:
+    """The library entries' keyword for --max-pixels (their pipeline calls apply the same cap)."""
+    return {"max_output_pixels": args.max_pixels} if getattr(args, "max_pixels", None) is not None else {}
+
+
+def check_positive_finite(value, flag: str, *, allow_zero: bool = False) -> float:
+    number = check_finite(value, flag)
+    if number < 0 or (number == 0 and not allow_zero):
+        raise UsageError(f"{flag} must be {'>= 0' if allow_zero else '> 0'}, got {number:g}")
+    return number
 
 
 def _has_accelerator() -> bool:
@@ -130,8 +143,6 @@ def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
     check_prompt(args.negative_prompt, "--negative-prompt")
     check_model_options(args)
     values = generation_values(args)
-    if values["width"] and values["height"]:
-        check_size(args, values["width"], values["height"], values["num_images_per_prompt"])
     get_style(args.style, args.styles_file)
     problems = []
     for face in args.face:  # unreadable references are skipped later, but not all of them
@@ -161,6 +172,8 @@ def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
     if args.kps is not None and len(args.kps) != 10:
         raise UsageError(f"--kps needs 10 numbers (5 x,y points), got {len(args.kps)}")
     check_lora_specs(loras)
+    if values["width"] and values["height"]:  # last: its memory warning asks torch whether a GPU is there
+        check_size(args, values["width"], values["height"], values["num_images_per_prompt"])
 
 
 def check_common_args(args, photos=()) -> None:
@@ -170,7 +183,7 @@ def check_common_args(args, photos=()) -> None:
     check_prompt(getattr(args, "negative_prompt", None), "--negative-prompt")
     check_model_options(args)
     for scale in getattr(args, "scale", None) or []:
-        check_finite(scale, "--scale")
+        check_positive_finite(scale, "--scale", allow_zero=True)
     for flag, path in photos:
         if path:
             check_photo(path, flag)

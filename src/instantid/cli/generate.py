@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import UsageError
 from . import face_detail
-from .checks import add_limit_options, check_generate_args, check_size, finite_list
+from .checks import add_limit_options, check_generate_args, check_size, finite_list, limit_kwargs
 from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
 
 EXAMPLE = """\
@@ -123,7 +123,8 @@ def run(args) -> int:
                                   negative_prompt=args.negative_prompt, style=args.style,
                                   styles_file=args.styles_file, prompt_weighting=args.prompt_weighting,
                                   kps=args.kps, controls=controls, interpolate=other, weights=args.weights, yaw=args.yaw,
-                                  face_index=args.face_index, **face_detail.entry_options(args), **values)
+                                  face_index=args.face_index, **face_detail.entry_options(args), **limit_kwargs(args),
+                                  **values)
     face_detail.report(result)
     metadata = {"command": "generate", **result.parameters, "loras": [list(lora) for lora in loras],
                 "faces": [str(f) for f in args.face], "pose": args.pose, **models}

@@ -8,7 +8,7 @@ import math
 
 from ..params import PARAMS_BY_NAME
 from . import face_detail
-from .checks import check_common_args
+from .checks import add_limit_options, check_common_args, check_size, limit_kwargs
 from .common import (
     TINY_DEFAULTS,
     add_generation_options,
@@ -67,8 +67,27 @@ def add_parser(subparsers) -> None:
                        help=f"output {param.name} (default: the layout photo's, long side capped at 1280, multiple "
                             f"of 64; with --box {DEFAULT_SIZE}; 128 with --tiny)")
     face_detail.add_options(p)
+    add_limit_options(p)
     p.add_argument("--out", required=True, help="output PNG path (or several, numbered, with --num-images)")
     p.set_defaults(run=run)
+
+
+def _requested_size(args) -> tuple[int, int] | None:
+    """The output size the options give (None: the layout photo's, known after face analysis)."""
+    from ..errors import RegionError
+
+    width, height = args.width, args.height
+    if args.box is not None and (width is None) != (height is None):
+        raise RegionError("give both --width and --height (boxes are in output pixels)")
+    default_side = TINY_DEFAULTS["width"] if args.tiny else DEFAULT_SIZE
+    if args.layout and width is None:
+        if not args.tiny:
+            return None
+        from ..face.image import image_size  # the layout's shape, tiny
+        from ..pipelines.sizing import default_output_size
+
+        return default_output_size(image_size(args.layout), max_side=TINY_DEFAULTS["width"], multiple=32)
+    return width or default_side, height or default_side
 
 
 def run(args) -> int:
@@ -77,26 +96,27 @@ def run(args) -> int:
     check_common_args(args, [("--face", f) for f in args.face] + [("--layout", args.layout)])  # before any model
     values = generation_values(args, skip=_SIZE)
     face_detail.check(args, values)
-    width, height = args.width, args.height
-    if args.box is not None and (width is None) != (height is None):
-        raise RegionError("give both --width and --height (boxes are in output pixels)")
-    default_side = TINY_DEFAULTS["width"] if args.tiny else DEFAULT_SIZE
-    size = None if args.layout and width is None else (width or default_side, height or default_side)
-    if args.tiny and size is None:  # the layout's shape, tiny
-        from ..face.image import image_size
-        from ..pipelines.sizing import default_output_size
-
-        size = default_output_size(image_size(args.layout), max_side=TINY_DEFAULTS["width"], multiple=32)
+    size = _requested_size(args)
     scales = args.scale or [1.0] * len(args.face)
-    from ..pipelines.multi_identity import generate_multi_identity, identities_from_photos
+    if len(scales) != len(args.face):
+        raise RegionError(f"{len(args.face)} --face photos but {len(scales)} --scale values; give one per --face")
+    if size is not None:  # the output cap, before any model (with a layout and no size: after face analysis)
+        check_size(args, *size, values["num_images_per_prompt"])
+    from ..pipelines.multi_identity import check_boxes, generate_multi_identity, identities_from_photos
+
+    if args.box is not None:
+        check_boxes(args.box, len(args.face), size)
 
     analyzer = face_analyzer(args, released_weights=True)
     # Faces and regions first: bad photos or boxes fail in seconds, before any model loads.
-    identities, size = identities_from_photos(args.face, analyzer, boxes=args.box, layout_photo=args.layout,
-                                              size=size, scale=scales)
+    identities, output_size = identities_from_photos(args.face, analyzer, boxes=args.box, layout_photo=args.layout,
+                                                     size=size, scale=scales)
+    if size is None:
+        check_size(args, *output_size, values["num_images_per_prompt"])
     pipe, models = load_from_args(args, analyzer)
-    result = generate_multi_identity(pipe, identities, args.prompt, width=size[0], height=size[1],
-                                     negative_prompt=args.negative_prompt, **face_detail.entry_options(args), **values)
+    result = generate_multi_identity(pipe, identities, args.prompt, width=output_size[0], height=output_size[1],
+                                     negative_prompt=args.negative_prompt, **face_detail.entry_options(args),
+                                     **limit_kwargs(args), **values)
     face_detail.report(result)
     metadata = {"command": "multi", **result.parameters, "face_backend": analyzer.name,
                 "faces": [str(f) for f in args.face], "layout": args.layout, **models}

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PROMPT, SWAP_STRENGTH, SWAP_WORKING_SIDE
-from .checks import check_common_args
+from .checks import add_limit_options, check_common_args, check_positive_finite, check_size, limit_kwargs
 from .common import (
     TINY_DEFAULTS,
     add_generation_options,
@@ -33,6 +33,8 @@ repaints the whole target (img2img) with the identity at the target face's keypo
 _NOT_FOR_SWAP = {"width", "height", "num_images_per_prompt"}
 STRENGTH_DEFAULTS = SWAP_STRENGTH
 TINY_WORKING_SIZE = 128
+MIN_WORKING_SIZE = 64  # one step of the working-size grid (face_swap.SIZE_MULTIPLE)
+MASK_OUT_SUFFIXES = (".png",)
 
 
 # ---- the command
@@ -66,34 +68,69 @@ def add_parser(subparsers) -> None:
                    help="also write the blend mask as a greyscale PNG (default: not written)")
     add_model_options(p)
     add_generation_options(p, skip=_NOT_FOR_SWAP)
+    add_limit_options(p)
     p.add_argument("--out", required=True, help="output PNG path")
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def check_args(args) -> tuple[dict, float, int]:
+    """Everything `swap` can refuse without a model: files, --out/--mask-out, the numbers, the output cap
+    (the working size with --region face, the output size with --region image) and a target too big to
+    work on at full size. Returns (generation values, strength, working size)."""
+    from ..checks import check_output_file
+    from ..errors import UsageError
     from ..pipelines.strength import check_strength_and_steps
 
-    check_common_args(args, [("--target", args.target)] + [("--face", f) for f in args.face])  # before any model
+    check_common_args(args, [("--target", args.target)] + [("--face", f) for f in args.face])
+    if args.mask_out:
+        check_output_file(args.mask_out, "--mask-out file", suffixes=MASK_OUT_SUFFIXES)
     values = generation_values(args, skip=_NOT_FOR_SWAP)
     checked = {"strength": args.strength if args.strength is not None else STRENGTH_DEFAULTS[args.region],
                "num_inference_steps": values["num_inference_steps"]}
     check_strength_and_steps(checked, STRENGTH_DEFAULTS[args.region], values["num_inference_steps"])
-    strength = checked["strength"]
+    check_positive_finite(args.mask_grow, "--mask-grow")
+    check_positive_finite(args.feather, "--feather", allow_zero=True)
+    if args.working_size is not None and args.working_size < MIN_WORKING_SIZE:
+        raise UsageError(f"--working-size must be at least {MIN_WORKING_SIZE} px, got {args.working_size}")
+    if args.target_index < 0:
+        raise UsageError(f"--target-index counts faces from 0 (the largest), got {args.target_index}")
     working_size = args.working_size or (TINY_WORKING_SIZE if args.tiny else SWAP_WORKING_SIDE)
-    import numpy as np
-    from PIL import Image
+    if args.region == "face":
+        check_size(args, working_size, working_size, 1, "--working-size")
+    else:
+        check_size(args, *_whole_image_size(args), 1, "target photo (it sets the output size)")
+    from ..face.image import check_full_size, image_size
 
-    from ..face import load_image
+    image_size(args.target)  # the header: a target that is no image is refused here, not after models load
+    if args.region == "face":
+        check_full_size(args.target)  # pasted back pixel for pixel, so worked on at full size
+    return values, checked["strength"], working_size
+
+
+def _whole_image_size(args) -> tuple[int, int]:
+    """--region image's output size: --tiny's, else the target's, capped (face_swap.swap_whole_image's rule)."""
+    if args.tiny:
+        return TINY_DEFAULTS["width"], TINY_DEFAULTS["height"]
+    from ..face.image import image_size
+    from ..pipelines.sizing import default_output_size
+
+    return default_output_size(image_size(args.target))
+
+
+def run(args) -> int:
+    values, strength, working_size = check_args(args)  # before any model
+    from ..checks import write_atomically
     from ..pipelines import face_swap
     from ..pipelines.from_photos import face_condition
 
     analyzer = face_analyzer(args, released_weights=True)
-    # Faces first: a target or face photo without a face fails in seconds, before any model loads.
-    face_swap.target_face(load_image(args.target), analyzer, args.target, args.target_index)
+    # Faces first: a target or face photo without a face fails in seconds, before any model loads (the
+    # target is read at detection size here, not whole).
+    face_swap.target_face(args.target, analyzer, args.target, args.target_index)
     condition = face_condition(args.face, analyzer)
     pipe, models = load_from_args(args, analyzer)
     common = dict(analyzer=analyzer, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                  target_index=args.target_index, strength=strength, **values)
+                  target_index=args.target_index, strength=strength, **limit_kwargs(args), **values)
     if args.region == "face":
         result = face_swap.swap_face(pipe, condition, args.target, working_side=working_size, grow=args.mask_grow,
                                      feather=args.feather, **common)
@@ -104,9 +141,14 @@ def run(args) -> int:
                 "feather": args.feather, "faces": [str(f) for f in args.face], "target": str(args.target), **models}
     write_pngs(result.images[:1], args.out, metadata)
     if args.mask_out and result.mask is not None:
-        mask_path = Path(args.mask_out)
+        import numpy as np
+        from PIL import Image
+
+        mask = Image.fromarray(np.rint(result.mask * 255).astype(np.uint8))
+        mask_path = Path(args.mask_out).expanduser()
         mask_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.rint(result.mask * 255).astype(np.uint8)).save(mask_path)
+        write_atomically(mask_path,
+                                     lambda temporary: mask.save(temporary, format="PNG"), "--mask-out file")
         print(f"wrote {mask_path}")
     if result.skipped:
         print("skipped: " + "; ".join(result.skipped))

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..checks import check_input_file
+from ..errors import ImageReadError
 from .types import Face, FaceAnalyzer
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ def content_hash(image) -> str:
     """SHA-256 hex digest of an image source's content (file bytes, or mode/size/pixels)."""
     digest = hashlib.sha256()
     if isinstance(image, (str, os.PathLike)):
+        # a regular file only: reading a FIFO or /dev/zero to hash it would hang (InputFileError says what it is)
+        check_input_file(image, "image file")
         with open(image, "rb") as handle:
             for chunk in iter(lambda: handle.read(_CHUNK), b""):
                 digest.update(chunk)
@@ -39,7 +43,8 @@ def content_hash(image) -> str:
         digest.update(f"{image.dtype}{image.shape}".encode())
         digest.update(np.ascontiguousarray(image).tobytes())
     else:
-        raise TypeError(f"cannot hash an image of type {type(image).__name__}; pass a path, PIL image or array")
+        raise ImageReadError(f"cannot read an image from an object of type {type(image).__name__}; pass a file path, "
+                             "a PIL image or an RGB numpy array")
     return digest.hexdigest()
 
 

@@ -66,9 +66,41 @@ def describe_source(source) -> str:
 
 
 def load_image(source: ImageSource) -> np.ndarray:
-    """The photo as upright RGB uint8, HxWx3, at full resolution. Raises ImageReadError."""
+    """The photo as upright RGB uint8, HxWx3, at full resolution. Raises ImageReadError; LimitError above
+    FULL_DECODE_MAX_PIXELS (a photo worked on whole: use `load_at_least` where a reduced size will do)."""
+    check_full_size(source)
     image, _ = _open_upright_rgb(source, fit_within=None)
     return np.array(image, dtype=np.uint8)  # a writable copy
+
+
+def load_at_least(source: ImageSource, long_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The photo as upright RGB uint8, decoded at a reduced size whose long side is still at least
+    `long_side` where the format allows (JPEG: libjpeg's draft; large PNGs: strips), whole otherwise
+    (refused above FULL_DECODE_MAX_PIXELS); and the full photo's upright (width, height).
+
+    For what only needs a reduced size (an output, a training crop): resize the result to that size."""
+    if long_side < 1:
+        raise ValueError(f"long_side must be a positive number of pixels, got {long_side}")
+    full = image_size(source)
+    if max(full) <= long_side:
+        return load_image(source), full
+    image, _ = _open_upright_rgb(source, fit_within=long_side)
+    return np.array(image, dtype=np.uint8), full
+
+
+def check_full_size(source: ImageSource) -> None:
+    """LimitError when the photo is too big to work on at full size (FULL_DECODE_MAX_PIXELS); reads only
+    the header of a file. Sources that are no image are left to the loader's own message."""
+    if isinstance(source, np.ndarray) and source.ndim < 2:
+        return
+    if not isinstance(source, (str, os.PathLike, Image.Image, np.ndarray)):
+        return
+    width, height = image_size(source)
+    if width * height > FULL_DECODE_MAX_PIXELS:
+        raise LimitError(
+            f"{describe_source(source)} is {width}x{height} ({width * height / 1e6:.0f} MP), above the "
+            f"{FULL_DECODE_MAX_PIXELS / 1e6:.0f} MP limit for photos worked on at full size "
+            "(instantid.face.image.FULL_DECODE_MAX_PIXELS); downscale it first")
 
 
 def load_for_detection(source: ImageSource, max_side: int = DEFAULT_DETECT_MAX_SIDE) -> tuple[np.ndarray, float]:

@@ -127,9 +127,9 @@ class ExtraControl:
     def condition_image(self, size: tuple[int, int]) -> Image.Image:
         from PIL import Image
 
-        from ..face.image import load_image
+        from ..face.image import load_at_least
 
-        rgb = load_image(self.image)
+        rgb, _ = load_at_least(self.image, max(size))  # only the output size is needed: large photos decoded reduced
         if self.kind is None:
             return Image.fromarray(rgb).resize(size, Image.BICUBIC)
         return CONDITION_KINDS[self.kind].annotate(rgb, size)

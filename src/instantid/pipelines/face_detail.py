@@ -130,9 +130,10 @@ def face_detail_all(pipe, image: Image.Image, faces: Sequence[tuple[object, obje
     return image, results
 
 
-# Generation values the detail pass shares with the image it repaints (same identity strength and CFG).
+# Generation values the detail pass shares with the image it repaints (same identity strength and CFG, and
+# the same output cap).
 SHARED_VALUES = ("num_inference_steps", "guidance_scale", "ip_adapter_scale", "controlnet_conditioning_scale",
-                 "negative_face_noise")
+                 "negative_face_noise", "max_output_pixels")
 
 
 def checked_options(mode: str, strength: float | None, steps: int) -> tuple[str, float]:

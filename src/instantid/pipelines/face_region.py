@@ -22,6 +22,7 @@ tokens reach no residual or adapter output outside that region, bit for bit.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -110,12 +111,22 @@ def box_mask(box: tuple[int, int, int, int], size: tuple[int, int], shape: tuple
 
 
 def array_mask(mask, shape: tuple[int, int], what: str = "region") -> torch.Tensor:
-    """A user mask (PIL image, HxW array or tensor; floats in [0, 1], bool or uint8) resized to `shape`."""
+    """A user mask (an image file, PIL image, HxW array or tensor; floats in [0, 1], bool or uint8) resized
+    to `shape`. A file is read as greyscale by the project's image loader (ImageReadError when it is no image)."""
+    if isinstance(mask, (str, os.PathLike)):
+        from ..face.image import load_at_least
+
+        rgb, _ = load_at_least(mask, max(shape))
+        mask = Image.fromarray(rgb)
     if isinstance(mask, Image.Image):
         mask = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
     elif isinstance(mask, np.ndarray) and mask.dtype == np.uint8:
         mask = mask.astype(np.float32) / 255.0
-    tensor = torch.as_tensor(np.asarray(mask, dtype=np.float32) if not torch.is_tensor(mask) else mask).float()
+    try:
+        tensor = torch.as_tensor(np.asarray(mask, dtype=np.float32) if not torch.is_tensor(mask) else mask).float()
+    except (TypeError, ValueError):
+        raise RegionError(f"{what} must be a box x1,y1,x2,y2, or a mask (an image file, PIL image, HxW array or "
+                          f"tensor), got {type(mask).__name__} {str(mask)[:40]!r}") from None
     tensor = tensor.squeeze()
     if tensor.ndim != 2:
         raise RegionError(f"{what} mask must be 2-D (height x width), got shape {tuple(tensor.shape)}")

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import NoFaceError
+from ..errors import NoFaceError, RegionError, UsageError
 from ..face.choice import report_choice
-from ..face.image import describe_source, load_image
+from ..face.image import DEFAULT_DETECT_MAX_SIDE, describe_source, image_size, load_at_least, load_image
 from ..face.keypoints import draw_kps
 from ..face.small_faces import detect_faces
 from ..face.types import Face, FaceAnalyzer
@@ -52,8 +52,9 @@ def face_mask(image_size: tuple[int, int], bbox, grow: float = MASK_GROW, feathe
     `feather` x the face size, exactly 0 beyond."""
     width, height = image_size
     x1, y1, x2, y2 = (float(v) for v in bbox)
-    if grow <= 0 or feather < 0:
-        raise ValueError(f"grow must be > 0 and feather >= 0, got grow={grow}, feather={feather}")
+    check_mask_shape(grow, feather)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+        raise RegionError(f"the face box ({x1:g},{y1:g},{x2:g},{y2:g}) is empty or not finite; pass x1 < x2, y1 < y2")
     face_side = max(x2 - x1, y2 - y1)
     hard = np.zeros((height, width), dtype=np.float32)
     centre = (int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2)))
@@ -71,11 +72,22 @@ def face_mask(image_size: tuple[int, int], bbox, grow: float = MASK_GROW, feathe
     return soft
 
 
+def check_mask_shape(grow: float, feather: float) -> None:
+    """`grow` a finite number > 0 and `feather` a finite number >= 0 (UsageError naming the CLI flags)."""
+    for name, value, low_ok in (("grow (--mask-grow)", grow, False), ("feather (--feather)", feather, True)):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{name} must be a number, got {value!r}") from None
+        if not math.isfinite(number) or number < 0 or (number == 0 and not low_ok):
+            raise UsageError(f"{name} must be a finite number {'>= 0' if low_ok else '> 0'}, got {value!r}")
+
+
 def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
     """The box (x1, y1, x2, y2), end exclusive, holding every pixel where `mask` > 0."""
     rows, cols = np.nonzero(mask > 0)
     if rows.size == 0:
-        raise ValueError("the mask is empty")
+        raise RegionError("the face mask is empty (the face box lies outside the photo); check the face box or keypoints")
     return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
 
 
@@ -160,9 +172,10 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
 
     strength = check_strength(strength)
     values, call_kwargs, seed = resolve_call(call_kwargs, skip=_NOT_SWAP_PARAMS)
-    pipe = inpaint_pipeline_for(pipe)
-    target = load_image(target_photo)
+    check_mask_shape(grow, feather)
+    target = load_image(target_photo)  # whole: pasted back pixel for pixel (refused above FULL_DECODE_MAX_PIXELS)
     face = target_face(target, analyzer, describe_source(target_photo), target_index)
+    pipe = inpaint_pipeline_for(pipe)
     condition = _identity(face_photos, analyzer, pipe)  # after the target: a faceless target fails fast
 
     repainted = repaint_face(pipe, target, face.bbox, face.kps, condition.embedding, prompt=prompt,
@@ -221,12 +234,14 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
     strength = check_strength(strength)
     values, call_kwargs, seed = resolve_call(call_kwargs, skip=_NOT_SWAP_PARAMS)
     pipe = img2img_pipeline_for(pipe)
-    target = load_image(target_photo)
+    auto_w, auto_h = default_output_size(image_size(target_photo))
+    width, height = width or auto_w, height or auto_h
+    # Only the output size is needed: large photos are decoded at a reduced size (still at least the size
+    # detection works at, so faces are found as in the full photo).
+    target, _ = load_at_least(target_photo, max(width, height, DEFAULT_DETECT_MAX_SIDE))
     size = (target.shape[1], target.shape[0])
     face = target_face(target, analyzer, describe_source(target_photo), target_index)
     condition = _identity(face_photos, analyzer, pipe)
-    auto_w, auto_h = default_output_size(size)
-    width, height = width or auto_w, height or auto_h
     kps = np.asarray(face.kps, dtype=np.float64) * [width / size[0], height / size[1]]
     output = pipe(prompt=prompt, image=Image.fromarray(target).resize((width, height), Image.LANCZOS),
                   control_image=draw_kps((width, height), kps), image_embeds=condition.embedding,

@@ -22,7 +22,7 @@ from ..face.keypoints import average_embeddings, draw_kps, scale_kps
 from ..face.small_faces import check_usable, detect_faces
 from ..face.types import Face, FaceAnalyzer
 from ..params import INTERPOLATION_WEIGHTS, resolve_call, seeded_generator
-from .results import GenerationResult, concat_images, finite_images
+from .results import GenerationResult, concat_images
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
@@ -224,11 +224,7 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
         call.update(weighted_prompt_kwargs(pipe, prompt, negative_prompt))
     else:
         call.update(prompt=prompt, negative_prompt=negative_prompt or None)
-    call.update(kwargs)
-    # PIL images (the default) are made here from the float output, so NaN is an error, never a black image.
-    pil = call.get("output_type", "pil") == "pil"
-    if pil:
-        call["output_type"] = "np"
+    call.update(kwargs)  # max_output_pixels too: the pipeline call applies the output cap and the NaN check
 
     batches, labels, passes = [], [], []
     for label, variant in series:
@@ -237,7 +233,7 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
             call["generator"] = seeded_generator(seed)
         call[getattr(pipe, "control_image_argument", "image")] = [kps_image, *control_images] if controls else kps_image
         output = pipe(image_embeds=variant.embedding, width=width, height=height, **call)
-        generated = finite_images(output.images) if pil else output.images
+        generated = output.images
         images, detailed = detail_images(pipe, generated, [(variant.embedding, variant.scaled_kps(width, height))],
                                          mode=face_detail, strength=face_detail_strength, prompt=prompt,
                                          negative_prompt=negative_prompt, seed=seed, values=call)

@@ -13,7 +13,11 @@ The mixin's `__call__` only validates and prepares inputs, then calls the stock 
 1. the face embedding goes in as the IP-Adapter image embedding; the CFG negative is the embedding of
    zeros, as in the released code (or of noise: negative_noise.py);
 2. the call's face tokens (and region inputs, see face_region.py) go to IdentityNet for this call;
-3. `ip_adapter_scale` applies to one call, and the output size is capped for large condition images.
+3. `ip_adapter_scale` applies to one call, and the output size is capped for large condition images;
+4. every call's output size is checked against the model family's pixel cap (instantid.limits), and an
+   output holding NaN is a GenerationError, never a black image (results.checked_output): every library
+   entry (generate_from_photos, swap, multi-identity, the face-detail pass) calls a pipeline, so they all
+   share these two checks.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..models.controlnet_skip import IdleSkippingControlNetModel
 from ..models.identitynet import FaceTokens, IdentityNetModel
 from .call_checks import check_call
 from .face_region import regional_conditioning
+from .results import checked_output
 from .negative_noise import negative_face_embedding
 from .sizing import default_output_size
 
@@ -169,14 +174,17 @@ class InstantIDMixin:
         return emb.reshape(1, -1, dim)
 
     def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,
-                 face_region_mask=None, identity_regions=None, negative_face_noise: float = 0.0, **kwargs):
+                 face_region_mask=None, identity_regions=None, negative_face_noise: float = 0.0,
+                 max_output_pixels: int | None = None, **kwargs):
         """The stock pipeline's call, plus `image_embeds` (the raw face embedding, required) and
         `ip_adapter_scale` (adapter strength for this call only). See the stock pipeline's docs for the rest.
 
         `face_region_mask` (a box x1,y1,x2,y2 in output pixels, or a mask) confines the face to that region
         ("enhance face region"); `identity_regions` (a list of face_region.IdentityRegion) puts several
         identities in their own regions. See face_region.py. `negative_face_noise` (default 0 = released)
-        puts noise in the CFG negative face embedding against burned faces: see negative_noise.py."""
+        puts noise in the CFG negative face embedding against burned faces: see negative_noise.py.
+        `max_output_pixels` raises (or lowers) the output pixel cap for this call (default: $INSTANTID_MAX_OUTPUT_PIXELS,
+        else the model family's cap in instantid.limits). An output with NaN pixels raises GenerationError."""
         check_call(image_embeds, ip_adapter_scale, {**kwargs, "negative_face_noise": negative_face_noise})
         if image_embeds is None:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
@@ -193,20 +201,21 @@ class InstantIDMixin:
         def arg(name):
             return call.get(name, signature.parameters[name].default)
 
+        self._fill_output_size(call)
+        batch = self._prompt_batch_size(arg("prompt"), arg("prompt_embeds"))
+        rows = batch * (arg("num_images_per_prompt") or 1)
+        self._check_output_size(call, rows, max_output_pixels)
         proj = self.face_projection
         weight = next(proj.parameters())
         embedding = self.face_embedding_tensor(image_embeds).to(weight.dtype)
         cfg = self.uses_classifier_free_guidance(arg("guidance_scale"))
-        batch = self._prompt_batch_size(arg("prompt"), arg("prompt_embeds"))
         positive = embedding.expand(batch, -1, -1)[:, None]  # [batch, 1 image, n, E]
         # CFG negative: Resampler(zeros) as released, or of noise (negative_noise.py; draws nothing at 0)
         negative = negative_face_embedding(positive, negative_face_noise, arg("generator"))
         call["ip_adapter_image_embeds"] = [torch.cat([negative, positive]) if cfg else positive]
-        self._fill_output_size(call)
 
         with torch.no_grad():
             tokens = proj(torch.cat([negative[:1, 0], positive[:1, 0]]).to(weight.device))
-        rows = batch * (arg("num_images_per_prompt") or 1)
         face_tokens = FaceTokens.for_batch(tokens[:1], tokens[1:], rows, cfg)
 
         with ExitStack() as stack:
@@ -216,7 +225,14 @@ class InstantIDMixin:
             stack.enter_context(self.identitynet.face_conditioning(face_tokens, regions))
             if self.compute_constant_inputs_once:
                 stack.enter_context(constant_inputs_computed_once())
-            return stock_call(**call)
+            # PIL images are made from the float output (as diffusers makes them), so NaN is seen, not saved black.
+            to_pil = call.get("output_type", "pil") == "pil" and call.get("padding_mask_crop") is None
+            if to_pil:
+                call["output_type"] = "np"
+            output = stock_call(**call)
+        if call.get("output_type") == "latent":
+            return output
+        return checked_output(output, to_pil=to_pil)
 
     def uses_classifier_free_guidance(self, guidance_scale: float) -> bool:
         """What the stock `do_classifier_free_guidance` will say for this guidance scale."""
@@ -251,6 +267,15 @@ class InstantIDMixin:
         width, height = default_output_size(size)
         call["width"] = call.get("width") or width
         call["height"] = call.get("height") or height
+
+    def _check_output_size(self, call: dict, images: int, max_output_pixels: int | None) -> None:
+        """The output pixel cap of this pipeline's model family (instantid.limits), before any step runs."""
+        from ..limits import check_output_size
+        from ..models.architectures import family_of_pipeline
+
+        width, height = call.get("width"), call.get("height")
+        if width and height:
+            check_output_size(int(width), int(height), images, family_of_pipeline(self), max_output_pixels)
 
     @contextmanager
     def _adapter_scale(self, scale: float | None):

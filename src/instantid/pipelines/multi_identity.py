@@ -7,6 +7,7 @@ This module turns photos into those: regions from boxes or from a layout photo w
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..face.types import Face, FaceAnalyzer
 from ..errors import RegionError
 from .face_region import Box, IdentityRegion, check_box
 from .from_photos import face_condition
-from .results import GenerationResult, finite_images
+from .results import GenerationResult
 from .sizing import default_output_size
 
 # A layout face's region: its box grown by this factor around its centre (head, hair, a bit of shoulders).
@@ -96,22 +97,35 @@ def identities_from_photos(face_photos: Sequence, analyzer: FaceAnalyzer, *, box
     photos = list(face_photos)
     if not photos:
         raise RegionError("give at least one face photo")
-    scales = [float(scale)] * len(photos) if np.isscalar(scale) else [float(s) for s in scale]
+    try:
+        scales = [float(scale)] * len(photos) if np.isscalar(scale) else [float(s) for s in scale]
+    except (TypeError, ValueError):
+        raise RegionError(f"scale must be a number >= 0 or one per face photo, got {scale!r}") from None
     if len(scales) != len(photos):
         raise RegionError(f"{len(photos)} face photos but {len(scales)} scales; give one scale per photo")
+    bad = [s for s in scales if not math.isfinite(s) or s < 0]
+    if bad:
+        raise RegionError(f"each identity's scale must be a finite number >= 0, got {bad[0]}")
+    regions = check_boxes(boxes, len(photos), size) if boxes is not None else None  # before any face analysis
     conditions = [face_condition([photo], analyzer) for photo in photos]  # NoFaceError names the photo
     if layout_photo is not None:
         regions, kps_list, size = _layout_regions(layout_photo, analyzer, len(photos), size)
     else:
-        if size is None:
-            raise RegionError("boxes are in output pixels: give the output size (width, height) too")
-        if len(boxes) != len(photos):
-            raise RegionError(f"{len(photos)} face photos but {len(boxes)} regions; give one region per face photo")
-        regions = [check_box(box, size, what=f"region {i}") for i, box in enumerate(boxes)]
         kps_list = [place_kps_in_box(c.faces[0], box) for c, box in zip(conditions, regions)]
     identities = [IdentityRegion(region=region, embedding=c.embedding, kps=kps, scale=s)
                   for c, region, kps, s in zip(conditions, regions, kps_list, scales)]
     return identities, size
+
+
+def check_boxes(boxes: Sequence, count: int, size: tuple[int, int] | None) -> list[Box]:
+    """`count` boxes (output pixels) each non-empty, finite and inside an output of `size`; RegionError
+    otherwise. Needs no model: front ends call it before anything loads."""
+    if size is None:
+        raise RegionError("boxes are in output pixels: give the output size (width, height) too")
+    boxes = list(boxes)
+    if len(boxes) != count:
+        raise RegionError(f"{count} face photos but {len(boxes)} regions; give one region per face photo")
+    return [check_box(box, size, what=f"region {i}") for i, box in enumerate(boxes)]
 
 
 def _layout_regions(layout_photo, analyzer: FaceAnalyzer, count: int, size: tuple[int, int] | None):
@@ -165,15 +179,14 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
     # The call's IdentityNet image is only a picture of all faces (and sets sizes); each face's IdentityNet
     # pass gets its own keypoints. Pass a list there when the pipeline holds extra ControlNets.
     call_kwargs.setdefault(pipe.control_image_argument, kps_overview(identities, (width, height)))
-    pil = call_kwargs.get("output_type", "pil") == "pil"  # PIL made here: NaN is an error, not a black image
-    if pil:
-        call_kwargs["output_type"] = "np"
+    # the pipeline call applies the output cap (max_output_pixels) and refuses NaN output
     output = pipe(prompt=prompt, image_embeds=identities[0].embedding, width=width, height=height,
                   identity_regions=identities, **values, **call_kwargs)
-    generated = finite_images(output.images) if pil else output.images
+    generated = output.images
     images, detailed = detail_images(pipe, generated, [(i.embedding, i.kps) for i in identities],
                                      mode=face_detail, strength=face_detail_strength, prompt=prompt,
-                                     negative_prompt=call_kwargs.get("negative_prompt"), seed=seed, values=values)
+                                     negative_prompt=call_kwargs.get("negative_prompt"), seed=seed,
+                                     values={**values, **call_kwargs})
     parameters = {"prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"), "seed": seed,
                   "width": width, "height": height, **values,
                   "regions": [[float(v) for v in identity.region] if isinstance(identity.region, (tuple, list))

@@ -72,6 +72,22 @@ def concat_images(batches: list):
     return np.concatenate(list(batches))
 
 
+NAN_OUTPUT_MESSAGE = (
+    "the generated image contains NaN values (it would be saved black): usually float16 overflow in the VAE or "
+    "extreme settings; try --dtype float32 or bfloat16, or lower --guidance-scale / scales")
+
+
+def has_non_finite(images) -> bool:
+    """Whether a pipeline's float output (numpy array or torch tensor) holds NaN/inf; PIL images: False."""
+    if hasattr(images, "isfinite") and hasattr(images, "detach"):  # torch
+        return not bool(images.isfinite().all())
+    if isinstance(images, list) and images and all(hasattr(i, "dtype") for i in images):
+        return any(has_non_finite(i) for i in images)
+    import numpy as np
+
+    return isinstance(images, np.ndarray) and images.dtype.kind == "f" and not bool(np.isfinite(images).all())
+
+
 def finite_images(images) -> list:
     """PIL images from a pipeline's float output (output_type="np", values in [0, 1]); GenerationError when any
     pixel is NaN/inf, which would otherwise be saved as a black image."""
@@ -83,9 +99,24 @@ def finite_images(images) -> list:
     array = np.asarray(images)
     if array.dtype.kind != "f":
         return list(images)
-    if not np.isfinite(array).all():
-        raise GenerationError(
-            "the generated image contains NaN values (it would be saved black): usually float16 overflow in the "
-            "VAE or extreme settings; try --dtype float32 or bfloat16, or lower --guidance-scale / scales")
+    if has_non_finite(array):
+        raise GenerationError(NAN_OUTPUT_MESSAGE)
     array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
     return [Image.fromarray(frame) for frame in array]
+
+
+def checked_output(output, *, to_pil: bool):
+    """A pipeline call's output (its dataclass, or the tuple of return_dict=False) with NaN/inf images refused:
+    the one check every InstantID pipeline call (so every entry) goes through. `to_pil`: the call ran with
+    output_type "np" in place of the default "pil"; the PIL images are made here, as diffusers makes them."""
+    from ..errors import GenerationError
+
+    images = output[0] if isinstance(output, tuple) else output.images
+    if to_pil:
+        images = finite_images(images)
+    elif has_non_finite(images):
+        raise GenerationError(NAN_OUTPUT_MESSAGE)
+    if isinstance(output, tuple):
+        return (images, *output[1:])
+    output.images = images
+    return output

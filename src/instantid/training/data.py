@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..face.image import load_image
+from ..errors import ImageReadError, LimitError
+from ..face.image import load_at_least
 from ..face.keypoints import draw_kps
 from .errors import TrainingDataError
 from .prepare import MANIFEST, read_dataset_info
@@ -141,9 +142,18 @@ def apply_crop(image: Image.Image, plan: CropPlan, resample=Image.Resampling.BIC
     return resized.crop((plan.left, plan.top, plan.left + plan.bucket[0], plan.top + plan.bucket[1]))
 
 
+# Keypoint images are drawn at the photo's resolution up to this many pixels; beyond, at the largest
+# integer reduction that fits (a huge photo's canvas would take gigabytes only to be shrunk to the bucket).
+KPS_CANVAS_MAX_PIXELS = 16_000_000
+
+
 def keypoint_image(item: TrainingItem, plan: CropPlan) -> Image.Image:
-    """IdentityNet's condition: drawn at the original resolution, then resized and cropped like the photo."""
-    return apply_crop(draw_kps((item.width, item.height), item.kps), plan, Image.Resampling.BILINEAR)
+    """IdentityNet's condition: drawn at the original resolution (reduced for huge photos, see
+    KPS_CANVAS_MAX_PIXELS), then resized and cropped like the photo."""
+    reduce = max(1, math.ceil(math.sqrt(item.width * item.height / KPS_CANVAS_MAX_PIXELS)))
+    size = (max(1, item.width // reduce), max(1, item.height // reduce))
+    kps = np.asarray(item.kps, dtype=np.float64) * [size[0] / item.width, size[1] / item.height]
+    return apply_crop(draw_kps(size, kps), plan, Image.Resampling.BILINEAR)
 
 
 def to_tensor(image: Image.Image, normalise: bool) -> torch.Tensor:
@@ -190,12 +200,17 @@ class InstantIDDataset(torch.utils.data.Dataset):
         return example
 
     def pixel_values(self, index: int) -> torch.Tensor:
-        photo = Image.fromarray(load_image(self.items[index].image))
-        if photo.size != (self.items[index].width, self.items[index].height):
-            raise TrainingDataError(f"{self.items[index].image} is {photo.size[0]}x{photo.size[1]} now, not the "
-                                    f"{self.items[index].width}x{self.items[index].height} prepare-data saw; "
-                                    "rerun prepare-data into a new folder")
-        return to_tensor(apply_crop(photo, self.crop_plan(index)), normalise=True)
+        """The photo resized and cropped to its bucket. Only the resized size is needed, so large photos are
+        decoded at a reduced size (face.image.load_at_least), never whole."""
+        item, plan = self.items[index], self.crop_plan(index)
+        try:
+            rgb, full = load_at_least(item.image, max(plan.resized))
+        except (ImageReadError, LimitError) as err:  # changed on disk since prepare-data accepted it
+            raise TrainingDataError(f"{item.image}: {err}; rerun prepare-data into a new folder") from None
+        if full != (item.width, item.height):
+            raise TrainingDataError(f"{item.image} is {full[0]}x{full[1]} now, not the {item.width}x{item.height} "
+                                    "prepare-data saw; rerun prepare-data into a new folder")
+        return to_tensor(apply_crop(Image.fromarray(rgb), plan), normalise=True)
 
 
 def collate(examples: list[dict]) -> dict:
