@@ -494,7 +494,7 @@ def test_nan_output_is_a_generation_error_in_every_entry(entry, tiny_pipe, dlib_
         "multi": lambda: generate_multi_identity(tiny_pipe, [IdentityRegion((0, 0, 64, 64), face.embedding, kps)],
                                                  "x", width=64, height=64, num_inference_steps=1),
         "face_detail": lambda: face_detail(tiny_pipe, Image.new("RGB", (64, 64), "grey"), face.embedding, kps,
-                                           mode="on", num_inference_steps=2),
+                                           mode="on", num_inference_steps=3),
     }
     with nan_decoder(tiny_pipe), pytest.raises(GenerationError, match="contains NaN"):
         runs[entry]()

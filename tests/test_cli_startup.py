@@ -171,7 +171,8 @@ def _mistakes(face: str, tmp: Path) -> list[list[str]]:
         gen + ["--out", str(tmp / "o.txt")], gen + ["--face-detail", "on", "--face-detail-strength", "0.1"],
         swap + ["--mask-grow", "nan"], swap + ["--working-size", "1024"], swap + ["--mask-out", str(tmp / "m.txt")],
         swap + ["--device", "gpu"], multi + ["--box", "0,0,64,64", "--scale", "-1"],
-        multi + ["--box", "0,0,64,64", "--width", "4096", "--height", "4096"],
+        multi + ["--box", "0,0,64,64", "--width", "4096", "--height", "4096"], multi + ["--box", "10,10,10,50"],
+        multi + ["--box", "0,0,64,64", "--box", "64,0,128,64"],
         train + ["--output_dir", "/proc/instantid-run"], train + ["--resolution", "100000"],
         ["faces", face, "--kps-out", str(tmp / "k.txt")],
     ]
@@ -198,13 +199,11 @@ print(json.dumps(results))
 
 
 def test_refusals_that_need_torch_import_nothing_else(photos, tmp_path):
-    """Whether a GPU is there needs torch; boxes are checked by the region module (torch): still no diffusers,
-    transformers or face library, and no model."""
+    """Whether a GPU is there needs torch: still no diffusers, transformers or face library, and no model."""
     face = str(photos["astronaut"])
     argvs = [["generate", "--tiny", "--face", face, "--prompt", "x", "--out", str(tmp_path / "o.png"),
               "--device", "cuda:7"],
-             ["multi", "--tiny", "--face", face, "--prompt", "x", "--out", str(tmp_path / "o.png"),
-              "--box", "10,10,10,50"]]
+             ["swap", "--tiny", "--face", face, "--target", face, "--out", str(tmp_path / "o.png"), "--device", "mps"]]
     result = run_python(LOADED + f"""
 from instantid.cli import main
 results = []

@@ -95,10 +95,9 @@ def _extra_controls(args) -> list:
 def check_args(args) -> dict:
     """Everything that needs no model (files, --out, model paths, sizes, styles, LoRAs: cli/checks.py; the
     face-detail pass). Returns the generation parameter values."""
+    face_detail.check(args, generation_values(args))
     check_generate_args(args, [_parse_lora(spec) for spec in args.lora])
-    values = generation_values(args)
-    face_detail.check(args, values)
-    return values
+    return generation_values(args)
 
 
 def run(args) -> int:

@@ -100,12 +100,13 @@ def run(args) -> int:
     scales = args.scale or [1.0] * len(args.face)
     if len(scales) != len(args.face):
         raise RegionError(f"{len(args.face)} --face photos but {len(scales)} --scale values; give one per --face")
+    if args.box is not None:
+        from ..pipelines.boxes import check_boxes
+
+        check_boxes(args.box, len(args.face), size)
     if size is not None:  # the output cap, before any model (with a layout and no size: after face analysis)
         check_size(args, *size, values["num_images_per_prompt"])
-    from ..pipelines.multi_identity import check_boxes, generate_multi_identity, identities_from_photos
-
-    if args.box is not None:
-        check_boxes(args.box, len(args.face), size)
+    from ..pipelines.multi_identity import generate_multi_identity, identities_from_photos
 
     analyzer = face_analyzer(args, released_weights=True)
     # Faces and regions first: bad photos or boxes fail in seconds, before any model loads.

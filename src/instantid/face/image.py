@@ -12,6 +12,9 @@ Rules every backend relies on:
   never sit in memory at full size. Other formats are decoded whole: above FULL_DECODE_MAX_PIXELS
   they are refused with the fix (convert to JPEG or PNG), which keeps analysing any accepted photo
   to about 1.5 GB of memory.
+- `load_image` gives the whole photo (refused above FULL_DECODE_MAX_PIXELS: it is worked on at full size);
+  `load_at_least` gives it at the reduced size something needs (an output, a training crop), decoded reduced
+  as `load_for_detection` does.
 - Only the raster formats people send are read (ALLOWED_FORMATS): never PostScript/EPS (Ghostscript),
   whatever the file's extension.
 """
@@ -68,8 +71,7 @@ def describe_source(source) -> str:
 def load_image(source: ImageSource) -> np.ndarray:
     """The photo as upright RGB uint8, HxWx3, at full resolution. Raises ImageReadError; LimitError above
     FULL_DECODE_MAX_PIXELS (a photo worked on whole: use `load_at_least` where a reduced size will do)."""
-    check_full_size(source)
-    image, _ = _open_upright_rgb(source, fit_within=None)
+    image, _ = _open_upright_rgb(source, fit_within=None, whole=True)
     return np.array(image, dtype=np.uint8)  # a writable copy
 
 
@@ -81,10 +83,8 @@ def load_at_least(source: ImageSource, long_side: int) -> tuple[np.ndarray, tupl
     For what only needs a reduced size (an output, a training crop): resize the result to that size."""
     if long_side < 1:
         raise ValueError(f"long_side must be a positive number of pixels, got {long_side}")
-    full = image_size(source)
-    if max(full) <= long_side:
-        return load_image(source), full
-    image, _ = _open_upright_rgb(source, fit_within=long_side)
+    full = image_size(source)  # the header only
+    image, _ = _open_upright_rgb(source, fit_within=long_side, whole=max(full) <= long_side)
     return np.array(image, dtype=np.uint8), full
 
 
@@ -95,10 +95,14 @@ def check_full_size(source: ImageSource) -> None:
         return
     if not isinstance(source, (str, os.PathLike, Image.Image, np.ndarray)):
         return
-    width, height = image_size(source)
+    _check_whole(image_size(source), describe_source(source))
+
+
+def _check_whole(size: tuple[int, int], name: str) -> None:
+    width, height = size
     if width * height > FULL_DECODE_MAX_PIXELS:
         raise LimitError(
-            f"{describe_source(source)} is {width}x{height} ({width * height / 1e6:.0f} MP), above the "
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} MP), above the "
             f"{FULL_DECODE_MAX_PIXELS / 1e6:.0f} MP limit for photos worked on at full size "
             "(instantid.face.image.FULL_DECODE_MAX_PIXELS); downscale it first")
 
@@ -152,16 +156,23 @@ def formats_read() -> str:
 # --- internals -------------------------------------------------------------------------------
 
 
-def _open_upright_rgb(source: ImageSource, fit_within: int | None) -> tuple[Image.Image, int]:
-    """(upright RGB PIL image, long side of the full-resolution photo)."""
+def _open_upright_rgb(source: ImageSource, fit_within: int | None, whole: bool = False) -> tuple[Image.Image, int]:
+    """(upright RGB PIL image, long side of the full-resolution photo). `whole`: the photo is worked on at full
+    size, refused above FULL_DECODE_MAX_PIXELS."""
     if isinstance(source, np.ndarray):
+        if whole and source.ndim >= 2:
+            _check_whole((source.shape[1], source.shape[0]), describe_source(source))
         image = _array_to_pil(source)
         return _to_rgb(image), max(image.size)
     if isinstance(source, Image.Image):
         _check_pixel_count(source.size, describe_source(source))
+        if whole:
+            _check_whole(source.size, describe_source(source))
         return _decode(source, describe_source(source), fit_within=None)
     if isinstance(source, (str, os.PathLike)):
         with _open_file(source) as image:
+            if whole:
+                _check_whole(image.size, str(source))
             return _decode(image, str(source), fit_within=fit_within)
     raise ImageReadError(
         f"cannot read an image from {describe_source(source)}; pass a file path, a PIL image or an "

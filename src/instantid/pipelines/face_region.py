@@ -35,10 +35,10 @@ from PIL import Image
 from ..errors import RegionError
 from ..face.keypoints import draw_kps
 from ..models.identitynet import FaceTokens, IdentityNetRegion
+from .boxes import Box, check_box  # noqa: F401  (check_box: part of this module's API)
 
 MASK_CELLS_PER_LATENT = 4  # >= 4 keeps diffusers' bicubic mask downsampling exact on block-aligned masks
 
-Box = tuple[float, float, float, float]
 
 
 
@@ -66,23 +66,6 @@ def region_grid(pipe) -> int:
     """Pixels per cell of the UNet's coarsest resolution: box edges snap to multiples of this."""
     levels = len(pipe.unet.config.block_out_channels)
     return int(pipe.vae_scale_factor) * 2 ** (levels - 1)
-
-
-def check_box(box, size: tuple[int, int], what: str = "region") -> Box:
-    """`box` as four floats, refused with a clear message when malformed, empty or outside the image."""
-    width, height = size
-    try:
-        x1, y1, x2, y2 = (float(v) for v in box)
-    except (TypeError, ValueError):
-        raise RegionError(f"{what} must be a box x1,y1,x2,y2 of four numbers, got {box!r}") from None
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-        raise RegionError(f"{what} {box!r} has non-finite coordinates")
-    if x2 <= x1 or y2 <= y1:
-        raise RegionError(f"{what} ({x1:g},{y1:g},{x2:g},{y2:g}) is empty: x2 must exceed x1 and y2 must exceed y1")
-    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-        raise RegionError(f"{what} ({x1:g},{y1:g},{x2:g},{y2:g}) lies outside the {width}x{height} image; "
-                          f"keep 0 <= x1 < x2 <= {width} and 0 <= y1 < y2 <= {height}")
-    return x1, y1, x2, y2
 
 
 def snap_box(box: Box, grid: int, what: str = "region") -> tuple[int, int, int, int]:

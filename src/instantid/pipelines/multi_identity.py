@@ -17,7 +17,8 @@ from ..errors import NoFaceError
 from ..face.keypoints import draw_kps, scale_kps
 from ..face.types import Face, FaceAnalyzer
 from ..errors import RegionError
-from .face_region import Box, IdentityRegion, check_box
+from .boxes import Box, check_boxes  # noqa: F401  (check_boxes: part of this module's API)
+from .face_region import IdentityRegion
 from .from_photos import face_condition
 from .results import GenerationResult
 from .sizing import default_output_size
@@ -115,17 +116,6 @@ def identities_from_photos(face_photos: Sequence, analyzer: FaceAnalyzer, *, box
     identities = [IdentityRegion(region=region, embedding=c.embedding, kps=kps, scale=s)
                   for c, region, kps, s in zip(conditions, regions, kps_list, scales)]
     return identities, size
-
-
-def check_boxes(boxes: Sequence, count: int, size: tuple[int, int] | None) -> list[Box]:
-    """`count` boxes (output pixels) each non-empty, finite and inside an output of `size`; RegionError
-    otherwise. Needs no model: front ends call it before anything loads."""
-    if size is None:
-        raise RegionError("boxes are in output pixels: give the output size (width, height) too")
-    boxes = list(boxes)
-    if len(boxes) != count:
-        raise RegionError(f"{count} face photos but {len(boxes)} regions; give one region per face photo")
-    return [check_box(box, size, what=f"region {i}") for i, box in enumerate(boxes)]
 
 
 def _layout_regions(layout_photo, analyzer: FaceAnalyzer, count: int, size: tuple[int, int] | None):
