@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from huge_photo import HUGE_SIDE
 import torch
 from PIL import Image
 
@@ -561,14 +562,14 @@ def test_load_at_least_decodes_large_jpegs_reduced(huge_jpeg):
     from instantid.face.image import load_at_least
 
     rgb, full = load_at_least(huge_jpeg, 2048)
-    assert full == (20000, 20000) and 2048 <= max(rgb.shape[:2]) <= 20000 // 8 + 1 and rgb.shape[2] == 3
+    assert full == (HUGE_SIDE, HUGE_SIDE) and 2048 <= max(rgb.shape[:2]) <= HUGE_SIDE // 8 + 1 and rgb.shape[2] == 3
 
 
 def test_whole_photos_are_refused_above_the_full_size_cap(huge_jpeg):
     from instantid.face.image import load_image
     from instantid.pipelines.face_swap import swap_face
 
-    with pytest.raises(LimitError, match="20000x20000.*100 MP limit for photos worked on at full size"):
+    with pytest.raises(LimitError, match=f"{HUGE_SIDE}x{HUGE_SIDE}.*100 MP limit for photos worked on at full size"):
         load_image(huge_jpeg)
     with pytest.raises(LimitError, match="100 MP"):  # before any face analysis or pipeline
         swap_face(object(), [huge_jpeg], huge_jpeg, analyzer=None)
@@ -589,7 +590,7 @@ def test_swap_whole_image_reads_a_huge_target_reduced(huge_jpeg, tiny_pipe, dlib
     monkeypatch.setattr(face_swap, "load_image", lambda source: pytest.fail("the target was decoded whole"))
     result = face_swap.swap_whole_image(tiny_pipe, [photos["astronaut"]], huge_jpeg, analyzer=dlib_analyzer,
                                         width=64, height=64, num_inference_steps=2)
-    assert result.images[0].size == (64, 64) and max(decoded[0][:2]) <= 20000 // 8 + 1
+    assert result.images[0].size == (64, 64) and max(decoded[0][:2]) <= HUGE_SIDE // 8 + 1
     x1, _, x2, _ = result.target_face.bbox  # the enlarged astronaut, found in the reduced decode
     assert x2 - x1 > 100
 
@@ -600,7 +601,7 @@ def test_training_images_are_decoded_reduced_and_keypoints_drawn_bounded(huge_jp
     embedding = tmp_path / "e.npy"
     np.save(embedding, np.zeros(128, np.float32))
     kps = np.array([[9800, 9800], [10200, 9800], [10000, 10000], [9850, 10200], [10150, 10200]], np.float32)
-    item = data.TrainingItem("huge", huge_jpeg, "a photo", 20000, 20000, (9500, 9500, 10500, 10500), kps, embedding)
+    item = data.TrainingItem("huge", huge_jpeg, "a photo", HUGE_SIDE, HUGE_SIDE, (9500, 9500, 10500, 10500), kps, embedding)
     dataset = data.InstantIDDataset([item], [(64, 64)])
     canvases, decoded = [], []
     real_draw, real_load = data.draw_kps, data.load_at_least
@@ -609,7 +610,7 @@ def test_training_images_are_decoded_reduced_and_keypoints_drawn_bounded(huge_jp
                         lambda source, side: (lambda out: decoded.append(out[0].shape) or out)(real_load(source, side)))
     example = dataset[0]
     assert example["pixel_values"].shape == (3, 64, 64) and example["kps_image"].shape == (3, 64, 64)
-    assert canvases[0][0] * canvases[0][1] <= data.KPS_CANVAS_MAX_PIXELS and max(decoded[0][:2]) <= 20000 // 8 + 1
+    assert canvases[0][0] * canvases[0][1] <= data.KPS_CANVAS_MAX_PIXELS and max(decoded[0][:2]) <= HUGE_SIDE // 8 + 1
     assert example["kps_image"].max() > 0  # the keypoints are drawn, at the face
 
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from huge_photo import HUGE_SIDE
 from PIL import Image
 
 from instantid.cli import main
@@ -474,7 +475,7 @@ def test_swap_targets_that_are_no_photo(kind, words, region, swap, odd_files, ca
 
 
 def test_swap_face_refuses_a_target_too_big_to_paste_back_whole(swap, huge_jpeg, capsys, no_model_loads):
-    refused(swap(target=huge_jpeg), capsys, "20000x20000", "100 MP limit", "FULL_DECODE_MAX_PIXELS")
+    refused(swap(target=huge_jpeg), capsys, f"{HUGE_SIDE}x{HUGE_SIDE}", "100 MP limit", "FULL_DECODE_MAX_PIXELS")
 
 
 def test_swap_image_reads_a_huge_target_reduced(swap, huge_jpeg, tmp_path, tiny_cache, capsys, monkeypatch):
