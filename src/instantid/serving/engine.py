@@ -83,8 +83,12 @@ class Engine:
     # ---- face analysis (cheap; used to check requests before they are queued)
 
     def faces(self, photo) -> list:
+        """The faces generation would see in `photo`, largest first (looking closer for small ones, as
+        face_condition does)."""
+        from ..face.small_faces import detect_faces
+
         with self._face_lock:
-            return self.analyzer.detect(photo)
+            return detect_faces(self.analyzer, photo)
 
     def condition(self, faces: list[Path], pose: Path | None = None, face_index: int = 0):
         """FaceCondition for the photos (raises NoFaceError / ImageReadError, typed, with the photo named)."""
