@@ -4,6 +4,7 @@ the tiny model, check the gallery and parameters. The UI runs with `--controlnet
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,8 @@ import time
 
 import pytest
 import requests
+from PIL import Image
+from urllib.parse import urljoin
 
 from serve_server import free_port
 
@@ -102,16 +105,23 @@ def test_generate_in_the_browser(page, photos, tmp_path_factory):
     page.wait_for_timeout(500)
     page.click("#generate")
     page.wait_for_selector("#gallery img", timeout=120000)
-    page.wait_for_function("document.querySelector('#parameters').innerText.includes('user_prompt')", timeout=30000)
-    text = page.locator("#parameters .cm-content").inner_text()
-    parameters = json.loads(text)
+    # the panel shows the parameters (CodeMirror renders only its visible lines: read the full set from the PNG)
+    page.wait_for_function("document.querySelector('#parameters').innerText.includes('\"command\": \"serve\"')",
+                           timeout=30000)
+    source = page.locator("#gallery img").first.get_attribute("src")
+    png = Image.open(io.BytesIO(page.request.get(urljoin(page.url, source)).body()))
+    parameters = json.loads(png.text["parameters"])
     assert parameters["user_prompt"] == "an astronaut on the moon"
     assert parameters["num_inference_steps"] == 2 and parameters["seed"] == 5
     assert (parameters["width"], parameters["height"]) == (128, 128) and parameters["faces"] == parameters["faces_used"] == 1
     assert parameters["scheduler"] == "euler_a" and parameters["loras"] == "sketch:0.8"
     assert parameters["control_scales"] == {"canny": 0.3}
-    image = page.locator("#gallery img").first
-    assert image.evaluate("img => img.naturalWidth") == 128
+    panel = page.locator("#parameters .cm-content").inner_text()
+    assert '"scheduler": "euler_a"' in panel and '"canny": 0.3' in panel
+    page.locator("#gallery").scroll_into_view_if_needed()  # its images load lazily, once in view
+    page.wait_for_function("(() => { const img = document.querySelector('#gallery img'); "
+                           "return img && img.complete && img.naturalWidth > 0; })()", timeout=30000)
+    assert page.locator("#gallery img").first.evaluate("img => img.naturalWidth") == 128
     # the artifact: under $INSTANTID_TEST_ARTIFACTS when set (CI keeps it), else in pytest's temporary folder
     artifacts = os.environ.get("INSTANTID_TEST_ARTIFACTS") or tmp_path_factory.mktemp("ui-artifacts")
     artifacts = Path(artifacts)

@@ -37,6 +37,12 @@ def _caption(parameters: dict) -> str:
     return ", ".join(f"{k}={parameters[k]}" for k in keys if parameters.get(k) not in (None, ""))
 
 
+def parameters_text(parameters: dict) -> str:
+    """The parameters as JSON, one key per line with its value on that line (keypoints stay one line)."""
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in parameters.items()]
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
 def _ordinal(n: int) -> str:
     return "largest" if n == 0 else f"{n + 1}{ {1: 'nd', 2: 'rd'}.get(n, 'th')} largest"
 
@@ -134,7 +140,7 @@ def build(service, tiny: bool = False):
         if job.status != "done":
             raise gr.Error(f"generation {job.status}: {job.error}")
         images = [(str(store.image_path(job.id, n)), _caption(job.parameters)) for n in range(job.images)]
-        return images, json.dumps(job.parameters, indent=1), seed
+        return images, parameters_text(job.parameters), seed
 
     with gr.Blocks(title="InstantID") as demo:
         gr.Markdown("# InstantID\nUpload face photos of one person, describe the picture, generate."
