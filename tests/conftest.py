@@ -7,12 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from huge_photo import HUGE_PASTE_AT, HUGE_PASTE_SIDE, HUGE_SIDE
 from instantid.face.samples import SAMPLE_PHOTOS, sample_photo
-
-HUGE_SIDE = 20000
-# Where the (12x enlarged) astronaut sits inside the huge photo, and its size.
-HUGE_PASTE_AT = (7000, 9000)
-HUGE_PASTE_SIDE = 512 * 12
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from PIL import Image
 from instantid.errors import NoFaceError
 from instantid.face import FaceIndexError, analyze_faces, get_face_analyzer, get_reference_face
 from instantid.face.dlib_backend import DlibFaceAnalyzer, face_recognition_models_dir
-from conftest import HUGE_PASTE_AT, HUGE_PASTE_SIDE
+from huge_photo import HUGE_PASTE_AT, HUGE_PASTE_SIDE
 
 EXPECTED_FACES = {"t1": 6, "astronaut": 1, "grace_hopper": 1, "tom_hanks": 1}
 # Measured (dlib 20.0.1, see report): a photo made smaller, mirrored and re-saved as JPEG 50 stays

@@ -12,7 +12,7 @@ from instantid.errors import ImageReadError
 from instantid.face import image as image_module
 from instantid.face.image import fit_for_detection, image_size, load_for_detection, load_image
 from instantid.face.samples import SamplePhotoNotFoundError, sample_photo
-from conftest import HUGE_SIDE
+from huge_photo import HUGE_SIDE
 
 EXIF_ORIENTATION = 0x0112
 

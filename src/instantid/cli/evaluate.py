@@ -105,6 +105,25 @@ def recognizers(args) -> list[str] | None:
     return args.recognizers or (None if args.face_backend == "auto" else [args.face_backend])
 
 
+def load_scorers(args) -> tuple[list, object, list[str]]:
+    """(face extractors, CLIP extractor or None, notes on what is left out and why) for the options."""
+    from ..evaluation.clip_features import ClipExtractor, ClipModelNotFoundError
+    from ..evaluation.face_features import available_face_extractors
+
+    extractors, notes = available_face_extractors(recognizers(args), face_models=args.face_models,
+                                                  cache_dir=args.cache_dir)
+    clip = None
+    if args.no_clip:
+        notes.append("CLIP-T and CLIP-I left out (--no-clip)")
+    else:
+        try:
+            clip = ClipExtractor.load(args.clip_model)
+        except ClipModelNotFoundError as err:
+            notes.append(str(err))
+            print(f"note: {err}")
+    return extractors, clip, notes
+
+
 def run(args) -> int:
     from ..checks import check_output_dir
     from ..errors import UsageError
@@ -126,22 +145,10 @@ def run(args) -> int:
     generated = expand_images(args.generated)
     from tqdm.auto import tqdm
 
-    from ..evaluation.clip_features import ClipExtractor, ClipModelNotFoundError
-    from ..evaluation.face_features import available_face_extractors
     from ..evaluation.report import markdown, write_report
     from ..evaluation.scoring import evaluate
 
-    extractors, notes = available_face_extractors(recognizers(args), face_models=args.face_models,
-                                                  cache_dir=args.cache_dir)
-    clip = None
-    if args.no_clip:
-        notes.append("CLIP-T and CLIP-I left out (--no-clip)")
-    else:
-        try:
-            clip = ClipExtractor.load(args.clip_model)
-        except ClipModelNotFoundError as err:
-            notes.append(str(err))
-            print(f"note: {err}")
+    extractors, clip, notes = load_scorers(args)
     prompts = prompts_for(generated, args.prompt, args.prompts)
     with tqdm(total=len(generated), desc="eval", unit="image", disable=args.no_progress) as bar:
         evaluation = evaluate(args.reference, generated, extractors, clip=clip, prompts=prompts,

@@ -181,7 +181,7 @@ class InstantIDMixin:
         if image_embeds is None:
             raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
-            raise ValueError("pass the face as image_embeds, not ip_adapter_image / ip_adapter_image_embeds")
+            raise UsageError("pass the face as image_embeds, not ip_adapter_image / ip_adapter_image_embeds")
         if not hasattr(self.identitynet, "face_conditioning"):
             raise UsageError(f"the pipeline's ControlNet {self.identitynet_index} is a {type(self.identitynet).__name__}, "
                              "not IdentityNet: pass ControlNets when building the pipeline (or through "
