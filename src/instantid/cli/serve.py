@@ -11,7 +11,7 @@ examples:
   instantid serve --ray --replicas 2                              # one pipeline per Ray Serve replica
 
   curl -F face=@me.jpg -F prompt="a watercolor portrait" http://127.0.0.1:8000/v1/generations
-  curl -F face=@me.jpg -F prompt="a portrait" -F scheduler=dpmpp_2m_karras -F loras=style:0.7 \
+  curl -F face=@me.jpg -F prompt="a portrait" -F scheduler=dpmpp_2m_karras -F loras=style:0.7 \\
        -F face_detail=auto http://127.0.0.1:8000/v1/generations   # per-job sampler, LoRA, face detail
   curl http://127.0.0.1:8000/v1/generations/ID
   curl -o out.png http://127.0.0.1:8000/v1/generations/ID/images/0
