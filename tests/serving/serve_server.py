@@ -15,6 +15,7 @@ import requests
 # Lean jobs: the tiny model at 64x64 with 2 steps takes about a second on one CPU core.
 QUEUE_SIZE = 4
 FAST = {"num_inference_steps": "2", "width": "64", "height": "64"}
+LORA_SCALE = 0.5  # the shared server's tiny LoRA ("sketch") at start
 
 
 def free_port() -> int:

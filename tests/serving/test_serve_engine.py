@@ -69,6 +69,7 @@ def test_extra_controlnet(photos):
     (["serve", "--base", "/nonexistent/base"], ["--base", "not found"]),
     (["serve", "--tiny", "--state-dir", "{file}"], ["--state-dir", "is a file"]),
     (["ui", "--tiny", "--host", "0.0.0.0"], ["--host", "no login"]),
+    (["serve", "--tiny", "--lora", "/nonexistent/style.safetensors:0.7"], ["--lora", "not found"]),
 ])
 def test_refusals_before_anything_loads(tmp_path, command, words):
     import subprocess

@@ -1,8 +1,10 @@
 """`instantid ui` in headless Chromium (Debian's chromium, driven by Playwright; no browser download):
-upload a real photo, preview its keypoints, generate on the tiny model, check the gallery and parameters."""
+upload a real photo, preview its keypoints, choose a scheduler, a LoRA scale and a canny photo, generate on
+the tiny model, check the gallery and parameters. The UI runs with `--controlnet canny` and the tiny LoRA."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -13,6 +15,8 @@ import time
 
 import pytest
 import requests
+from PIL import Image
+from urllib.parse import urljoin
 
 from serve_server import free_port
 
@@ -20,13 +24,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ui_url(tmp_path_factory):
+def ui_url(tmp_path_factory, tiny_lora):
     pytest.importorskip("gradio")
     port = free_port()
     state = tmp_path_factory.mktemp("ui")
     log = open(state / "ui.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "instantid", "ui", "--tiny", "--port", str(port), "--state-dir",
-                                str(state / "state")], stdout=log, stderr=subprocess.STDOUT,
+                                str(state / "state"), "--controlnet", "canny", "--lora", f"{tiny_lora}:0.5"],
+                               stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -68,6 +73,18 @@ def test_no_face_is_a_clear_message(page, blank):
     page.get_by_text("no usable face").first.wait_for(timeout=30000)
 
 
+def test_bad_photo_is_a_clear_message(page, tmp_path):
+    page.reload()
+    page.wait_for_selector("#generate")
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    page.locator("#faces input[type=file]").set_input_files(str(bad))
+    page.wait_for_timeout(500)
+    page.click("#preview")
+    page.get_by_text("broken.jpg").first.wait_for(timeout=30000)
+    assert page.get_by_text(str(tmp_path)).count() == 0  # no server paths in messages
+
+
 def test_generate_in_the_browser(page, photos, tmp_path_factory):
     page.reload()  # a fresh form (the no-face test left a photo and a message)
     page.wait_for_selector("#generate")
@@ -79,16 +96,32 @@ def test_generate_in_the_browser(page, photos, tmp_path_factory):
     page.wait_for_timeout(500)
     page.click("#preview")
     page.wait_for_selector("#keypoints img", timeout=30000)
+    page.get_by_text("using the largest").first.wait_for(timeout=30000)
+    page.locator("#scheduler input").click()
+    page.get_by_role("option", name="euler_a", exact=True).click()
+    page.locator("#lora_sketch input[type=number]").fill("0.8")
+    page.locator("#lora_sketch input[type=number]").press("Enter")
+    page.locator("#canny_photo input[type=file]").set_input_files(str(photos["t1"]))
+    page.wait_for_timeout(500)
     page.click("#generate")
     page.wait_for_selector("#gallery img", timeout=120000)
-    page.wait_for_function("document.querySelector('#parameters').innerText.includes('user_prompt')", timeout=30000)
-    text = page.locator("#parameters .cm-content").inner_text()
-    parameters = json.loads(text)
+    # the panel shows the parameters (CodeMirror renders only its visible lines: read the full set from the PNG)
+    page.wait_for_function("document.querySelector('#parameters').innerText.includes('\"command\": \"serve\"')",
+                           timeout=30000)
+    source = page.locator("#gallery img").first.get_attribute("src")
+    png = Image.open(io.BytesIO(page.request.get(urljoin(page.url, source)).body()))
+    parameters = json.loads(png.text["parameters"])
     assert parameters["user_prompt"] == "an astronaut on the moon"
     assert parameters["num_inference_steps"] == 2 and parameters["seed"] == 5
     assert (parameters["width"], parameters["height"]) == (128, 128) and parameters["faces"] == parameters["faces_used"] == 1
-    image = page.locator("#gallery img").first
-    assert image.evaluate("img => img.naturalWidth") == 128
+    assert parameters["scheduler"] == "euler_a" and parameters["loras"] == "sketch:0.8"
+    assert parameters["control_scales"] == {"canny": 0.3}
+    panel = page.locator("#parameters .cm-content").inner_text()
+    assert '"scheduler": "euler_a"' in panel and '"canny": 0.3' in panel
+    page.locator("#gallery").scroll_into_view_if_needed()  # its images load lazily, once in view
+    page.wait_for_function("(() => { const img = document.querySelector('#gallery img'); "
+                           "return img && img.complete && img.naturalWidth > 0; })()", timeout=30000)
+    assert page.locator("#gallery img").first.evaluate("img => img.naturalWidth") == 128
     # the artifact: under $INSTANTID_TEST_ARTIFACTS when set (CI keeps it), else in pytest's temporary folder
     artifacts = os.environ.get("INSTANTID_TEST_ARTIFACTS") or tmp_path_factory.mktemp("ui-artifacts")
     artifacts = Path(artifacts)

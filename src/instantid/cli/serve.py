@@ -11,6 +11,8 @@ examples:
   instantid serve --ray --replicas 2                              # one pipeline per Ray Serve replica
 
   curl -F face=@me.jpg -F prompt="a watercolor portrait" http://127.0.0.1:8000/v1/generations
+  curl -F face=@me.jpg -F prompt="a portrait" -F scheduler=dpmpp_2m_karras -F loras=style:0.7 \\
+       -F face_detail=auto http://127.0.0.1:8000/v1/generations   # per-job sampler, LoRA, face detail
   curl http://127.0.0.1:8000/v1/generations/ID
   curl -o out.png http://127.0.0.1:8000/v1/generations/ID/images/0
 
@@ -24,7 +26,8 @@ def add_service_options(p: argparse.ArgumentParser) -> None:
 
     add_model_options(p)
     p.add_argument("--lora", action="append", default=[], metavar="SPEC[:SCALE]",
-                   help="LoRA file, folder or Hub id with an optional scale (default 1.0); repeatable")
+                   help="LoRA file, folder or Hub id with an optional scale (default 1.0); repeatable. Requests "
+                        "choose among these by name (the file stem) with their own scales: the `loras` field")
     p.add_argument("--controlnet", action="append", default=[], choices=sorted(CONDITION_KINDS), metavar="KIND",
                    help=f"also load this extra ControlNet ({', '.join(CONDITION_KINDS)}); requests then may send "
                         "a KIND photo and KIND_scale; repeatable")
@@ -64,9 +67,11 @@ def add_parser(subparsers) -> None:
 def check_service_args(args) -> None:
     """What `serve` and `ui` can refuse before any model loads: model options, device, the state folder."""
     from ..checks import check_output_dir
-    from .checks import check_model_options
+    from .checks import check_lora_specs, check_model_options
+    from .generate import _parse_lora
 
     check_model_options(args)
+    check_lora_specs([_parse_lora(spec) for spec in args.lora])
     check_output_dir(args.state_dir, "--state-dir")
 
 

@@ -17,11 +17,17 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 }
 
 
-def set_scheduler(pipe, name: str) -> None:
-    """Replace `pipe.scheduler` by the named one, keeping the model's noise schedule settings."""
+def scheduler_from(config, name: str):
+    """A new scheduler of the named kind, from a scheduler `config` (the model's noise schedule settings).
+    Built from the base model's own config, the result depends on `name` alone, not on earlier switches."""
     import diffusers
 
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULERS)}")
     class_name, extra = SCHEDULERS[name]
-    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+    return getattr(diffusers, class_name).from_config(config, **extra)
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Replace `pipe.scheduler` by the named one, keeping the model's noise schedule settings."""
+    pipe.scheduler = scheduler_from(pipe.scheduler.config, name)

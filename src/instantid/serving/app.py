@@ -26,7 +26,7 @@ from .errors import ApiError
 from .jobs import Job, valid_job_id
 from .limits import Limits
 from .metrics import Metrics
-from .schemas import FILE_FIELDS, ErrorBody, FacesView, GenerationJSON, JobView, multipart_schema
+from .schemas import FILE_FIELDS, ErrorBody, FacesView, GenerationJSON, JobView, OptionsView, multipart_schema
 from .submissions import SUFFIX, accept, describe, queue_full
 from .security import OPEN_PATHS, authorized
 
@@ -150,8 +150,7 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
 
     def view(job: Job) -> dict:
         base = f"/v1/generations/{job.id}"
-        parameters = job.parameters or job.request["values"] | {
-            k: job.request.get(k) for k in ("prompt", "negative_prompt", "style")}
+        parameters = job.parameters or _queued_parameters(job.request)
         return JobView(id=job.id, status=job.status, progress={"step": job.step, "total": job.total},
                        queue_position=store.queue_position(job), error=job.error, parameters=parameters,
                        images=[f"{base}/images/{n}" for n in range(job.images)], url=base).model_dump()
@@ -214,6 +213,11 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
             raise ApiError(422, "missing_field", "send exactly one photo in the 'image' field")
         return await run_in_threadpool(_analyse, service.engine, files["image"][0], scratch, limits)
 
+    @app.get("/v1/options", response_model=OptionsView, responses=_ERRORS,
+             summary="this server's choices: schedulers, LoRAs (by name), extra ControlNets, styles")
+    def options():
+        return _options(service.engine)
+
     # ---- probes and metrics
 
     @app.get("/healthz", summary="the process is alive")
@@ -234,6 +238,27 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _queued_parameters(request: dict) -> dict:
+    """A waiting job's parameters: the request's values and options (LoRAs in the request syntax)."""
+    from .loras import as_text
+
+    options = {k: request.get(k) for k in ("prompt", "negative_prompt", "style", "scheduler", "face_index",
+                                            "face_detail", "face_detail_strength")}
+    loras = request.get("loras")
+    return {**request["values"], **options, "loras": as_text(loras) if loras is not None else None}
+
+
+def _options(engine) -> dict:
+    from ..params import FACE_DETAIL_MODES
+    from ..pipelines.schedulers import SCHEDULERS
+    from ..pipelines.styles import BUILTIN_STYLES
+
+    return {"schedulers": list(SCHEDULERS), "default_scheduler": getattr(engine.args, "scheduler", None),
+            "loras": [{"name": lora.name, "scale": lora.scale} for lora in engine.loras],
+            "controlnets": list(engine.control_kinds), "styles": list(BUILTIN_STYLES),
+            "face_detail": list(FACE_DETAIL_MODES)}
 
 
 async def _read_body(request: Request, limits: Limits, file_fields=FILE_FIELDS, text_fields=None):

@@ -36,6 +36,11 @@ class GenerationInputs:
     faces: list[Path]
     pose: Path | None = None
     controls: dict | None = None  # ControlNet kind -> (photo path, scale)
+    scheduler: str | None = None  # a name of pipelines/schedulers.py; None: the server's default
+    loras: dict | None = None  # server LoRA name -> scale (loras.requested_scales); None: the startup scales
+    face_index: int = 0
+    face_detail: str = "off"
+    face_detail_strength: float | None = None
 
 
 class Engine:
@@ -57,6 +62,10 @@ class Engine:
         self.pipe = None
         self.models: dict = {}
         self.control_kinds: list[str] = list(getattr(args, "controlnet", None) or [])
+        from .loras import server_loras
+
+        self.loras = server_loras(list(getattr(args, "lora", None) or []))
+        self._base_scheduler = None  # the base model's own, kept to build each job's scheduler from
 
     def resolve_values(self, given: dict) -> dict:
         """Generation values: given, else --tiny's, else the parameter table's defaults (as the CLI does)."""
@@ -74,20 +83,31 @@ class Engine:
     # ---- face analysis (cheap; used to check requests before they are queued)
 
     def faces(self, photo) -> list:
-        with self._face_lock:
-            return self.analyzer.detect(photo)
+        """The faces generation would see in `photo`, largest first (looking closer for small ones, as
+        face_condition does)."""
+        from ..face.small_faces import detect_faces
 
-    def condition(self, faces: list[Path], pose: Path | None = None):
+        with self._face_lock:
+            return detect_faces(self.analyzer, photo)
+
+    def condition(self, faces: list[Path], pose: Path | None = None, face_index: int = 0):
         """FaceCondition for the photos (raises NoFaceError / ImageReadError, typed, with the photo named)."""
         from ..pipelines.from_photos import face_condition
 
         with self._face_lock:
-            return face_condition(list(faces), self.analyzer, pose)
+            return face_condition(list(faces), self.analyzer, pose, face_index=face_index)
 
-    def keypoint_image(self, photo):
-        """The keypoint image InstantID would condition on for this photo (largest face)."""
-        condition = self.condition([photo])
+    def keypoint_image(self, faces, pose=None, face_index: int = 0):
+        """The keypoint image InstantID would condition on for these photos (pose photo's largest face, else
+        the first face photo's `face_index`-th largest)."""
+        condition = self.condition(list(faces), pose, face_index)
         return condition.kps_image(*condition.pose_size)
+
+    def lora_scales(self, text: str | None) -> dict[str, float]:
+        """A request's `loras` field as {name: scale} for every LoRA loaded at start (raises UsageError)."""
+        from .loras import requested_scales
+
+        return requested_scales(text, self.loras)
 
     # ---- the pipeline
 
@@ -96,15 +116,20 @@ class Engine:
         return self.pipe is not None
 
     def load(self) -> None:
+        import argparse
+
         from ..cli.common import load_from_args
-        from ..cli.generate import _parse_lora
         from ..pipelines.conditions import CONDITION_KINDS
 
         controlnets = [getattr(self.args, f"{kind}_model", None) or CONDITION_KINDS[kind].default_model
                        for kind in self.control_kinds]
-        loras = [_parse_lora(spec) for spec in (getattr(self.args, "lora", None) or [])]
-        pipe, self.models = load_from_args(self.args, self.analyzer.analyzer, controlnets=controlnets, loras=loras)
+        loras = [(lora.spec, lora.scale) for lora in self.loras]
+        # Loaded with the base model's scheduler: each job's (--scheduler's or the request's) is built from its
+        # config, so a job's sampler never depends on the jobs before it.
+        base_args = argparse.Namespace(**{**vars(self.args), "scheduler": None})
+        pipe, self.models = load_from_args(base_args, self.analyzer.analyzer, controlnets=controlnets, loras=loras)
         pipe.set_progress_bar_config(disable=True)
+        self._base_scheduler = pipe.scheduler
         from ..models.architectures import embedding_size_problem
 
         problem = embedding_size_problem(self.analyzer.embedding_dim, pipe.face_embedding_dim,
@@ -135,7 +160,7 @@ class Engine:
 
                 scales[kind] = 0.0
                 extra.append(ExtraControl(image=Image.new("RGB", (8, 8)), scale=0.0))
-        condition = self.condition(inputs.faces, inputs.pose)
+        condition = self.condition(inputs.faces, inputs.pose, inputs.face_index)
         total = inputs.values["num_inference_steps"]
 
         def step_end(pipe, step, timestep, callback_kwargs):
@@ -145,15 +170,34 @@ class Engine:
 
         if on_step is not None:
             on_step(0, total)
+        scheduler = inputs.scheduler or getattr(self.args, "scheduler", None)
+        lora_scales = inputs.loras if inputs.loras is not None else self.lora_scales(None)
         with self._run_lock:  # one pipeline, one generation at a time
+            self._set_job_options(scheduler, lora_scales)
             result = generate_from_photos(self.pipe, condition, inputs.prompt,
                                           negative_prompt=inputs.negative_prompt or None, style=inputs.style,
-                                          controls=extra, callback_on_step_end=step_end, **inputs.values)
+                                          controls=extra, callback_on_step_end=step_end,
+                                          face_index=inputs.face_index, face_detail=inputs.face_detail,
+                                          face_detail_strength=inputs.face_detail_strength, **inputs.values)
+        from .loras import as_text
+
         parameters = {"command": "serve", **result.parameters, "user_prompt": inputs.prompt, "control_scales": scales,
-                      "loras": list(getattr(self.args, "lora", None) or []), "face_backend": self.analyzer.name,
+                      "scheduler": scheduler, "scheduler_class": result.parameters["scheduler"],
+                      "loras": as_text(lora_scales), "face_backend": self.analyzer.name,
                       "faces": len(inputs.faces), "faces_used": len(condition.faces), "pose": inputs.pose is not None,
                       "skipped": condition.skipped, **self.models}
         return result.images, parameters
+
+    def _set_job_options(self, scheduler: str | None, lora_scales: dict[str, float]) -> None:
+        """The job's sampler and LoRA scales, set from scratch every job (the worker runs one job at a time):
+        a fresh scheduler from the base model's config, and every startup LoRA's scale (0 = off)."""
+        from ..pipelines.schedulers import scheduler_from
+
+        base = self._base_scheduler
+        self.pipe.scheduler = scheduler_from(base.config, scheduler) if scheduler else type(base).from_config(base.config)
+        if self.loras:
+            self.pipe.set_adapters([lora.adapter for lora in self.loras],
+                                   adapter_weights=[lora_scales.get(lora.name, 0.0) for lora in self.loras])
 
     @staticmethod
     def save_pngs(images, parameters: dict, folder: Path) -> list[Path]:

@@ -7,12 +7,14 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from ..params import GENERATION_PARAMS
+from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH, FACE_DETAIL_THRESHOLD, GENERATION_PARAMS
 from ..pipelines.conditions import CONDITION_KINDS
+from ..pipelines.schedulers import SCHEDULERS
 from ..pipelines.styles import BUILTIN_STYLES
 from .limits import Limits
 
 MAX_PROMPT_CHARS = Limits.max_prompt_chars
+MAX_FACE_INDEX = 31  # the N-th largest face of a group photo; more faces than that are not a portrait
 FILE_FIELDS = ("face", "pose", *CONDITION_KINDS)
 
 
@@ -35,11 +37,29 @@ class _Common(BaseModel):
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="what to avoid")
     style: str = Field("none", description="style preset: " + ", ".join(BUILTIN_STYLES),
                        json_schema_extra={"enum": list(BUILTIN_STYLES)})
+    scheduler: Optional[str] = Field(None, description="sampler for this job: " + ", ".join(SCHEDULERS)
+                                     + " (default: the server's --scheduler, else the base model's)",
+                                     json_schema_extra={"enum": list(SCHEDULERS)})
+    loras: Optional[str] = Field(None, max_length=1000, description=(
+        "LoRAs loaded at server start, by name, with scales: 'NAME:SCALE,NAME:SCALE' (a bare NAME is 1.0; "
+        "LoRAs not named are off; '' = none). Default: the server's --lora scales. Names: GET /v1/options"))
+    face_index: int = Field(0, ge=0, le=MAX_FACE_INDEX,
+                            description="in group photos, use the N-th largest face of each face photo (0 = largest)")
+    face_detail: str = Field("off", description=(
+        f"repaint the face after generation: auto = when its long side is below {FACE_DETAIL_THRESHOLD} px, "
+        "on = always, off"), json_schema_extra={"enum": list(FACE_DETAIL_MODES)})
+    face_detail_strength: Optional[float] = Field(None, gt=0.0, le=1.0, description=(
+        f"how much of the face the detail pass repaints, in (0, 1] (default {FACE_DETAIL_STRENGTH}); it needs "
+        "num_inference_steps x strength >= 1"))
 
     @model_validator(mode="after")
     def _check(self):
         if self.style not in BUILTIN_STYLES:
             raise ValueError(f"unknown style '{self.style}'; choose one of: {', '.join(BUILTIN_STYLES)}")
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler '{self.scheduler[:64]}'; choose one of: {', '.join(SCHEDULERS)}")
+        if self.face_detail not in FACE_DETAIL_MODES:
+            raise ValueError(f"face_detail must be one of {', '.join(FACE_DETAIL_MODES)}, got '{self.face_detail[:64]}'")
         start = self.control_guidance_start if self.control_guidance_start is not None else 0.0
         end = self.control_guidance_end if self.control_guidance_end is not None else 1.0
         if start >= end:
@@ -108,3 +128,17 @@ class FacesView(BaseModel):
     height: int
     backend: str
     faces: list[FaceView]
+
+
+class LoraView(BaseModel):
+    name: str = Field(..., description="what the `loras` field calls it")
+    scale: float = Field(..., description="its scale when a request has no `loras` field")
+
+
+class OptionsView(BaseModel):
+    schedulers: list[str]
+    default_scheduler: Optional[str] = Field(None, description="--scheduler; null: the base model's own")
+    loras: list[LoraView] = Field(..., description="LoRAs loaded at start (--lora)")
+    controlnets: list[str] = Field(..., description="extra ControlNets loaded (--controlnet): requests may send KIND photos")
+    styles: list[str]
+    face_detail: list[str]

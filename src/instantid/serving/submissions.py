@@ -58,6 +58,7 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
     if values["width"] and values["height"] and values["width"] * values["height"] > limits.max_output_pixels:
         raise ApiError(422, "too_many_pixels", f"{values['width']}x{values['height']} is over this server's "
                                                f"{limits.max_output_pixels} output pixels")
+    options = job_options(engine, knobs, values)
     controls = {}
     for kind in FILE_FIELDS[2:]:
         scale = given.get(f"{kind}_scale")
@@ -83,17 +84,36 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
         face_names = sorted((n for n in named if n.startswith("face_")), key=lambda n: int(n[5:].split(".")[0]))
         pose_name = next((n for n in named if n.startswith("pose")), None)
         try:
-            engine.condition([folder / n for n in face_names], folder / pose_name if pose_name else None)
+            engine.condition([folder / n for n in face_names], folder / pose_name if pose_name else None,
+                             knobs.face_index)
         except InstantIDError as err:
             raise ApiError(422, "no_face" if "face" in str(err).lower() else "bad_photo",
                            str(err).replace(f"{folder}/", ""))
         request = {"values": values, "prompt": knobs.prompt, "negative_prompt": knobs.negative_prompt,
                    "style": knobs.style, "faces": face_names, "pose": pose_name,
                    "controls": {kind: (next(n for n in named if n.startswith(kind)), scale)
-                                for kind, scale in controls.items()}}
+                                for kind, scale in controls.items()}, **options}
         return store.enqueue(job_id, request, limits.queue_size)
     except QueueFull:
         raise queue_full(limits)
     except BaseException:
         store.discard(job_id)
         raise
+
+
+def job_options(engine, knobs, values: dict) -> dict:
+    """The per-job options beside the parameter table's knobs, checked as the library checks them: sampler,
+    LoRA scales by name (only LoRAs loaded at start), face index, face-detail pass."""
+    from ..pipelines.face_detail import checked_options
+
+    try:
+        loras = engine.lora_scales(knobs.loras) if knobs.loras is not None else None
+    except InstantIDError as err:
+        raise ApiError(422, "lora_not_loaded" if "no LoRA" in str(err) else "invalid_field", str(err))
+    try:
+        face_detail, strength = checked_options(knobs.face_detail, knobs.face_detail_strength,
+                                                values["num_inference_steps"])
+    except InstantIDError as err:
+        raise ApiError(422, "invalid_field", f"face_detail_strength: {err}")
+    return {"scheduler": knobs.scheduler, "loras": loras, "face_index": knobs.face_index,
+            "face_detail": face_detail, "face_detail_strength": strength}

@@ -33,16 +33,46 @@ EXTRA_KNOBS = [name for name in PARAMS_BY_NAME if name not in _DEDICATED]
 
 def _caption(parameters: dict) -> str:
     keys = ("seed", "num_inference_steps", "guidance_scale", "controlnet_conditioning_scale", "ip_adapter_scale",
-            "width", "height", "style")
-    return ", ".join(f"{k}={parameters[k]}" for k in keys if k in parameters)
+            "width", "height", "style", "scheduler", "loras")
+    return ", ".join(f"{k}={parameters[k]}" for k in keys if parameters.get(k) not in (None, ""))
+
+
+def parameters_text(parameters: dict) -> str:
+    """The parameters as JSON, one key per line with its value on that line (keypoints stay one line)."""
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in parameters.items()]
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
+def _ordinal(n: int) -> str:
+    return "largest" if n == 0 else f"{n + 1}{ {1: 'nd', 2: 'rd'}.get(n, 'th')} largest"
+
+
+def face_report(engine, faces, face_index: int) -> str:
+    """One line per face photo: how many faces were found and which one is used (group photos, never silent)."""
+    lines = []
+    for number, photo in enumerate(faces, 1):
+        found = engine.faces(photo)
+        if len(found) > face_index:
+            box = ", ".join(f"{v:.0f}" for v in found[face_index].bbox)
+            lines.append(f"photo {number}: {len(found)} face(s); using the {_ordinal(face_index)} (box {box})")
+        else:
+            lines.append(f"photo {number}: {len(found)} face(s); none is the {_ordinal(face_index)}: skipped")
+    return "\n".join(f"- {line}" for line in lines)
 
 
 def build(service, tiny: bool = False):
     import gradio as gr
 
+    from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH
+    from ..pipelines.conditions import CONDITION_KINDS
+    from ..pipelines.schedulers import SCHEDULERS
+    from .loras import as_text
+    from .schemas import MAX_FACE_INDEX
     from .submissions import accept
 
     store, engine = service.store, service.engine
+    kinds = list(engine.control_kinds)  # extra ControlNets loaded at start: a photo and a strength each
+    default_scheduler = getattr(engine.args, "scheduler", None)
 
     def param_slider(name: str, label: str, step: float, maximum: float | None = None, value=None):
         param = PARAMS_BY_NAME[name]
@@ -50,34 +80,48 @@ def build(service, tiny: bool = False):
         return gr.Slider(param.min, maximum if maximum is not None else param.max, value=default, step=step,
                          label=label, info=param.help, elem_id=name)
 
-    def preview(faces):
+    def preview(faces, pose, face_index):
         if not faces:
             raise gr.Error("upload a face photo first")
         try:
-            return engine.keypoint_image(faces[0])
+            image = engine.keypoint_image(faces, pose, int(face_index or 0))
+            report = face_report(engine, faces, int(face_index or 0))
         except Exception as err:  # no face, unreadable photo: say which, in one line
-            raise gr.Error(str(err).replace(str(Path(faces[0]).parent) + os.sep, ""))
+            message = str(err)
+            for path in [*faces, pose]:
+                if path:
+                    message = message.replace(str(Path(path).parent) + os.sep, "")
+            raise gr.Error(message)
+        return image, report + ("\n- keypoints from the pose photo" if pose else "")
 
-    def generate(faces, pose, canny, prompt, negative_prompt, style, identitynet_scale, adapter_scale, control_start,
-                 control_end, steps, guidance, seed, randomize, width, height, num_images, canny_scale,
-                 *extra_knobs, progress=gr.Progress()):
+    def generate(faces, pose, prompt, negative_prompt, style, identitynet_scale, adapter_scale, control_start,
+                 control_end, steps, guidance, seed, randomize, width, height, num_images, scheduler, face_index,
+                 face_detail, face_detail_strength, *rest, progress=gr.Progress()):
         if not faces:
             raise gr.Error("upload at least one face photo")
         if service.not_ready():
             raise gr.Error(f"not ready yet: {service.not_ready()}; try again in a moment")
+        extra_knobs, rest = rest[:len(EXTRA_KNOBS)], rest[len(EXTRA_KNOBS):]
+        control_photos, control_scales, lora_scales = rest[:len(kinds)], rest[len(kinds):2 * len(kinds)], \
+            rest[2 * len(kinds):]
         seed = random.randrange(2**31) if randomize else int(seed)
         fields = {"prompt": prompt, "negative_prompt": negative_prompt or "", "style": style,
                   "controlnet_conditioning_scale": identitynet_scale, "ip_adapter_scale": adapter_scale,
                   "control_guidance_start": control_start, "control_guidance_end": control_end,
                   "num_inference_steps": int(steps), "guidance_scale": guidance, "seed": seed,
                   "width": int(width) or None, "height": int(height) or None, "num_images_per_prompt": int(num_images),
+                  "scheduler": None if scheduler == "default" else scheduler, "face_index": int(face_index or 0),
+                  "face_detail": face_detail, "face_detail_strength": face_detail_strength,
                   **dict(zip(EXTRA_KNOBS, extra_knobs))}
+        if engine.loras:
+            fields["loras"] = as_text({lora.name: float(scale) for lora, scale in zip(engine.loras, lora_scales)})
         files = {"face": [Path(f).read_bytes() for f in faces]}
         if pose:
             files["pose"] = [Path(pose).read_bytes()]
-        if canny:
-            files["canny"] = [Path(canny).read_bytes()]
-            fields["canny_scale"] = canny_scale
+        for kind, photo, scale in zip(kinds, control_photos, control_scales):
+            if photo:
+                files[kind] = [Path(photo).read_bytes()]
+                fields[f"{kind}_scale"] = scale
         try:
             job = accept(service, fields, files)
         except ApiError as err:
@@ -96,7 +140,7 @@ def build(service, tiny: bool = False):
         if job.status != "done":
             raise gr.Error(f"generation {job.status}: {job.error}")
         images = [(str(store.image_path(job.id, n)), _caption(job.parameters)) for n in range(job.images)]
-        return images, json.dumps(job.parameters, indent=1), seed
+        return images, parameters_text(job.parameters), seed
 
     with gr.Blocks(title="InstantID") as demo:
         gr.Markdown("# InstantID\nUpload face photos of one person, describe the picture, generate."
@@ -107,8 +151,11 @@ def build(service, tiny: bool = False):
                                 type="filepath", elem_id="faces")
                 pose = gr.Image(label="pose photo (optional): face keypoints from here", type="filepath",
                                 elem_id="pose")
+                face_index = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_FACE_INDEX, elem_id="face_index",
+                                       label="face in group photos (0 = largest, 1 = second largest, ...)")
                 preview_button = gr.Button("preview face keypoints", elem_id="preview")
                 keypoints = gr.Image(label="keypoints InstantID will use", interactive=False, elem_id="keypoints")
+                found = gr.Markdown(elem_id="faces_found")
                 prompt = gr.Textbox(label="prompt", value="a portrait", elem_id="prompt")
                 negative = gr.Textbox(label="negative prompt", elem_id="negative_prompt")
                 style = gr.Dropdown(list(BUILTIN_STYLES), value="none", label="style", elem_id="style")
@@ -119,6 +166,9 @@ def build(service, tiny: bool = False):
                     end = param_slider("control_guidance_end", "IdentityNet until (fraction of steps)", 0.05)
                     steps = param_slider("num_inference_steps", "steps", 1, 100, value=4 if tiny else None)
                     guidance = param_slider("guidance_scale", "guidance (CFG)", 0.1, 20)
+                    scheduler = gr.Dropdown([(f"server default ({default_scheduler or 'the base model’s'})", "default"),
+                                             *[(name, name) for name in SCHEDULERS]], value="default",
+                                            label="scheduler (sampler)", elem_id="scheduler")
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="seed")
                         randomize = gr.Checkbox(value=False, label="random seed", elem_id="randomize")
@@ -131,21 +181,37 @@ def build(service, tiny: bool = False):
                     # any other knob of the parameter table, as a slider with the table's range and help
                     extra = [param_slider(name, name.replace("_", " "), 1 if PARAMS_BY_NAME[name].type is int else 0.05)
                              for name in EXTRA_KNOBS]
-                    canny = gr.Image(label="canny ControlNet photo (needs --controlnet canny)", type="filepath",
-                                     visible="canny" in engine.control_kinds)
-                    canny_scale = gr.Slider(0, 1.5, value=0.3, step=0.05, label="canny strength",
-                                            visible="canny" in engine.control_kinds)
-                    gr.Markdown(f"Sampler: set at start (`--scheduler`); LoRAs: "
-                                f"{', '.join(engine.args.lora) if engine.args.lora else 'none (`--lora`)'}.")
+                    with gr.Row():
+                        face_detail = gr.Radio(list(FACE_DETAIL_MODES), value="off", elem_id="face_detail",
+                                               label="face detail: repaint small faces after generating")
+                        face_detail_strength = gr.Slider(0.05, 1.0, value=FACE_DETAIL_STRENGTH, step=0.05,
+                                                         label="face detail strength", elem_id="face_detail_strength")
+                    control_photos = [gr.Image(label=f"{kind} ControlNet photo (optional)", type="filepath",
+                                               elem_id=f"{kind}_photo") for kind in kinds]
+                    control_scales = [gr.Slider(0, 1.5, value=CONDITION_KINDS[kind].default_scale, step=0.05,
+                                                label=f"{kind} strength", elem_id=f"{kind}_scale") for kind in kinds]
+                    lora_sliders = [gr.Slider(-2, 2, value=lora.scale, step=0.05, elem_id=f"lora_{lora.name}",
+                                              label=f"LoRA {lora.name} (0 = off)") for lora in engine.loras]
+                    missing = [kind for kind in CONDITION_KINDS if kind not in kinds]
+                    notes = []
+                    if missing:
+                        notes.append(f"Extra ControlNet photos ({', '.join(missing)}): start with "
+                                     f"`--controlnet {missing[0]}`.")
+                    if not engine.loras:
+                        notes.append("LoRAs: none loaded; start with `--lora FILE[:SCALE]` (repeatable) to choose "
+                                     "them here.")
+                    if notes:
+                        gr.Markdown(" ".join(notes))
                 run = gr.Button("generate", variant="primary", elem_id="generate")
             with gr.Column():
                 gallery = gr.Gallery(label="results", format="png", columns=2, elem_id="gallery")
                 used_seed = gr.Number(label="seed used", interactive=False, elem_id="used_seed")
                 parameters = gr.Code(label="parameters (also in each PNG's `parameters` text chunk)",
                                      language="json", interactive=False, elem_id="parameters")
-        preview_button.click(preview, faces, keypoints)
-        run.click(generate, [faces, pose, canny, prompt, negative, style, identitynet, adapter, start, end, steps,
-                             guidance, seed, randomize, width, height, num_images, canny_scale, *extra],
+        preview_button.click(preview, [faces, pose, face_index], [keypoints, found])
+        run.click(generate, [faces, pose, prompt, negative, style, identitynet, adapter, start, end, steps, guidance,
+                             seed, randomize, width, height, num_images, scheduler, face_index, face_detail,
+                             face_detail_strength, *extra, *control_photos, *control_scales, *lora_sliders],
                   [gallery, parameters, used_seed])
     return demo
 

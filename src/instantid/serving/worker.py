@@ -21,7 +21,10 @@ def inputs_of(job: Job, store: JobStore) -> GenerationInputs:
     return GenerationInputs(values=request["values"], prompt=request["prompt"],
                             negative_prompt=request.get("negative_prompt") or "", style=request.get("style", "none"),
                             faces=[folder / name for name in request["faces"]],
-                            pose=folder / request["pose"] if request.get("pose") else None, controls=controls)
+                            pose=folder / request["pose"] if request.get("pose") else None, controls=controls,
+                            scheduler=request.get("scheduler"), loras=request.get("loras"),
+                            face_index=request.get("face_index", 0), face_detail=request.get("face_detail", "off"),
+                            face_detail_strength=request.get("face_detail_strength"))
 
 
 class Worker:
