@@ -495,6 +495,7 @@ def test_swap_image_reads_a_huge_target_reduced(swap, huge_jpeg, tmp_path, tiny_
     (["--box", "0,0,64,64", "--scale", "-1"], ["--scale must be >= 0"]),
     (["--box", "0,0,64,64", "--scale", "1", "--scale", "1"], ["1 --face photos but 2 --scale values"]),
     (["--layout", "PLAIN"], ["not an image in a format read here"]),
+    (["--layout", "PLAIN", "--width", "128", "--height", "128"], ["not an image in a format read here"]),
     (["--layout", "FIFO"], ["--layout photo", "FIFO"]),
 ])
 def test_multi_mistakes_are_refused_before_any_model(options, words, face, odd_files, tmp_path, capsys,

@@ -80,13 +80,16 @@ def _requested_size(args) -> tuple[int, int] | None:
     if args.box is not None and (width is None) != (height is None):
         raise RegionError("give both --width and --height (boxes are in output pixels)")
     default_side = TINY_DEFAULTS["width"] if args.tiny else DEFAULT_SIZE
-    if args.layout and width is None:
-        if not args.tiny:
-            return None
-        from ..face.image import image_size  # the layout's shape, tiny
-        from ..pipelines.sizing import default_output_size
+    if args.layout:
+        from ..face.image import image_size
 
-        return default_output_size(image_size(args.layout), max_side=TINY_DEFAULTS["width"], multiple=32)
+        layout_size = image_size(args.layout)  # the header: a layout that is no image is refused here
+        if width is None:
+            if not args.tiny:
+                return None
+            from ..pipelines.sizing import default_output_size
+
+            return default_output_size(layout_size, max_side=TINY_DEFAULTS["width"], multiple=32)  # its shape, tiny
     return width or default_side, height or default_side
 
 
