@@ -140,3 +140,29 @@ def test_swap_help_lists_options_with_defaults(capsys):
     for flag, default in (("--strength", "0.85"), ("--region", "default face"), ("--working-size", "1024"),
                           ("--mask-grow", "1.3"), ("--feather", "0.12"), ("--target-index", "default 0")):
         assert flag in text and default in text
+
+
+@pytest.mark.parametrize("size, bbox, feather", [
+    ((200, 160), (80, 50, 120, 100), 0.15), ((200, 160), (0, 0, 40, 60), 0.3),  # at the corner: clipped
+    ((300, 120), (250, 60, 330, 150), 0.12), ((90, 90), (10, 10, 80, 85), 0.5), ((200, 160), (80, 50, 120, 100), 0),
+])
+def test_face_mask_made_in_a_window_equals_the_whole_photo_computation(size, bbox, feather):
+    """The mask is computed only around the face (fast on a 100 MP target); it equals drawing and blurring the
+    whole photo (to float rounding: OpenCV's border handling sums in another order), with the same support."""
+    import math
+
+    import cv2
+
+    width, height = size
+    x1, y1, x2, y2 = bbox
+    whole = np.zeros((height, width), np.float32)
+    cv2.ellipse(whole, (round((x1 + x2) / 2), round((y1 + y2) / 2)), (round((x2 - x1) * 1.3 / 2),
+                round((y2 - y1) * 1.3 / 2)), 0, 0, 360, 1.0, -1)
+    radius = math.ceil(feather * max(x2 - x1, y2 - y1))
+    if radius:
+        whole = cv2.GaussianBlur(whole, (2 * radius + 1,) * 2, radius / 2, borderType=cv2.BORDER_CONSTANT)
+        whole[whole < 1e-3], whole[whole > 1 - 1e-3] = 0.0, 1.0
+    mask = face_mask(size, bbox, grow=1.3, feather=feather)
+    np.testing.assert_allclose(mask, whole, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(mask > 0, whole > 0)
+    np.testing.assert_array_equal(mask == 1, whole == 1)

@@ -56,20 +56,30 @@ def face_mask(image_size: tuple[int, int], bbox, grow: float = MASK_GROW, feathe
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
         raise RegionError(f"the face box ({x1:g},{y1:g},{x2:g},{y2:g}) is empty or not finite; pass x1 < x2, y1 < y2")
     face_side = max(x2 - x1, y2 - y1)
-    hard = np.zeros((height, width), dtype=np.float32)
     centre = (int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2)))
     axes = (max(1, int(round((x2 - x1) * grow / 2))), max(1, int(round((y2 - y1) * grow / 2))))
-    cv2.ellipse(hard, centre, axes, 0, 0, 360, 1.0, -1)
     radius = int(math.ceil(feather * face_side))
-    if radius == 0:
-        return hard
-    # A finite Gaussian kernel: the soft edge reaches exactly `radius` px beyond the ellipse, no further.
-    soft = cv2.GaussianBlur(hard, (2 * radius + 1, 2 * radius + 1), radius / 2, borderType=cv2.BORDER_CONSTANT)
-    # Drop the kernel's invisible far tail (a clean boundary for "unchanged" pixels) and its rounding
-    # below 1 inside (fully replaced pixels).
-    soft[soft < 1e-3] = 0.0
-    soft[soft > 1 - 1e-3] = 1.0
-    return soft
+    # Drawn and blurred in a window around the ellipse plus the blur's reach: beyond it the mask is 0 anyway
+    # (the blur's zero border stands for it; the same mask to float rounding), so a 100 MP photo costs the
+    # face's work, not the photo's.
+    reach = radius + 2
+    left, top = max(0, centre[0] - axes[0] - reach), max(0, centre[1] - axes[1] - reach)
+    right, bottom = min(width, centre[0] + axes[0] + reach + 1), min(height, centre[1] + axes[1] + reach + 1)
+    mask = np.zeros((height, width), dtype=np.float32)
+    if right <= left or bottom <= top:
+        return mask  # the face lies outside the photo
+    window = np.zeros((bottom - top, right - left), dtype=np.float32)
+    cv2.ellipse(window, (centre[0] - left, centre[1] - top), axes, 0, 0, 360, 1.0, -1)
+    if radius > 0:
+        # A finite Gaussian kernel: the soft edge reaches exactly `radius` px beyond the ellipse, no further.
+        window = cv2.GaussianBlur(window, (2 * radius + 1, 2 * radius + 1), radius / 2,
+                                  borderType=cv2.BORDER_CONSTANT)
+        # Drop the kernel's invisible far tail (a clean boundary for "unchanged" pixels) and its rounding
+        # below 1 inside (fully replaced pixels).
+        window[window < 1e-3] = 0.0
+        window[window > 1 - 1e-3] = 1.0
+    mask[top:bottom, left:right] = window
+    return mask
 
 
 def check_mask_shape(grow: float, feather: float) -> None:
