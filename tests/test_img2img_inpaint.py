@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
+from instantid.errors import StrengthError
 from instantid.face.keypoints import draw_kps
 from instantid.pipelines.face_swap import face_mask, paste_back
-from instantid.pipelines.img2img import StableDiffusionXLInstantIDImg2ImgPipeline, StrengthError
+from instantid.pipelines.img2img import StableDiffusionXLInstantIDImg2ImgPipeline
 from instantid.pipelines.inpaint import StableDiffusionXLInstantIDInpaintPipeline
 
 SIZE = 64

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from instantid.face import get_reference_face
-from instantid.models.architectures import cross_attention_modules
+from instantid.models.architectures import SD15, cross_attention_modules
 from instantid.training.loop import batch_generator, compute_loss
-from instantid.training.model import SD15, InstantIDTrainingModel, assemble_components
+from instantid.training.model import InstantIDTrainingModel, assemble_components
 
 from .toy_models import FACE_TOKENS, RESAMPLER_WIDTH, ToyTextEncoder, instantid_pipeline, toy_unet, training_scheduler
 from .world import EMBEDDING_DIM, Picture, ToyRecognizer, keypoint_image

@@ -11,7 +11,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..errors import UsageError
 from ..params import GENERATION_PARAMS, resolve
 
 logger = logging.getLogger(__name__)
@@ -51,6 +50,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny", action="store_true",
                    help="tiny random weights (no download; the image is noise): checks an install offline; "
                         "defaults to 128x128 and 4 steps (default off)")
+
+
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """"path:0.7" -> ("path", 0.7); a spec without a numeric suffix has scale 1.0
+    (the `--lora SPEC[:SCALE]` syntax of generate, serve and ui)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, 1.0
 
 
 def add_generation_options(p: argparse.ArgumentParser, skip=frozenset()) -> None:

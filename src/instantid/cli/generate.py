@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
 from . import face_detail
 from .checks import add_limit_options, check_generate_args, check_size, finite_list, limit_kwargs
-from .common import add_generation_options, add_model_options, face_analyzer, generation_values, load_from_args, write_pngs
+from .common import (
+    add_generation_options,
+    add_model_options,
+    face_analyzer,
+    generation_values,
+    load_from_args,
+    parse_lora_spec,
+    write_pngs,
+)
 
 EXAMPLE = """\
 example:
@@ -72,17 +79,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _parse_lora(spec: str) -> tuple[str, float]:
-    """"path:0.7" -> ("path", 0.7); a spec without a numeric suffix has scale 1.0."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            return head, float(tail)
-        except ValueError:
-            pass
-    return spec, 1.0
-
-
 def _extra_controls(args) -> list:
     """An ExtraControl per extra ControlNet asked for (--canny/--depth/--openpose PHOTO)."""
     from ..pipelines.conditions import CONDITION_KINDS, ExtraControl
@@ -96,7 +92,7 @@ def check_args(args) -> dict:
     """Everything that needs no model (files, --out, model paths, sizes, styles, LoRAs: cli/checks.py; the
     face-detail pass). Returns the generation parameter values."""
     face_detail.check(args, generation_values(args))
-    check_generate_args(args, [_parse_lora(spec) for spec in args.lora])
+    check_generate_args(args, [parse_lora_spec(spec) for spec in args.lora])
     return generation_values(args)
 
 
@@ -115,7 +111,7 @@ def run(args) -> int:
         condition.with_kps(args.kps, (width, height))
     other = face_condition([args.interpolate], analyzer) if args.interpolate else None
     controls = _extra_controls(args)
-    loras = [_parse_lora(spec) for spec in args.lora]
+    loras = [parse_lora_spec(spec) for spec in args.lora]
 
     pipe, models = load_from_args(args, analyzer, controlnets=[c.model for c in controls], loras=loras)
     result = generate_from_photos(pipe, condition, args.prompt, analyzer=analyzer,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ..checks import check_output_dir, check_output_file, write_atomically
 from ..errors import OutputPathError
-from ..pipelines.results import finite_images  # noqa: F401  (the library entries refuse NaN; kept importable here)
 
 # Output extensions and the Pillow format each is written in.
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}

@@ -68,10 +68,10 @@ def check_service_args(args) -> None:
     """What `serve` and `ui` can refuse before any model loads: model options, device, the state folder."""
     from ..checks import check_output_dir
     from .checks import check_lora_specs, check_model_options
-    from .generate import _parse_lora
+    from .common import parse_lora_spec
 
     check_model_options(args)
-    check_lora_specs([_parse_lora(spec) for spec in args.lora])
+    check_lora_specs([parse_lora_spec(spec) for spec in args.lora])
     check_output_dir(args.state_dir, "--state-dir")
 
 

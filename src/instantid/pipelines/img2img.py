@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from diffusers import StableDiffusionControlNetImg2ImgPipeline, StableDiffusionXLControlNetImg2ImgPipeline
 
-from ..errors import StrengthError  # noqa: F401  (imported from here by callers)
 from .instantid import InstantIDMixin
-from .strength import check_strength, check_strength_and_steps  # noqa: F401  (their home before; still imported from here)
+from .strength import check_strength_and_steps
 
 
 class StrengthCheckedMixin:

@@ -29,11 +29,11 @@ class ServerLora:
 
 def server_loras(specs: list[str]) -> list[ServerLora]:
     """The --lora specs as named LoRAs, in order (names made unique with _2, _3, ...)."""
-    from ..cli.generate import _parse_lora
+    from ..cli.common import parse_lora_spec
 
     loras, seen = [], set()
     for index, text in enumerate(specs):
-        spec, scale = _parse_lora(text)
+        spec, scale = parse_lora_spec(text)
         stem = PurePath(spec.rstrip("/")).name
         stem = stem.rsplit(".", 1)[0] if stem.lower().endswith(WEIGHT_SUFFIXES) else stem
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.") or "lora"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import SDXL
+from ..models.architectures import SDXL
 
 
 @torch.no_grad()

@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 from ..models.adapter import AdapterStateDict, load_adapter_state_dict, resampler_shape
-from ..models.architectures import (  # noqa: F401  (SDXL, SD15: the family names, used across training)
+from ..models.architectures import (
     RELEASED_CONDITIONING_CHANNELS,
-    SD15,
     SDXL,
     cross_attention_modules,
     embedding_size_problem,
