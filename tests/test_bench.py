@@ -12,7 +12,7 @@ from instantid.bench.adapter_switch import face_adapter_detached
 from instantid.bench.memory import PeakMemory
 from instantid.bench.settings import BenchSettings
 from instantid.pipelines.speed import SpeedOptions
-from instantid.bench.stage_timer import StageTimer
+from instantid.testing.stage_timer import StageTimer
 from instantid.cli import main
 
 TINY = ["--arch", "tiny", "--size", "64", "--steps", "2", "--runs", "1", "--warmup", "0", "--threads", "1",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .cases import Case
 from .runner import summarize
-from .stage_timer import STAGE_ORDER
+from ..testing.stage_timer import STAGE_ORDER
 
 STAGE_LABELS = {"prompt_encoding": "prompt", "face_projection": "face proj.", "unet": "UNet",
                 "controlnet": "ControlNet", "vae_decode": "VAE decode"}

@@ -22,7 +22,7 @@ from .cases import Case
 from .memory import PeakMemory
 from .settings import BenchSettings
 from ..pipelines.speed import enable_offload
-from .stage_timer import StageTimer
+from ..testing.stage_timer import StageTimer
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ which runs inside the UNet, so the UNet time includes it), UNet, ControlNet (Ide
 InstantID), VAE decode. On CUDA the hooks record CUDA events instead of synchronising, so the GPU
 keeps its queue full (a sync per module would hide launch overhead) and the seconds are the GPU's.
 
-These are the only forward hooks in the package, and deliberately so: they are measurement, attached
-by the bench around a call it times and removed after it, never part of generation (the pipelines run
-the same with or without them; tests/test_bench.py checks stages and counts).
+These are the only forward hooks in the package, and they live in the testing room for that reason:
+they are measurement, attached by the bench around a call it times and removed after it, never part of
+generation (the pipelines run the same with or without them; tests/test_bench.py checks stages and counts).
 """
 
 from __future__ import annotations
