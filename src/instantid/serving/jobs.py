@@ -198,9 +198,6 @@ class JobStore:
             "SELECT finished-started FROM jobs WHERE status='done' AND started IS NOT NULL")
         return [row[0] for row in rows]
 
-    def all_jobs(self) -> list[Job]:
-        return [Job.from_row(r) for r in self._connect().execute("SELECT * FROM jobs ORDER BY seq")]
-
     # ---- the worker's side
 
     def claim_next(self, worker: str) -> Job | None:
