@@ -68,7 +68,7 @@ def test_extra_controlnet(photos):
     values = engine.resolve_values({"num_inference_steps": 2, "width": 64, "height": 64})
     folder = photos["astronaut"].parent
     with_photo, parameters = engine.generate(
-        _request(values, photos["astronaut"], controls={"canny": photos["t1"].name}, canny_scale=0.6), folder)
+        _request(values, photos["astronaut"], controls={"canny": str(photos["t1"])}, canny_scale=0.6), folder)
     assert parameters["control_scales"] == {"canny": 0.6}
     without, parameters = engine.generate(_request(values, photos["astronaut"]), folder)
     assert parameters["control_scales"] == {"canny": 0.0}
