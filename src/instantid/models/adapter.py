@@ -135,9 +135,9 @@ def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
     return state_dict
 
 
-def check_adapter_values(state_dict: AdapterStateDict, source="the adapter") -> None:
+def check_adapter_values(state_dict: AdapterStateDict, source="the adapter", parts=PARTS) -> None:
     """Each part a dict of floating-point tensors, all finite: NaN/inf weights would give black images."""
-    for part in PARTS:
+    for part in parts:
         entries = state_dict[part]
         if not isinstance(entries, dict):
             raise CheckpointError(f"{source}: '{part}' holds a {type(entries).__name__}, not a dict of named tensors "
