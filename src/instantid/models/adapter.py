@@ -125,6 +125,10 @@ def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
             raise CheckpointError(f"{path}: not a readable safetensors file ({err}); download it again") from err
     else:
         state_dict = _load_pickle_safely(path)
+    if isinstance(state_dict, dict) and set(state_dict) == {"image_proj"}:
+        raise CheckpointError(f"{path} is InfiniteYou's FLUX face projection (image_proj_model.bin: a Resampler and no "
+                              "UNet adapter weights); load it into FluxInstantIDPipeline (--family flux), not an "
+                              "SDXL/SD1.5 pipeline")
     if not isinstance(state_dict, dict) or set(state_dict) != set(PARTS):
         keys = sorted(state_dict)[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
         raise CheckpointError(
