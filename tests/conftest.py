@@ -75,6 +75,14 @@ def tiny_flux_pipe(tiny_flux_paths):
 
 
 @pytest.fixture(scope="session")
+def fake_arcface(tmp_path_factory) -> Path:
+    """A fake facexlib ArcFace checkpoint (IR-SE50, random weights, saved like the real .pth), once per session."""
+    from instantid.testing.fake_arcface import build_fake_arcface
+
+    return build_fake_arcface(tmp_path_factory.mktemp("arcface"))
+
+
+@pytest.fixture(scope="session")
 def blank(tmp_path_factory) -> Path:
     """A plain-colour photo with no face."""
     path = tmp_path_factory.mktemp("blank") / "blank.png"
