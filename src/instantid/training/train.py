@@ -309,5 +309,6 @@ def write_summary(args, prepared, result: TrainingResult, num_processes: int, ru
                "losses": list(logged.values())[-SUMMARY_LOSSES:],  # per step, the last ones (losses.jsonl has all)
                "face_backend": prepared.backend, "embedding_dim": prepared.embedding_dim,
                "items": prepared.num_items, "storage": "shards" if bad_samples is not None else "folder",
-               "bad_samples": bad_samples,  # streaming: unreadable samples skipped on the main process, across resumes "num_processes": num_processes, "exported": {k: str(v) for k, v in result.exported.items()}}
+               "bad_samples": bad_samples,  # streaming: unreadable samples the main process skipped, across resumes
+               "num_processes": num_processes, "exported": {k: str(v) for k, v in result.exported.items()}}
     (Path(args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
