@@ -67,7 +67,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import UsageError
-    from .common import face_backend_name
+    from ..params import face_backend_name
 
     if args.workers < 1 or args.min_image_size < 0 or args.min_face_size < 0:
         raise UsageError("--workers must be >= 1 and the minimum sizes >= 0")
@@ -93,7 +93,7 @@ def run(args) -> int:
         if args.from_folder:
             report = convert_folder(args.src, args.out, shard)
         else:
-            options = PrepareOptions(backend=face_backend_name(args), face_models=args.face_models,
+            options = PrepareOptions(backend=face_backend_name(args.face_backend), face_models=args.face_models,
                                      min_image_size=args.min_image_size, min_face_size=args.min_face_size,
                                      workers=args.workers, progress=not args.no_progress,
                                      identity_from_folder=args.identity_from_folder)
@@ -101,7 +101,7 @@ def run(args) -> int:
         print(report.summary())
         print(f"index: {args.out}/index.json")
         return 0 if report.samples else 1
-    options = PrepareOptions(backend=face_backend_name(args), face_models=args.face_models, min_image_size=args.min_image_size,
+    options = PrepareOptions(backend=face_backend_name(args.face_backend), face_models=args.face_models, min_image_size=args.min_image_size,
                              min_face_size=args.min_face_size, workers=args.workers,
                              progress=not args.no_progress, retry_rejected=args.retry_rejected,
                              identity_from_folder=args.identity_from_folder)
