@@ -157,3 +157,20 @@ def tiny_flux_cached(*, seed: int = 0, cache_dir: str | Path | None = None) -> T
             shutil.rmtree(staging, ignore_errors=True)
     return TinyPaths(target, target / "base", target / "InfuseNetModel", target / "image_proj_model.bin")
 
+
+
+def build_tiny_flux_lora(base_dir: str | Path, out_path: str | Path, *, rank: int = 4, seed: int = 0) -> Path:
+    """A random LoRA for the tiny FLUX transformer at `base_dir`, saved as diffusers FLUX LoRA safetensors."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = FluxTransformer2DModel.from_pretrained(Path(base_dir) / "transformer")
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    generator = torch.Generator().manual_seed(seed)
+    # peft starts lora_B at zero (a no-op LoRA); random B makes the LoRA change the output.
+    layers = {k: torch.randn(v.shape, generator=generator) * 0.1
+              for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer)).items()}
+    out_path = Path(out_path)
+    FluxPipeline.save_lora_weights(out_path.parent, transformer_lora_layers=layers, weight_name=out_path.name)
+    return out_path
