@@ -133,8 +133,6 @@ def run(args) -> int:
     if args.suite:
         if args.reference or args.generated:
             raise UsageError("--suite generates and scores its own images: leave out --reference and --generated")
-        from .evaluate_suite import run_suite
-
         return run_suite(args)
     if not args.reference or not args.generated:
         raise UsageError("give --reference and --generated (or --suite SUITE.json)")
@@ -155,6 +153,22 @@ def run(args) -> int:
                               pose_reference=args.pose_reference, notes=notes, on_image=lambda _: bar.update())
     written = write_report(evaluation, args.out, plots=not args.no_plots)
     print(markdown(evaluation))
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def run_suite(args) -> int:
+    """`--suite SUITE.json`: generate the suite's grid (resumable), then score it per setting."""
+    from ..evaluation.suite import generate_suite, load_suite
+    from ..evaluation.suite_report import markdown, score_suite, write_suite_report
+
+    suite = load_suite(args.suite)  # every check on the file before any model loads
+    generate_suite(suite, args.out, progress=not args.no_progress)
+    extractors, clip, notes = load_scorers(args)
+    result = score_suite(suite, args.out, extractors, clip=clip, notes=notes, progress=not args.no_progress)
+    written = write_suite_report(result, args.out, plots=not args.no_plots)
+    print(markdown(result))
     for path in written.values():
         print(f"wrote {path}")
     return 0

@@ -41,7 +41,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import UsageError
-    from .common import face_backend_name
+    from ..params import face_backend_name
 
     if args.workers < 1 or args.min_image_size < 0 or args.min_face_size < 0:
         raise UsageError("--workers must be >= 1 and the minimum sizes >= 0")
@@ -52,7 +52,7 @@ def run(args) -> int:
     check_output_dir(args.out, "output folder")  # before any model
     from ..training.prepare import REPORT, PrepareOptions, prepare_dataset
 
-    options = PrepareOptions(backend=face_backend_name(args), face_models=args.face_models, min_image_size=args.min_image_size,
+    options = PrepareOptions(backend=face_backend_name(args.face_backend), face_models=args.face_models, min_image_size=args.min_image_size,
                              min_face_size=args.min_face_size, workers=args.workers,
                              progress=not args.no_progress, retry_rejected=args.retry_rejected)
     report = prepare_dataset(args.src, args.out, options)

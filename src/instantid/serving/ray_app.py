@@ -20,7 +20,7 @@ from typing import Callable
 
 from ray import serve
 
-from .engine import Engine
+from .engine import Engine, EngineConfig
 from .jobs import JobStore
 from .limits import Limits
 from .worker import Worker
@@ -34,8 +34,11 @@ APP_NAME = "instantid"
 class GenerationReplica:
     """One pipeline and one worker on the shared job store."""
 
-    def __init__(self, args, state_dir: str, ttl_s: float, poll_s: float = 0.2) -> None:
-        engine = Engine(args, face_cache_dir=Path(state_dir) / "face-cache")
+    def __init__(self, config: EngineConfig, state_dir: str, ttl_s: float, poll_s: float = 0.2) -> None:
+        from ..pipelines.loading import set_loading_output
+
+        set_loading_output(verbose=False, progress_bars=False)  # a replica's output goes to Ray's logs
+        engine = Engine(config, face_cache_dir=Path(state_dir) / "face-cache")
         engine.load()
         self.worker = Worker(JobStore(state_dir), engine, ttl_s, poll_s=poll_s)
         self.worker.start()
@@ -65,9 +68,11 @@ def _replica_gpus(device: str) -> int:
 class RayService:
     """The API process's side of --ray: starts (or joins) Ray, deploys the replicas, reports readiness."""
 
-    def __init__(self, store: JobStore, engine: Engine, limits: Limits, args,
+    def __init__(self, store: JobStore, engine: Engine, limits: Limits, *, replicas: int = 1,
+                 address: str | None = None, verbose: bool = False,
                  on_load_error: Callable[[BaseException], None] | None = None) -> None:
-        self.store, self.engine, self.limits, self.args = store, engine, limits, args
+        self.store, self.engine, self.limits = store, engine, limits
+        self.replicas, self.address, self.verbose = replicas, address, verbose
         self.load_error: str | None = None
         self._ready = False
         self._on_load_error = on_load_error
@@ -83,18 +88,18 @@ class RayService:
 
         try:
             if not ray.is_initialized():
-                if self.args.ray_address:
-                    ray.init(address=self.args.ray_address, include_dashboard=False, log_to_driver=self.args.verbose)
+                if self.address:
+                    ray.init(address=self.address, include_dashboard=False, log_to_driver=self.verbose)
                 else:
                     # A local instance sized for this machine: logical CPUs enough for the replicas, a small
                     # object store (jobs travel through the store on disk, not through Ray objects).
-                    ray.init(num_cpus=max(os.cpu_count() or 1, self.args.replicas), include_dashboard=False,
-                             object_store_memory=100 * 2**20, log_to_driver=self.args.verbose)
+                    ray.init(num_cpus=max(os.cpu_count() or 1, self.replicas), include_dashboard=False,
+                             object_store_memory=100 * 2**20, log_to_driver=self.verbose)
             serve.start(proxy_location="Disabled")  # the API is ours (uvicorn), not Ray's HTTP proxy
             deployment = GenerationReplica.options(
-                num_replicas=self.args.replicas,
-                ray_actor_options={"num_cpus": 1, "num_gpus": _replica_gpus(self.args.device)})
-            serve.run(deployment.bind(self.args, str(self.store.root), self.limits.result_ttl_s), name=APP_NAME,
+                num_replicas=self.replicas,
+                ray_actor_options={"num_cpus": 1, "num_gpus": _replica_gpus(self.engine.config.load.device)})
+            serve.run(deployment.bind(self.engine.config, str(self.store.root), self.limits.result_ttl_s), name=APP_NAME,
                       route_prefix=None)
             self._ready = True
         except BaseException as err:

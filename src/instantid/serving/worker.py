@@ -8,23 +8,11 @@ import socket
 import threading
 
 from ..errors import InstantIDError
-from .engine import Engine, GenerationInputs, JobCancelled
+from .engine import Engine, JobCancelled
 from .jobs import Job, JobStore
+from .schemas import JobRequest
 
 logger = logging.getLogger(__name__)
-
-
-def inputs_of(job: Job, store: JobStore) -> GenerationInputs:
-    """The engine's inputs for a stored job: the request's values and its photos in the job folder."""
-    request, folder = job.request, store.inputs_dir(job.id)
-    controls = {kind: (folder / name, scale) for kind, (name, scale) in (request.get("controls") or {}).items()}
-    return GenerationInputs(values=request["values"], prompt=request["prompt"],
-                            negative_prompt=request.get("negative_prompt") or "", style=request.get("style", "none"),
-                            faces=[folder / name for name in request["faces"]],
-                            pose=folder / request["pose"] if request.get("pose") else None, controls=controls,
-                            scheduler=request.get("scheduler"), loras=request.get("loras"),
-                            face_index=request.get("face_index", 0), face_detail=request.get("face_detail", "off"),
-                            face_detail_strength=request.get("face_detail_strength"))
 
 
 class Worker:
@@ -74,7 +62,8 @@ class Worker:
                 raise JobCancelled()
 
         try:
-            images, parameters = self.engine.generate(inputs_of(job, self.store), on_step)
+            request = JobRequest.model_validate(job.request)  # as accepted: validated again, never reshaped
+            images, parameters = self.engine.generate(request, self.store.inputs_dir(job.id), on_step)
             paths = self.engine.save_pngs(images, parameters, self.store.outputs_dir(job.id))
             self.store.finish(job.id, len(paths), parameters)
         except JobCancelled:
