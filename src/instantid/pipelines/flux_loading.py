@@ -9,6 +9,8 @@ the `InfuseNetModel/` folder / `image_proj_model.bin` file themselves.
 from __future__ import annotations
 
 import logging
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CheckpointError, UsageError, WeightsNotFoundError
@@ -24,6 +26,20 @@ IDENTITYNET_FOLDER = "InfuseNetModel"
 PROJECTION_FILE = "image_proj_model.bin"
 # The diffusers folders of the base; skips FLUX.1-dev's 23 GB single-file copy at the repo's top level.
 FLUX_BASE_PATTERNS = ["model_index.json", "*/*"]
+
+
+def looks_like_flux_identitynet(spec) -> bool:
+    """Whether `spec` is a local FLUX IdentityNet (InfuseNet) folder or a folder holding one, from config.json alone."""
+    import json
+
+    for folder in (Path(str(spec)).expanduser(), Path(str(spec)).expanduser() / IDENTITYNET_FOLDER):
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict) and config.get("_class_name") == "FluxControlNetModel":
+            return True
+    return False
 
 
 def variant_folder(variant: str) -> str:
@@ -75,9 +91,19 @@ def load_flux_identitynet(spec: str = INFINITEYOU_REPO, dtype=None, variant: str
         raise CheckpointError(f"'{path}' holds a {config.get('_class_name')}, not a FluxControlNetModel: the FLUX "
                               "family needs InfiniteYou's InfuseNetModel (an SDXL IdentityNet is a ControlNetModel)")
     try:
-        return FluxControlNetModel.from_pretrained(path, torch_dtype=dtype or torch.float32)
+        with _diffusers_own_deprecations_quiet():
+            return FluxControlNetModel.from_pretrained(path, dtype=dtype or torch.float32)
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"FLUX IdentityNet in '{path}' could not be loaded: {err}") from err
+
+
+@contextmanager
+def _diffusers_own_deprecations_quiet():
+    """diffusers' FLUX ControlNet builds its rotary embedding from a class diffusers itself deprecates; the warning
+    is about diffusers' code, not the user's, so a front end does not show it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*FluxPosEmbed.*", category=FutureWarning)
+        yield
 
 
 def load_flux_base(spec: str, controlnet, dtype):
@@ -85,7 +111,8 @@ def load_flux_base(spec: str, controlnet, dtype):
 
     path = hub.resolve_dir(spec, what="FLUX base model", hint="with --base", allow_patterns=FLUX_BASE_PATTERNS)
     try:
-        return FluxInstantIDPipeline.from_pretrained(path, controlnet=controlnet, torch_dtype=dtype)
+        with _diffusers_own_deprecations_quiet():
+            return FluxInstantIDPipeline.from_pretrained(path, controlnet=controlnet, dtype=dtype)
     except (OSError, ValueError) as err:
         raise WeightsNotFoundError(
             f"FLUX base model '{spec}' could not be loaded ({err.__class__.__name__}: {str(err)[:300]}). Pass a "
