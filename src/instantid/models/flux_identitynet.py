@@ -10,8 +10,9 @@ negative pass. InfiniteYou differs in three places, each declared here rather th
 - it skips the steps outside its control window (scale 0): zero residuals added to the DiT leave it
   bit-identical, as `IdleSkippingControlNetModel` does for the UNet ControlNets;
 - `FluxIdentityTransformer2DModel` leaves the IdentityNet residuals out of the true-CFG negative pass
-  (InfiniteYou's uncond pass runs without them). It knows that pass by its text: the cond pass gets the
-  very text tensor IdentityNet was called with in that step, the negative pass another one.
+  (InfiniteYou's uncond pass runs without them). It knows that pass by the stock loop's order: each step
+  calls IdentityNet once, then the DiT's cond pass, then (true CFG only) its negative pass. Tensor identity
+  would not do: offload hooks hand each model its own copies of the inputs.
 
 The call's inputs live in a context variable set by `flux_face_conditioning` for one pipeline call, so
 two threads running calls never see each other's faces. Outside a call both models are stock.
@@ -38,12 +39,12 @@ INFUSENET_GUIDANCE = 1.0
 
 class FluxFaceConditioning:
     """One call's IdentityNet inputs: `tokens` [1, T, D] (expanded to the call's rows), the guidance value
-    for IdentityNet's guidance embedding, and the text tensor IdentityNet saw in the current step (which
-    tells the DiT's cond pass from its true-CFG negative pass). With the optional adapter branch in the DiT
+    for IdentityNet's guidance embedding, and how many DiT passes of the current step still take IdentityNet's
+    residuals (1 after IdentityNet runs: the cond pass). With the optional adapter branch in the DiT
     (models/flux_face_adapter.py), `adapter_negative` holds the tokens of no face (the Resampler of a zero
-    embedding) for the negative pass. Made per call; used by one thread."""
+    embedding) for the passes without residuals (true CFG's negative). Made per call; used by one thread."""
 
-    __slots__ = ("tokens", "guidance", "step_text", "adapter_negative")
+    __slots__ = ("tokens", "guidance", "passes_with_residuals", "adapter_negative")
 
     def __init__(self, tokens: torch.Tensor, guidance: float = INFUSENET_GUIDANCE,
                  adapter_negative: torch.Tensor | None = None) -> None:
@@ -51,7 +52,7 @@ class FluxFaceConditioning:
             raise ValueError(f"face tokens must be [1, tokens, width], got {tuple(tokens.shape)}")
         self.tokens = tokens
         self.guidance = float(guidance)
-        self.step_text: torch.Tensor | None = None
+        self.passes_with_residuals = 0
         self.adapter_negative = adapter_negative
 
     def tokens_like(self, states: torch.Tensor, negative: bool = False) -> torch.Tensor:
@@ -127,7 +128,7 @@ class FluxIdentityNetModel(_SavedAsStock, FluxControlNetModel):
                 guidance=None, joint_attention_kwargs=None, return_dict: bool = True):
         conditioning = _CONDITIONING.get()
         if conditioning is not None:
-            conditioning.step_text = encoder_hidden_states
+            conditioning.passes_with_residuals = 1  # this step's cond pass; a true-CFG pass after it gets none
         if self.skip_idle_steps and is_zero_scale(conditioning_scale):
             double, single = self.zero_residuals(hidden_states)
             return FluxControlNetOutput(double, single) if return_dict else (double, single)
@@ -158,13 +159,15 @@ class FluxIdentityTransformer2DModel(_SavedAsStock, FluxTransformer2DModel):
                 controlnet_block_samples=None, controlnet_single_block_samples=None, return_dict: bool = True,
                 controlnet_blocks_repeat: bool = False):
         conditioning = _CONDITIONING.get()
-        negative_pass = conditioning is not None and conditioning.step_text is not None \
-            and encoder_hidden_states is not conditioning.step_text
-        if negative_pass:
-            controlnet_block_samples = controlnet_single_block_samples = None
-        if conditioning is not None and has_face_adapter(self):  # the optional adapter branch reads the face tokens
-            face = conditioning.tokens_like(encoder_hidden_states, negative=negative_pass)
-            joint_attention_kwargs = {**(joint_attention_kwargs or {}), **face_adapter_kwargs(face)}
+        if conditioning is not None:
+            negative_pass = conditioning.passes_with_residuals <= 0
+            if negative_pass:
+                controlnet_block_samples = controlnet_single_block_samples = None
+            else:
+                conditioning.passes_with_residuals -= 1
+            if has_face_adapter(self):  # the optional adapter branch reads the face tokens (no face when negative)
+                face = conditioning.tokens_like(encoder_hidden_states, negative=negative_pass)
+                joint_attention_kwargs = {**(joint_attention_kwargs or {}), **face_adapter_kwargs(face)}
         return super().forward(hidden_states, encoder_hidden_states=encoder_hidden_states,
                                pooled_projections=pooled_projections, timestep=timestep, img_ids=img_ids,
                                txt_ids=txt_ids, guidance=guidance, joint_attention_kwargs=joint_attention_kwargs,

@@ -44,20 +44,20 @@ logger = logging.getLogger(__name__)
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 864, 1152
 # FLUX packs 2x2 patches of an 8x-downsampled latent: sides are multiples of 16.
 FLUX_SIZE_MULTIPLE = 16
-# An ArcFace (facexlib) embedding is L2-normalised; InstantID's antelopev2 one has a norm of about 20-30.
-UNIT_NORM_TOLERANCE = 1e-2
 
 
 def check_flux_embedding(embedding: torch.Tensor) -> None:
-    """The FLUX family's face path: unit-norm ArcFace embeddings (one per row). A raw antelopev2 embedding
-    (InstantID's SDXL / SD1.5 path) is refused, with where to get the right one."""
-    norms = embedding.reshape(-1, embedding.shape[-1]).norm(dim=-1)
-    if ((norms - 1).abs() > UNIT_NORM_TOLERANCE).any():
+    """The FLUX family's face path: unit-norm embeddings (one per row). A raw antelopev2 embedding (InstantID's
+    SDXL / SD1.5 path) is refused, with where to get the right one."""
+    from ..models.face_paths import looks_unit_norm
+
+    if not looks_unit_norm(embedding.numpy()):
+        norm = float(embedding.reshape(-1, embedding.shape[-1]).norm(dim=-1).max())
         raise EmbeddingError(
-            f"image_embeds has norm {float(norms.max()):.3g}, but the FLUX (InfiniteYou) weights take a unit-norm "
-            "ArcFace embedding (facexlib IR-SE50): this looks like an SDXL InstantID embedding (antelopev2's raw "
-            "embedding has a norm of about 20-30). Analyse the photo with instantid.face.infiniteyou "
-            "(InfiniteYouFaceAnalyzer), the FLUX family's face path")
+            f"image_embeds has norm {norm:.3g}, but the FLUX (InfiniteYou) weights take a unit-norm ArcFace embedding "
+            "(facexlib IR-SE50): this looks like an SDXL InstantID embedding (antelopev2's raw embedding has a norm of "
+            "about 20-30). Analyse the photo with the FLUX family's face path: get_face_analyzer('infiniteyou') "
+            "(CLI: --face-backend infiniteyou)")
 
 
 class FluxInstantIDMixin:

@@ -171,6 +171,10 @@ class InstantIDMixin:
                                  or f"image_embeds has shape {tuple(emb.shape)}; give [E], [1, E] or [n, E] with E = {dim}")
         if not torch.isfinite(emb).all():
             raise EmbeddingError("image_embeds contains NaN or infinite values; recompute the face embedding")
+        from ..models.architectures import family_of_pipeline
+        from ..models.face_paths import check_raw_embedding
+
+        check_raw_embedding(emb.numpy(), family_of_pipeline(self))  # not FLUX's unit-norm ArcFace embedding
         return emb.reshape(1, -1, dim)
 
     def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,

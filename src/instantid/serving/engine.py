@@ -73,7 +73,7 @@ class Engine:
         """Generation values: given, else --tiny's, else the parameter table's defaults (as the CLI does)."""
         from ..params import generation_values
 
-        return generation_values(given, tiny=self.config.load.tiny)
+        return generation_values(given, tiny=self.config.load.tiny, family=self.config.load.resolved_family())
 
     # ---- face analysis (cheap; used to check requests before they are queued)
 

@@ -93,22 +93,23 @@ def _randomise_(module: torch.nn.Module) -> None:
                 param.add_(torch.randn_like(param) * 0.1)
 
 
-def random_resampler_state_dict(output_dim: int = TOKEN_WIDTH) -> dict[str, torch.Tensor]:
+def random_resampler_state_dict(output_dim: int = TOKEN_WIDTH, embedding_dim: int = FACE_EMBEDDING_DIM) -> dict[str, torch.Tensor]:
     """A random InfiniteYou Resampler (IP-Adapter-Plus perceiver) in the released key layout."""
     from diffusers.models.embeddings import IPAdapterPlusImageProjection
 
     from instantid.models.adapter import resampler_state_dict_to_released
 
-    projection = IPAdapterPlusImageProjection(embed_dims=FACE_EMBEDDING_DIM, output_dims=output_dim,
+    projection = IPAdapterPlusImageProjection(embed_dims=embedding_dim, output_dims=output_dim,
                                               hidden_dims=RESAMPLER_WIDTH, depth=4, dim_head=64,
                                               heads=RESAMPLER_HEADS, num_queries=RESAMPLER_TOKENS, ffn_ratio=4)
     _randomise_(projection)
     return {k: v.detach().clone().contiguous() for k, v in resampler_state_dict_to_released(projection.state_dict()).items()}
 
 
-def build_tiny_flux(out_dir: str | Path, *, seed: int = 0) -> TinyPaths:
+def build_tiny_flux(out_dir: str | Path, *, seed: int = 0, embedding_dim: int = FACE_EMBEDDING_DIM) -> TinyPaths:
     """Write a tiny random FLUX base, InfuseNet-shaped IdentityNet and face projection under ``out_dir``.
-    The same seed gives the same tensors; the global torch RNG is left untouched."""
+    `embedding_dim` 512 is InfiniteYou's (ArcFace); 128 a dlib-path FLUX family (what `--tiny` uses offline).
+    The same arguments give the same tensors; the global torch RNG is left untouched."""
     root = Path(out_dir)
     paths = TinyPaths(root, root / "base", root / "InfuseNetModel", root / "image_proj_model.bin")
     root.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,7 @@ def build_tiny_flux(out_dir: str | Path, *, seed: int = 0) -> TinyPaths:
             tokenizer_2=tokenizer_2,
             transformer=transformer,
         )
-        image_proj = random_resampler_state_dict()
+        image_proj = random_resampler_state_dict(embedding_dim=embedding_dim)
     pipe.save_pretrained(paths.base, safe_serialization=True)
     controlnet.register_to_config(_infu_flux_version="1.0")  # the release's extra config key
     controlnet.save_pretrained(paths.identitynet, safe_serialization=True, max_shard_size="200KB")
@@ -138,17 +139,19 @@ def build_tiny_flux(out_dir: str | Path, *, seed: int = 0) -> TinyPaths:
     return paths
 
 
-def tiny_flux_cached(*, seed: int = 0, cache_dir: str | Path | None = None) -> TinyPaths:
-    """``build_tiny_flux`` once per seed, kept under ``cache_dir`` (default ``$XDG_CACHE_HOME/instantid/tiny``)."""
+def tiny_flux_cached(*, seed: int = 0, embedding_dim: int = FACE_EMBEDDING_DIM,
+                     cache_dir: str | Path | None = None) -> TinyPaths:
+    """``build_tiny_flux`` once per (seed, embedding_dim), kept under ``cache_dir`` (default
+    ``$XDG_CACHE_HOME/instantid/tiny``)."""
     if cache_dir is None:
         cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instantid" / "tiny"
     cache_dir = Path(cache_dir)
-    target = cache_dir / f"flux-v{BUILDER_VERSION}-seed{seed}"
+    target = cache_dir / f"flux-v{BUILDER_VERSION}-emb{embedding_dim}-seed{seed}"
     if not target.is_dir():
         # Built beside the target and renamed: a reader never sees a half-written folder.
         cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
-        build_tiny_flux(staging, seed=seed)
+        build_tiny_flux(staging, seed=seed, embedding_dim=embedding_dim)
         try:
             staging.rename(target)
         except OSError:
@@ -157,3 +160,20 @@ def tiny_flux_cached(*, seed: int = 0, cache_dir: str | Path | None = None) -> T
             shutil.rmtree(staging, ignore_errors=True)
     return TinyPaths(target, target / "base", target / "InfuseNetModel", target / "image_proj_model.bin")
 
+
+
+def build_tiny_flux_lora(base_dir: str | Path, out_path: str | Path, *, rank: int = 4, seed: int = 0) -> Path:
+    """A random LoRA for the tiny FLUX transformer at `base_dir`, saved as diffusers FLUX LoRA safetensors."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = FluxTransformer2DModel.from_pretrained(Path(base_dir) / "transformer")
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    generator = torch.Generator().manual_seed(seed)
+    # peft starts lora_B at zero (a no-op LoRA); random B makes the LoRA change the output.
+    layers = {k: torch.randn(v.shape, generator=generator) * 0.1
+              for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer)).items()}
+    out_path = Path(out_path)
+    FluxPipeline.save_lora_weights(out_path.parent, transformer_lora_layers=layers, weight_name=out_path.name)
+    return out_path
