@@ -261,3 +261,39 @@ def test_flux_options_are_refused_clearly(data, flux, tmp_path):
         train_main([*flux_options(data, paths.base, tmp_path / "b"), "--family", "sdxl", "--adapter_branch"])
     with pytest.raises(TrainingConfigError, match="--identitynet_layers must be > 0"):
         train_main([*flux_options(data, paths.base, tmp_path / "c"), "--identitynet_layers", "0"])
+
+
+def test_infiniteyou_face_path_fine_tunes_the_released_layout(training_photos, flux, tmp_path, fake_arcface,
+                                                              monkeypatch):
+    """InfiniteYou's own face path (antelopev2 detection + unit-norm ArcFace, 512-d; fake packs: plumbing, not
+    accuracy), fine-tuning release-shaped InfuseNetModel/ + image_proj_model.bin."""
+    from diffusers import FluxControlNetModel
+
+    from instantid import FluxInstantIDPipeline
+    from shared_fixtures import SHARED
+
+    pack = SHARED / "fixtures" / "fake-antelopev2"
+    if not (pack / "models" / "antelopev2" / "glintr100.onnx").is_file():
+        pytest.skip(f"fake antelopev2 pack not found at {pack}: it comes from the project's shared/ folder")
+    monkeypatch.setenv("INSTANTID_ARCFACE", str(fake_arcface))
+    paths, _ = flux
+    data = tmp_path / "data-iy"
+    report = prepare_dataset(training_photos, data, PrepareOptions(backend="infiniteyou", face_models=str(pack),
+                                                                   progress=False, **PREPARE_MIN_SIZES))
+    assert report.usable >= 8 and report.embedding_dim == 512
+    embedding = np.load(next((data / "embeddings").rglob("*.npy")))
+    assert abs(float(np.linalg.norm(embedding)) - 1) < 1e-3  # InfiniteYou's unit-norm ArcFace vector
+    out = tmp_path / "ft"
+    result = train_main(flux_options(data, paths.base, out, "--identitynet", str(paths.identitynet), "--adapter",
+                                     str(paths.adapter), steps=2))
+    assert result.global_step == 2
+    released = torch.load(paths.adapter, weights_only=True)["image_proj"]
+    tuned = torch.load(out / "image_proj_model.bin", weights_only=True)["image_proj"]
+    assert set(tuned) == set(released) and not torch.equal(tuned["proj_in.weight"], released["proj_in.weight"])
+    pipe = FluxInstantIDPipeline.from_pretrained(paths.base, controlnet=FluxControlNetModel.from_pretrained(
+        out / "InfuseNetModel"))
+    pipe.load_ip_adapter_instantid(out / "image_proj_model.bin")
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(prompt="a portrait", image_embeds=embedding, width=64, height=64, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert np.isfinite(image).all()

@@ -41,9 +41,10 @@ class Preset:
 
 BOTH = "identitynet + adapter branch"
 PRESETS = {
-    "full": Preset(poses_per_pair=100, base=StagePlan(steps=500, batch_size=64),
-                   instantid=StagePlan(steps=350, batch_size=48), arms=tuple(ARMS), judge_steps=600, eval_poses=8,
-                   eval_steps=16, embedding_noise=0.3),
+    # Sized for a 2-core machine shared with other jobs (about half an hour for two seeds at once).
+    "full": Preset(poses_per_pair=100, base=StagePlan(steps=300, batch_size=64),
+                   instantid=StagePlan(steps=200, batch_size=32), arms=tuple(ARMS), judge_steps=600, eval_poses=6,
+                   eval_steps=12, embedding_noise=0.3),
     "smoke": Preset(poses_per_pair=40, base=StagePlan(steps=120, batch_size=32),
                     instantid=StagePlan(steps=100, batch_size=32), arms=tuple(ARMS), judge_steps=300, eval_poses=2,
                     eval_steps=8, embedding_noise=0.3),

@@ -35,12 +35,12 @@ from ..models.flux_face_adapter import (
     install_face_adapter,
     is_flux_adapter_state_dict,
 )
+from ..models.face_paths import FLUX
 from ..models.flux_identitynet import INFUSENET_GUIDANCE
 from .errors import TrainingConfigError
 
 logger = logging.getLogger(__name__)
 
-FLUX = "flux"
 # InfiniteYou's release layout inside a checkpoint / output folder.
 IDENTITYNET_DIR = "InfuseNetModel"
 ADAPTER_FILES = {"bin": "image_proj_model.bin", "safetensors": "image_proj_model.safetensors"}
