@@ -13,13 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-
-from benchmarks.learning.evaluate import HeldOutTask, score_generations, train_judge
-from benchmarks.learning.experiment import SeedResult, _base_unchanged, _loss_ends, save_grids
-from benchmarks.learning.toy_models import ToyTextEncoder
-from benchmarks.learning.train import StagePlan, TrainingSet
-from benchmarks.learning.world import COLOURS, NUM_PEOPLE, ToyRecognizer, draw_pictures, held_out_pairs
+from benchmarks.learning.evaluate import HeldOutTask, score_generations
+from benchmarks.learning.experiment import SeedResult, _base_unchanged, _loss_ends, save_grids, seed_judge, seed_world
+from benchmarks.learning.train import StagePlan
 
 from .evaluate import generate
 from .train import ARMS, train_base, train_instantid
@@ -37,6 +33,8 @@ class Preset:
     eval_poses: int
     eval_steps: int
     embedding_noise: float
+    expressions: bool = False  # benchmarks.learning's world options, as its presets have them
+    expression_leak: float = 0.0
 
 
 BOTH = "identitynet + adapter branch"
@@ -72,18 +70,8 @@ def run_seed(seed: int, preset_name: str, out_dir: Path) -> SeedResult:
     started = time.perf_counter()
     result = SeedResult(seed, preset_name)
 
-    held_out = held_out_pairs(seed)
-    train_pairs = [(p, c) for p in range(NUM_PEOPLE) for c in COLOURS if (p, c) not in held_out]
-    pictures = draw_pictures(train_pairs, preset.poses_per_pair, np.random.default_rng([seed, 0]))
-    recognizer = ToyRecognizer(seed, noise=preset.embedding_noise)
-    recognizer.remember(pictures)
-    text = ToyTextEncoder(seed)
-    data = TrainingSet.from_pictures(pictures, text, recognizer)
-    logger.info("seed %d: %d training pictures of %d pairs; held out: %s", seed, len(pictures), len(train_pairs),
-                sorted(held_out))
-
-    judge, judge_report = train_judge(seed, steps=preset.judge_steps)
-    result.judge = asdict(judge_report)
+    held_out, recognizer, text, data = seed_world(seed, preset)
+    judge = seed_judge(seed, preset, result)
     base, losses = train_base(data, preset.base, seed, label=f"seed {seed} base")
     result.losses["base"] = _loss_ends(losses)
     logger.info("seed %d: base loss %.4f -> %.4f", seed, *result.losses["base"])

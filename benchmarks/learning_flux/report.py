@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.learning.experiment import grid_file_name
-from benchmarks.learning.report import METRICS, bar_chart, load_results, median
+from benchmarks.learning.report import (bar_chart, judge_and_loss_tables, load_results, median, samples_and_logs,
+                                        variant_tables)
 
 from .experiment import BOTH, PRESETS
 
@@ -50,38 +50,8 @@ def write_report(out_dir: Path, results_md: Path, seeds: list[int] | None = None
         "",
     ]
     lines += [f"- [{'x' if ok else ' '}] {text}" for text, ok in acceptance(results)]
-    lines += ["", "## Held-out (person, background) pairs: median over seeds", "",
-              "| variant | " + " | ".join(title for _, title, _ in METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
-    for v in variants:
-        lines.append(f"| {v} | " + " | ".join(fmt.format(median(results, v, m)) for m, _, fmt in METRICS) + " |")
-    lines += ["", f"![bar chart]({rel}/bar_chart.png)", "", "## Per seed", "",
-              "| seed | variant | " + " | ".join(title for _, title, _ in METRICS) + " |",
-              "|---:|---|" + "---:|" * len(METRICS)]
-    for r in results:
-        for v in variants:
-            lines.append(f"| {r['seed']} | {v} | " + " | ".join(fmt.format(r["variants"][v][m]) for m, _, fmt in METRICS)
-                         + " |")
-    lines += ["", "## The judge on real renders", "",
-              "| seed | identity accuracy | background accuracy | centre error (px) |", "|---:|---:|---:|---:|"]
-    for r in results:
-        j = r["judge"]
-        lines.append(f"| {r['seed']} | {j['person_accuracy']:.3f} | {j['colour_accuracy']:.3f} | {j['centre_error']:.2f} |")
-    lines += ["", "## Training losses (mean of the first / last 10% of steps) and frozen weights", "",
-              "| seed | stage | first | last | base DiT bit-identical after |", "|---:|---|---:|---:|---|"]
-    for r in results:
-        for stage, (first, last) in r["losses"].items():
-            frozen = "" if stage == "base" else str(r["frozen_unchanged"][stage])
-            lines.append(f"| {r['seed']} | {stage} | {first:.4f} | {last:.4f} | {frozen} |")
-    lines += ["", f"## Samples (seed {seeds[0]})", "",
-              "Each row is one held-out pair: a reference picture (on a training background), a gap, then for "
-              f"each of {preset.eval_poses} poses the real target and the generated picture.", ""]
-    for v in variants:
-        lines += [f"**{v}**", "", f"![{v}]({rel}/seed{seeds[0]}/{grid_file_name(v)})", ""]
-    lines += ["## What the command printed", ""]
-    for r in results:
-        log = out_dir / f"seed{r['seed']}" / "log.txt"
-        if log.is_file():
-            lines += ["```", log.read_text(encoding="utf-8").rstrip(), "```", ""]
+    lines += variant_tables(results, variants, rel) + judge_and_loss_tables(results, "DiT")
+    lines += samples_and_logs(results, out_dir, rel, preset.eval_poses, run)
     bar_chart(results, out_dir / "bar_chart.png")
     text = "\n".join(lines) + "\n"
     results_md.write_text(text, encoding="utf-8")

@@ -20,7 +20,7 @@ from diffusers.configuration_utils import register_to_config
 
 from instantid.pipelines.flux import FluxInstantIDPipeline
 
-from benchmarks.learning.toy_models import TEXT_WIDTH, ToyTextEncoder  # noqa: F401 (re-used as is)
+from benchmarks.learning.toy_models import TEXT_WIDTH
 
 FACE_TOKENS = 4
 RESAMPLER_WIDTH = 64

@@ -38,6 +38,7 @@ from ..models.flux_face_adapter import (
 from ..models.face_paths import FLUX
 from ..models.flux_identitynet import INFUSENET_GUIDANCE
 from .errors import TrainingConfigError
+from .model import TrainingComponents
 
 logger = logging.getLogger(__name__)
 
@@ -112,32 +113,19 @@ class FluxInstantIDTrainingModel(torch.nn.Module):
 
 
 @dataclass
-class FluxTrainingComponents:
-    family: str  # FLUX
-    pipe: object  # a FluxInstantIDPipeline holding every module below
-    model: FluxInstantIDTrainingModel
-    noise_scheduler: object  # FlowMatchEulerDiscreteScheduler: its training sigmas
-    weight_dtype: torch.dtype
-    objective: FlowObjective
+class FluxTrainingComponents(TrainingComponents):
+    """The shared components (family, pipe, model, noise_scheduler, weight_dtype; vae, identitynet and
+    text_encoders as for SDXL) plus the FLUX objective; the DiT in place of the UNet."""
+
+    objective: FlowObjective = FlowObjective()
 
     @property
     def transformer(self):
         return self.pipe.transformer
 
     @property
-    def identitynet(self):
-        return self.pipe.controlnet
-
-    @property
-    def vae(self):
-        return self.pipe.vae
-
-    @property
     def device(self):
         return self.pipe.transformer.device
-
-    def text_encoders(self) -> list:
-        return [m for m in (self.pipe.text_encoder, self.pipe.text_encoder_2) if m is not None]
 
 
 # ---- components -----------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from ..models.architectures import (
     family_of_config,
     released_adapter_shapes,
 )
+from ..models.face_paths import FLUX
 from .errors import TrainingConfigError
-from .flux import FLUX, is_flux_base
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def mark_trainable(unet, identitynet, frozen: list[torch.nn.Module]) -> None:
 
 @dataclass
 class TrainingComponents:
-    family: str  # SDXL or SD15
+    family: str  # SDXL or SD15 (FLUX: training/flux.py's FluxTrainingComponents)
     pipe: object  # the InstantID inference pipeline holding every module below
     model: InstantIDTrainingModel
     noise_scheduler: object
@@ -224,6 +224,8 @@ def resolve_base(spec) -> Path:
 def detect_family(base_dir: Path, asked: str = "auto") -> str:
     """SDXL or SD1.5 family, from the base UNet's own config (models.architectures.family_of_config), or
     FLUX for a FLUX pipeline folder; `asked` (--family) must agree with it."""
+    from .flux import is_flux_base  # the FLUX family's module builds on this one
+
     unet_config = base_dir / "unet" / "config.json"
     if is_flux_base(base_dir):
         family = FLUX
