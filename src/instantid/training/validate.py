@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.face_paths import FLUX, for_family
+from ..pipelines.flux import FluxInstantIDMixin
 from ..pipelines.from_photos import FaceCondition, face_condition
 from .data import make_buckets, nearest_bucket
 from .flux import DEFAULT_VALIDATION_GUIDANCE as FLUX_VALIDATION_GUIDANCE
@@ -66,11 +68,11 @@ def run_validation(accelerator, pipe, cases: list[ValidationCase], global_step: 
     images = []
     for i, case in enumerate(cases):
         width, height = validation_size(case.condition, resolution, bucket_step)
-        control = getattr(pipe, "control_image_argument", "image")  # FLUX pipelines call it control_image
+        control = pipe.control_image_argument  # FLUX pipelines call it control_image
         embedding = case.condition.embedding
         guidance = args.validation_guidance_scale
-        if control == "control_image":  # FLUX: the unit-norm face path, as trained (training/flux.py)
-            embedding = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
+        if isinstance(pipe, FluxInstantIDMixin):  # the unit-norm face path, as trained (training/flux.py)
+            embedding = for_family(FLUX, embedding)
             guidance = FLUX_VALIDATION_GUIDANCE if guidance is None else guidance
         with accelerator.autocast():
             image = pipe(prompt=case.prompt, image_embeds=embedding,
