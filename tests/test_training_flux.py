@@ -297,3 +297,29 @@ def test_infiniteyou_face_path_fine_tunes_the_released_layout(training_photos, f
     image = pipe(prompt="a portrait", image_embeds=embedding, width=64, height=64, num_inference_steps=2,
                  generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert np.isfinite(image).all()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one precision per process; a run with another one needs its state reset."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
+def test_bf16_with_caches_checkpointing_and_logit_normal_sampling(data, flux, tmp_path):
+    paths, _ = flux
+    result = train_main(flux_options(data, paths.base, tmp_path / "bf16", "--adapter_branch", "--mixed_precision",
+                                     "bf16", "--gradient_checkpointing", "--cache_latents", "--cache_text_embeddings",
+                                     "--weighting_scheme", "logit_normal", "--validation_steps", "2",
+                                     "--validation_inference_steps", "1", steps=2))
+    components = result.components
+    trained = {id(p) for p in components.model.parameters() if p.requires_grad}
+    assert {p.dtype for p in components.transformer.parameters() if id(p) not in trained} == {torch.bfloat16}
+    assert {p.dtype for p in components.vae.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in components.model.parameters() if p.requires_grad} == {torch.float32}
+    assert len(list((tmp_path / "bf16" / "cache").rglob("*.pt"))) == 2 * 16
+    assert np.isfinite(result.losses).all() and result.fixed_batch_loss_after is not None
