@@ -42,14 +42,19 @@ def face_adapter_processors(transformer) -> list[torch.nn.Module]:
 
 
 def fresh_face_adapter_state_dict(transformer) -> dict[str, torch.Tensor]:
-    """New branch weights: each to_k_ip / to_v_ip a copy of its block's text key / value projection
-    (add_k_proj / add_v_proj; IP-Adapter's choice: the face branch starts reading tokens as the text branch does)."""
+    """New branch weights that leave the DiT exactly as it was: each to_k_ip a copy of its block's text key
+    projection (add_k_proj, IP-Adapter's choice), each to_v_ip zero. Zero values because diffusers' FLUX
+    processor adds the branch's output to the image stream as is, with no output projection or gate: copies
+    of the text value projection there put full-size vectors into every double block at step 0 (measured in
+    benchmarks/learning_flux: the frozen base's loss tripled and the branch never recovered), while zero
+    values start the branch as a no-op that grows, as IdentityNet's zero projections do."""
     state = {}
     for i, block in enumerate(transformer.transformer_blocks):
-        for ip_name, text_proj in (("to_k_ip", block.attn.add_k_proj), ("to_v_ip", block.attn.add_v_proj)):
-            for part in ("weight", "bias"):
-                state[f"{ADAPTER_PREFIX}{i}.{ip_name}.{part}"] = getattr(text_proj, part).detach().to(
-                    "cpu", torch.float32, copy=True)
+        for part in ("weight", "bias"):
+            key = getattr(block.attn.add_k_proj, part).detach().to("cpu", torch.float32, copy=True)
+            state[f"{ADAPTER_PREFIX}{i}.to_k_ip.{part}"] = key
+            state[f"{ADAPTER_PREFIX}{i}.to_v_ip.{part}"] = torch.zeros_like(
+                getattr(block.attn.add_v_proj, part), dtype=torch.float32, device="cpu")
     return state
 
 
