@@ -140,3 +140,62 @@ def test_generate_in_the_browser(page, photos, tmp_path_factory):
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"screenshot: {screenshot}")
     assert screenshot.stat().st_size > 10000
+
+
+@pytest.fixture(scope="module")
+def flux_page(tmp_path_factory):
+    """`instantid ui --tiny --family flux` in the browser."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not on PATH; .ci/run installs it (apt-get install chromium)")
+    port = free_port()
+    state = tmp_path_factory.mktemp("ui-flux")
+    log = open(state / "ui.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "instantid", "ui", "--tiny", "--family", "flux", "--port", str(port),
+                                "--state-dir", str(state / "state")], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (state / "ui.log").read_text()[-3000:]
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "UI did not come up"
+            time.sleep(0.3)
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url)
+            page.wait_for_selector("#generate")
+            yield page
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_flux_generate_in_the_browser(flux_page, photos):
+    """A FLUX job from the UI: FLUX's knobs (true CFG; no adapter strength, no sampler choice), FLUX defaults."""
+    page = flux_page
+    assert page.locator("#ip_adapter_scale").count() == 0 or not page.locator("#ip_adapter_scale").is_visible()
+    assert page.locator("#true_cfg_scale").is_visible()
+    page.locator("#faces input[type=file]").set_input_files(str(photos["astronaut"]))
+    page.locator("#num_inference_steps input[type=number]").fill("2")
+    page.locator("#num_inference_steps input[type=number]").press("Enter")
+    page.locator("#prompt textarea").fill("a portrait, cinematic")
+    page.wait_for_timeout(500)
+    page.click("#generate")
+    page.wait_for_selector("#gallery img", timeout=120000)
+    page.wait_for_function("document.querySelector('#parameters').innerText.includes('\"command\": \"serve\"')",
+                           timeout=30000)
+    source = page.locator("#gallery img").first.get_attribute("src")
+    png = Image.open(io.BytesIO(page.request.get(urljoin(page.url, source)).body()))
+    parameters = json.loads(png.text["parameters"])
+    assert parameters["family"] == "flux" and parameters["num_inference_steps"] == 2
+    assert parameters["guidance_scale"] == 3.5 and parameters["controlnet_conditioning_scale"] == 1.0
+    assert parameters["true_cfg_scale"] == 1.0 and "ip_adapter_scale" not in parameters

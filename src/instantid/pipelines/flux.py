@@ -170,6 +170,10 @@ class FluxInstantIDMixin:
         `max_output_pixels` raises (or lowers) the output pixel cap for this call. An output with NaN pixels
         raises GenerationError. See the stock `FluxControlNetPipeline` for the rest."""
         check_call(image_embeds, None, kwargs)
+        if kwargs.get("true_cfg_scale") is not None:
+            from ..params import PARAMS_BY_NAME
+
+            PARAMS_BY_NAME["true_cfg_scale"].check(kwargs["true_cfg_scale"])
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
             raise UsageError("pass the face as image_embeds; the FLUX DiT has no IP-Adapter branch")
         if not isinstance(self.controlnet, FluxIdentityNetModel) or \
