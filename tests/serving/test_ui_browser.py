@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -23,15 +24,14 @@ from serve_server import free_port
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ui_url(tmp_path_factory, tiny_lora):
+@contextmanager
+def ui_process(state: Path, *options: str):
+    """`instantid ui --tiny OPTIONS` on a free port; yields its URL once it answers."""
     pytest.importorskip("gradio")
     port = free_port()
-    state = tmp_path_factory.mktemp("ui")
     log = open(state / "ui.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "instantid", "ui", "--tiny", "--port", str(port), "--state-dir",
-                                str(state / "state"), "--controlnet", "canny", "--lora", f"{tiny_lora}:0.5"],
-                               stdout=log, stderr=subprocess.STDOUT,
+                                str(state / "state"), *options], stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -51,8 +51,8 @@ def ui_url(tmp_path_factory, tiny_lora):
         process.wait(30)
 
 
-@pytest.fixture(scope="module")
-def page(ui_url):
+@contextmanager
+def browser_page(url: str):
     playwright_api = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -60,10 +60,22 @@ def page(ui_url):
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(ui_url)
+        page.goto(url)
         page.wait_for_selector("#generate")
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def ui_url(tmp_path_factory, tiny_lora):
+    with ui_process(tmp_path_factory.mktemp("ui"), "--controlnet", "canny", "--lora", f"{tiny_lora}:0.5") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(ui_url):
+    with browser_page(ui_url) as page:
+        yield page
 
 
 def test_generate_sits_by_the_prompt(page):
@@ -145,38 +157,8 @@ def test_generate_in_the_browser(page, photos, tmp_path_factory):
 @pytest.fixture(scope="module")
 def flux_page(tmp_path_factory):
     """`instantid ui --tiny --family flux` in the browser."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is not on PATH; .ci/run installs it (apt-get install chromium)")
-    port = free_port()
-    state = tmp_path_factory.mktemp("ui-flux")
-    log = open(state / "ui.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "instantid", "ui", "--tiny", "--family", "flux", "--port", str(port),
-                                "--state-dir", str(state / "state")], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (state / "ui.log").read_text()[-3000:]
-            try:
-                if requests.get(url, timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "UI did not come up"
-            time.sleep(0.3)
-        with playwright_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(url)
-            page.wait_for_selector("#generate")
-            yield page
-            browser.close()
-    finally:
-        process.terminate()
-        process.wait(30)
+    with ui_process(tmp_path_factory.mktemp("ui-flux"), "--family", "flux") as url, browser_page(url) as page:
+        yield page
 
 
 def test_flux_generate_in_the_browser(flux_page, photos):

@@ -26,6 +26,7 @@ from PIL import Image
 
 from ..errors import CheckpointError, EmbeddingError, UsageError
 from ..models.flux_adapter import build_face_projection, load_image_proj_state_dict
+from ..params import FAMILY_SIZE_MULTIPLE
 from ..models.flux_identitynet import (
     INFUSENET_GUIDANCE,
     FluxFaceConditioning,
@@ -34,6 +35,7 @@ from ..models.flux_identitynet import (
     flux_face_conditioning,
 )
 from .call_checks import check_call
+from .instantid import InstantIDMixin
 from .results import checked_output
 from .sizing import default_output_size
 
@@ -41,8 +43,7 @@ logger = logging.getLogger(__name__)
 
 # InfiniteYou's output size when neither a size nor a control image gives one (width x height).
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 864, 1152
-# FLUX packs 2x2 patches of an 8x-downsampled latent: sides are multiples of 16.
-FLUX_SIZE_MULTIPLE = 16
+FLUX_SIZE_MULTIPLE = FAMILY_SIZE_MULTIPLE["flux"]
 
 
 def check_flux_embedding(embedding: torch.Tensor) -> None:
@@ -210,13 +211,7 @@ class FluxInstantIDMixin:
 
     # ---- helpers
 
-    @staticmethod
-    def _prompt_batch_size(prompt, prompt_embeds) -> int:
-        if isinstance(prompt, (list, tuple)):
-            return len(prompt)
-        if prompt is None and prompt_embeds is not None:
-            return int(prompt_embeds.shape[0])
-        return 1
+    _prompt_batch_size = staticmethod(InstantIDMixin._prompt_batch_size)  # the same rule as the UNet pipelines'
 
     def _fill_output_size(self, call: dict) -> None:
         """Width/height: as given, else the control image's size (capped, multiples of 16), else InfiniteYou's."""
