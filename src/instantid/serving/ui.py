@@ -220,12 +220,12 @@ def launch(args, state_dir: Path) -> None:
     """Start the service (engine loading in the background, one worker) and serve the UI until stopped."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no calls home
     from .engine import Engine
-    from .jobs import JobStore
+    from .store.sqlite import SqliteStore
     from .limits import Limits
     from .service import LocalService
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(state_dir)
+    store = SqliteStore(state_dir)
     service = LocalService(store, Engine(args, face_cache_dir=state_dir / "face-cache"), Limits())
     service.start()
     demo = build(service, tiny=args.tiny)
