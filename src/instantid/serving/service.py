@@ -56,6 +56,9 @@ class LocalService:
             return "worker stopped"
         return None
 
+    def wake(self) -> None:
+        self.worker.wake()
+
 
 def store_problem(store: JobStore) -> str | None:
     """None when the job store and its blob store answer; else what is wrong (no credentials)."""
@@ -72,6 +75,3 @@ def store_problem(store: JobStore) -> str | None:
         logger.warning("blob store %s unreachable: %s", store.blobs.describe(), err)
         return f"the blob store ({store.blobs.kind}) is unreachable; retry later"
     return None
-
-    def wake(self) -> None:
-        self.worker.wake()
