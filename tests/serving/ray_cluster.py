@@ -1,11 +1,13 @@
 """A real multi-node Ray cluster on this machine: `ray start --head` plus `ray start --address` nodes, each with
-its own ports (all on 127.0.0.1) and one logical CPU, in a temporary folder of our own. Stopping it ends
-exactly the processes of this cluster (found by that folder), never other Ray instances on the machine."""
+its own ports (all on 127.0.0.1) and one logical CPU, in a temporary folder of our own, with Ray's token
+authentication and a token of our own (`env` carries it to every process that joins: the API, probes).
+Stopping it ends exactly the processes of this cluster (found by that folder), never other Ray instances."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -42,7 +44,10 @@ class RayCluster:
     def __init__(self, nodes: int = 2, cpus_per_node: int = 1) -> None:
         self.temp = Path(tempfile.mkdtemp(prefix="iray-"))  # short: Ray's socket paths must stay under 108 bytes
         self.ray = str(Path(sys.executable).with_name("ray"))
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+        token = self.temp / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN_PATH": str(token)}
         self.port = None
         for index in range(nodes):
             self._start_node(index == 0, cpus_per_node)

@@ -35,7 +35,7 @@ def cluster(postgres, tmp_path_factory):
     args = ("--store", url, "--ray", "--replicas", "2", "--ray-address", ray.address, "--queue-size", str(QUEUE),
             "--lease-seconds", str(LEASE_S))
     store = open_store(StoreConfig(state_dir=str(tmp_path_factory.mktemp("probe")), url=url))
-    api = Server(state, *args)
+    api = Server(state, *args, env=ray.env)
     context = {"ray": ray, "store": store, "args": args, "state": state, "api": api, "url": url}
     try:
         api.wait(timeout=400)
@@ -166,7 +166,7 @@ def test_api_killed_and_restarted(cluster, photos):
     jobs = [submit(api.url, [photos["astronaut"]], seed=s, num_inference_steps=8).json()["id"]
             for s in range(300, 304)]
     api.kill()
-    cluster["api"] = api = Server(cluster["state"], *cluster["args"])
+    cluster["api"] = api = Server(cluster["state"], *cluster["args"], env=cluster["ray"].env)
     api.wait(timeout=400)
     for job_id in jobs:
         assert wait_for(api.url, job_id, timeout=300)["status"] == "done"

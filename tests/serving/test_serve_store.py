@@ -232,3 +232,23 @@ def test_fsspec_blobs_with_postgres(postgres, tmp_path):
         assert store.expire(ttl_s=0) == 1 and not (shared / job_id).exists()
     finally:
         store.close()
+
+
+def test_check_store_command(postgres, tmp_path, capsys, monkeypatch):
+    """`instantid serve --check-store URL`: reaches the store, reports the schema, changes nothing; refuses a newer
+    schema; never prints the password."""
+    from instantid.cli import main
+
+    url = postgres.new_database()
+    state = str(tmp_path / "state")
+    assert main(["serve", "--state-dir", state, "--check-store", url]) == 0
+    out = capsys.readouterr().out
+    assert "reachable, schema version 0; will be migrated to 2 at start" in out and postgres.password not in out
+    store = open_store(StoreConfig(state_dir=state, url=url))
+    with store._transaction() as db:
+        store._exec(db, "UPDATE instantid_schema SET version=99")
+    store.close()
+    monkeypatch.setenv("INSTANTID_STORE", url)  # the variable stands in for the URL
+    assert main(["serve", "--state-dir", state, "--check-store"]) == 1
+    err = capsys.readouterr().err
+    assert "schema version 99, newer than this instantid's 2" in err and postgres.password not in err
