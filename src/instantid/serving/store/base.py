@@ -34,6 +34,47 @@ DEFAULT_MAX_ATTEMPTS = 3
 ORPHAN_AGE_S = 600.0
 
 
+# The schema's history, written once for both dialects ({serial}: the auto-numbered key, {real}: a float).
+# Version 1 is the store from before versioning (IF NOT EXISTS: such a database is adopted as version 1).
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq {serial},
+    id TEXT UNIQUE NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    parameters TEXT,
+    step INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    images INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    created {real} NOT NULL,
+    started {real},
+    finished {real}
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq)
+"""
+
+# Leases and the claims log. A job left running by a server from before leases expires at once.
+SCHEMA_V2 = """
+ALTER TABLE jobs ADD COLUMN lease_id TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until {real};
+UPDATE jobs SET lease_until=0 WHERE status='running';
+CREATE TABLE claims (
+    lease_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    claimed {real} NOT NULL,
+    ended {real},
+    outcome TEXT
+);
+CREATE INDEX claims_by_job ON claims(job_id)
+"""
+
+
 class QueueFull(Exception):
     pass
 

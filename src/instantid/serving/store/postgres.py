@@ -15,28 +15,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-from .base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, JobStore, translated
+from .base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, SCHEMA_V1, SCHEMA_V2, JobStore, translated
 from .blobs import DatabaseBlobs
 
-_V1 = """
-CREATE TABLE jobs (
-    seq BIGSERIAL PRIMARY KEY,
-    id TEXT UNIQUE NOT NULL,
-    status TEXT NOT NULL,
-    request TEXT NOT NULL,
-    parameters TEXT,
-    step INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    images INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    worker TEXT,
-    created DOUBLE PRECISION NOT NULL,
-    started DOUBLE PRECISION,
-    finished DOUBLE PRECISION
-);
-CREATE INDEX jobs_by_status ON jobs(status, seq);
+_TYPES = {"serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}
+# the blobs live in the database by default (DatabaseBlobs); the running-lease index keeps reaping cheap
+_BLOBS = """;
 CREATE TABLE blobs (
     job_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -45,23 +29,7 @@ CREATE TABLE blobs (
     PRIMARY KEY (job_id, name)
 )
 """
-
-_V2 = """
-ALTER TABLE jobs ADD COLUMN lease_id TEXT;
-ALTER TABLE jobs ADD COLUMN lease_until DOUBLE PRECISION;
-UPDATE jobs SET lease_until=0 WHERE status='running';
-CREATE INDEX jobs_running_leases ON jobs(lease_until) WHERE status='running';
-CREATE TABLE claims (
-    lease_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    worker TEXT NOT NULL,
-    claimed DOUBLE PRECISION NOT NULL,
-    ended DOUBLE PRECISION,
-    outcome TEXT
-);
-CREATE INDEX claims_by_job ON claims(job_id)
-"""
+_LEASE_INDEX = ";\nCREATE INDEX jobs_running_leases ON jobs(lease_until) WHERE status='running'\n"
 
 # One lock id for "the queue" and schema migrations (pg_advisory_xact_lock takes a bigint).
 _QUEUE_LOCK = 0x1D5E4F0B
@@ -86,7 +54,7 @@ class PostgresStore(JobStore):
     kind = "postgresql"
     NOW = "extract(epoch from clock_timestamp())::double precision"
     FOR_UPDATE = " FOR UPDATE SKIP LOCKED"
-    MIGRATIONS = (_V1, _V2)
+    MIGRATIONS = (SCHEMA_V1.format(**_TYPES) + _BLOBS, SCHEMA_V2.format(**_TYPES) + _LEASE_INDEX)
 
     def __init__(self, url: str, state_dir: str | Path, lease_s: float = DEFAULT_LEASE_S,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, blobs=None, pool_size: int = 8,

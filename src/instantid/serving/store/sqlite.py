@@ -12,53 +12,17 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, JobStore
+from .base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, SCHEMA_V1, SCHEMA_V2, JobStore
 from .blobs import FolderBlobs
 
-_V1 = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    status TEXT NOT NULL,
-    request TEXT NOT NULL,
-    parameters TEXT,
-    step INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    images INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    worker TEXT,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq)
-"""
-
-# Leases. A job left running by a server from before leases expires at once (lease_until 0).
-_V2 = """
-ALTER TABLE jobs ADD COLUMN lease_id TEXT;
-ALTER TABLE jobs ADD COLUMN lease_until REAL;
-UPDATE jobs SET lease_until=0 WHERE status='running';
-CREATE TABLE claims (
-    lease_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    worker TEXT NOT NULL,
-    claimed REAL NOT NULL,
-    ended REAL,
-    outcome TEXT
-);
-CREATE INDEX claims_by_job ON claims(job_id)
-"""
+_TYPES = {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL"}
 
 
 class SqliteStore(JobStore):
     kind = "sqlite"
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
     FOR_UPDATE = ""  # BEGIN IMMEDIATE already holds the database's write lock
-    MIGRATIONS = (_V1, _V2)
+    MIGRATIONS = (SCHEMA_V1.format(**_TYPES), SCHEMA_V2.format(**_TYPES))
 
     def __init__(self, state_dir: str | Path, lease_s: float = DEFAULT_LEASE_S,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, blobs=None, migrate: bool = True) -> None:
