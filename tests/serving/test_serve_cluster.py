@@ -58,8 +58,8 @@ def _pid_of(worker: str) -> int:
 
 def _outputs(store, job_id: str) -> list[str]:
     with store._session() as db:
-        rows = store._exec(db, "SELECT name FROM blobs WHERE job_id=? AND name LIKE 'outputs/%' ORDER BY name",
-                           (job_id,)).fetchall()
+        rows = store._exec(db, "SELECT name FROM blobs WHERE job_id=? AND name LIKE ? ORDER BY name",
+                           (job_id, "outputs/%")).fetchall()
     return [row["name"] for row in rows]
 
 
