@@ -4,6 +4,8 @@ serves the result; a graceful stop hands the running job back; a SIGKILLed one c
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import requests
 
@@ -44,7 +46,7 @@ def test_two_servers_are_one_service(postgres, photos, tmp_path):
         owner = wait_until(lambda: running_on(long_job), 120, "the long job running")
         survivor = servers[1 - servers.index(owner)]
         owner.stop()
-        assert owner.process.returncode == 0
+        assert owner.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its shutdown
         claims = store.claims_of(long_job)
         assert claims[0]["outcome"] == "released", claims
         wait_until(lambda: running_on(long_job) is survivor, 60, "the long job taken over")
