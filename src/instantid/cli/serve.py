@@ -90,12 +90,26 @@ def add_parser(subparsers) -> None:
 def check_service_args(args) -> None:
     """What `serve` and `ui` can refuse before any model loads: model options, device, the state folder."""
     from ..checks import check_output_dir
+    from ..pipelines.loading import parse_lora_spec
     from .checks import check_lora_specs, check_model_options
-    from .common import parse_lora_spec
 
     check_model_options(args)
     check_lora_specs([parse_lora_spec(spec) for spec in args.lora])
     check_output_dir(args.state_dir, "--state-dir")
+
+
+def engine_config(args):
+    """The serving engine's EngineConfig from the options of `serve` / `ui`."""
+    from ..pipelines.loading import parse_lora_spec
+    from ..serving.engine import EngineConfig
+    from .common import load_options, quiet_loading
+
+    quiet_loading(args.verbose)
+    kinds = tuple(args.controlnet)
+    options = load_options(args, controlnets=[getattr(args, f"{kind}_model") for kind in kinds],
+                           loras=[parse_lora_spec(spec) for spec in args.lora])
+    return EngineConfig(load=options, face_backend=args.face_backend, face_models=args.face_models,
+                        control_kinds=kinds)
 
 
 def limits_from_args(args):
@@ -171,7 +185,7 @@ def run(args) -> int:
     from ..serving.store import open_store
 
     store = open_store(store_config)  # reaches the database and migrates its schema before any model loads
-    engine = Engine(args, face_cache_dir=state / "face-cache")
+    engine = Engine(engine_config(args), face_cache_dir=state / "face-cache")
     server: uvicorn.Server | None = None
 
     def stop_on_load_error(err):
@@ -181,7 +195,8 @@ def run(args) -> int:
     if args.ray:
         from ..serving.ray_app import RayService
 
-        service = RayService(store, engine, limits, args, store_config, on_load_error=stop_on_load_error)
+        service = RayService(store, engine, limits, store_config, replicas=args.replicas, address=args.ray_address,
+                             verbose=args.verbose, on_load_error=stop_on_load_error)
     else:
         from ..serving.service import LocalService
 

@@ -249,24 +249,19 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
 
 
 def _queued_parameters(request: dict) -> dict:
-    """A waiting job's parameters: the request's values and options (LoRAs in the request syntax)."""
-    from .loras import as_text
+    """A waiting job's parameters: its request's values (JobRequest.parameters)."""
+    from .schemas import JobRequest
 
-    options = {k: request.get(k) for k in ("prompt", "negative_prompt", "style", "scheduler", "face_index",
-                                            "face_detail", "face_detail_strength")}
-    loras = request.get("loras")
-    return {**request["values"], **options, "loras": as_text(loras) if loras is not None else None}
+    return JobRequest.model_validate(request).parameters()
 
 
 def _options(engine) -> dict:
-    from ..params import FACE_DETAIL_MODES
-    from ..pipelines.schedulers import SCHEDULERS
-    from ..pipelines.styles import BUILTIN_STYLES
+    from ..params import JOB_PARAMS_BY_NAME
 
-    return {"schedulers": list(SCHEDULERS), "default_scheduler": getattr(engine.args, "scheduler", None),
+    return {"schedulers": list(JOB_PARAMS_BY_NAME["scheduler"].choices), "default_scheduler": engine.default_scheduler,
             "loras": [{"name": lora.name, "scale": lora.scale} for lora in engine.loras],
-            "controlnets": list(engine.control_kinds), "styles": list(BUILTIN_STYLES),
-            "face_detail": list(FACE_DETAIL_MODES)}
+            "controlnets": list(engine.control_kinds), "styles": list(JOB_PARAMS_BY_NAME["style"].choices),
+            "face_detail": list(JOB_PARAMS_BY_NAME["face_detail"].choices)}
 
 
 async def _read_body(request: Request, limits: Limits, file_fields=FILE_FIELDS, text_fields=None):

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ..errors import InstantIDError
-from .engine import Engine, GenerationInputs, JobCancelled
+from .engine import Engine, JobCancelled
+from .schemas import JobRequest
 from .store import Job, JobStore, LeaseLost, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -26,24 +27,9 @@ class HandedBack(Exception):
     """Raised from the step callback when the worker stops: the job goes back to the queue."""
 
 
-def input_names(job: Job) -> list[str]:
+def input_names(request: JobRequest) -> list[str]:
     """The stored photo names a job reads."""
-    request = job.request
-    names = list(request["faces"]) + ([request["pose"]] if request.get("pose") else [])
-    return names + [name for name, _ in (request.get("controls") or {}).values()]
-
-
-def inputs_of(job: Job, folder: Path) -> GenerationInputs:
-    """The engine's inputs for a stored job: the request's values and its photos in `folder`."""
-    request = job.request
-    controls = {kind: (folder / name, scale) for kind, (name, scale) in (request.get("controls") or {}).items()}
-    return GenerationInputs(values=request["values"], prompt=request["prompt"],
-                            negative_prompt=request.get("negative_prompt") or "", style=request.get("style", "none"),
-                            faces=[folder / name for name in request["faces"]],
-                            pose=folder / request["pose"] if request.get("pose") else None, controls=controls,
-                            scheduler=request.get("scheduler"), loras=request.get("loras"),
-                            face_index=request.get("face_index", 0), face_detail=request.get("face_detail", "off"),
-                            face_detail_strength=request.get("face_detail_strength"))
+    return [*request.faces, *([request.pose] if request.pose else []), *request.controls.values()]
 
 
 class LeaseKeeper:
@@ -141,9 +127,10 @@ class Worker:
                 raise JobCancelled()
 
         try:
-            with self.store.blobs.local_inputs(job.id, input_names(job)) as folder:
+            request = JobRequest.model_validate(job.request)  # as accepted: validated again, never reshaped
+            with self.store.blobs.local_inputs(job.id, input_names(request)) as folder:
                 try:
-                    images, parameters = self.engine.generate(inputs_of(job, folder), on_step)
+                    images, parameters = self.engine.generate(request, folder, on_step)
                 except InstantIDError as err:  # the inputs' fault, said in one line (without the server's folders)
                     self._settle(job, "fail", str(err).replace(f"{folder}{os.sep}", ""))
                     return
