@@ -166,6 +166,19 @@ def test_expiry_removes_finished_jobs_and_their_blobs(open_):
     assert _blob_ids(store) == {waiting} and store.get(waiting).status == "queued"
 
 
+def test_abandoned_uploads_are_swept(open_, monkeypatch):
+    from instantid.serving.store import base
+
+    monkeypatch.setattr(base, "ORPHAN_AGE_S", 0.0)  # no waiting for the 10 minutes
+    store = open_()
+    kept = _submit(store)
+    store.stage({"face_0.png": b"photo"})  # its process died before queueing it: never a job
+    time.sleep(0.05)
+    store.expire(ttl_s=3600)
+    assert _blob_ids(store) == {kept} and store.get(kept).status == "queued"
+    assert not any(store.blobs.staging_root.iterdir()) if store.blobs.staging_root.exists() else True
+
+
 def test_schema_versions_forward_only(open_, store_config):
     from instantid.serving.store.postgres import PostgresStore
     from instantid.serving.store.sqlite import SqliteStore

@@ -152,7 +152,7 @@ class JobStore:
         self.blobs = blobs
         self.lease_s, self.max_attempts = float(lease_s), int(max_attempts)
         self._reap_lock = threading.Lock()
-        self._last_reap = 0.0
+        self._last_reap = self._last_sweep = -float("inf")
 
     # ---- dialect (subclasses)
 
@@ -440,7 +440,12 @@ class JobStore:
                 self._exec(db, "DELETE FROM jobs WHERE id=?", (job_id,))
         if ids:
             self.blobs.delete(ids)
-        self.blobs.remove_orphans(self._known_ids, ORPHAN_AGE_S)
+        with self._reap_lock:  # orphans are rare (a process died mid-upload): sweep for them now and then
+            sweep = time.monotonic() - self._last_sweep >= ORPHAN_AGE_S / 4
+            if sweep:
+                self._last_sweep = time.monotonic()
+        if sweep:
+            self.blobs.remove_orphans(self._known_ids, ORPHAN_AGE_S)
         return len(ids)
 
     def _known_ids(self, job_ids: list[str]) -> set[str]:
