@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -65,17 +66,17 @@ def run_load(url: str, photo: Path, jobs: int, steps: int) -> dict:
             with lock:
                 results.append((start, time.perf_counter(), job["attempts"]))
 
-    begin = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    begin, load_before = time.perf_counter(), os.getloadavg()[0]
+    with ThreadPoolExecutor(4) as pool:
+        for running in [pool.submit(client) for _ in range(4)]:
+            running.result()  # a client's failure fails the run: no partial numbers
+    assert len(results) == jobs, f"{len(results)} of {jobs} jobs finished"
     end = max(r[1] for r in results)
     latencies = [r[1] - r[0] for r in results]
     return {"jobs": len(results), "seconds": round(end - begin, 2), "jobs_per_s": round(len(results) / (end - begin), 3),
             "p50_s": round(percentile(latencies, 50), 3), "p95_s": round(percentile(latencies, 95), 3),
-            "p99_s": round(percentile(latencies, 99), 3), "max_attempts": max(r[2] for r in results)}
+            "p99_s": round(percentile(latencies, 99), 3), "max_attempts": max(r[2] for r in results),
+            "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
 
 
 def store_overhead(url: str, steps: int, png_bytes: int, jobs: int = 40) -> dict:

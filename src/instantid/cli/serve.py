@@ -171,6 +171,11 @@ def run(args) -> int:
     store_config = store_config_from_args(args)
     if args.ray and args.replicas < 1:
         raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
+    if args.ray_address and not store_config.shared:
+        import sys
+
+        print("warning: --ray-address without --store: the jobs are in SQLite under --state-dir, which only "
+              "replicas on this host can reach; across hosts use --store postgresql://...", file=sys.stderr)
     check_service_args(args)
     state = Path(args.state_dir).expanduser()
     try:
