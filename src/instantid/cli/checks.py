@@ -37,7 +37,12 @@ def add_limit_options(p: argparse.ArgumentParser) -> None:
 
 
 def model_family(args) -> str:
-    return "tiny" if getattr(args, "tiny", False) else "sdxl"
+    """The family whose output cap applies (instantid.limits): tiny, flux or sdxl."""
+    if getattr(args, "tiny", False):
+        return "tiny"
+    from .common import family_of_args
+
+    return "flux" if hasattr(args, "identitynet") and family_of_args(args) == "flux" else "sdxl"
 
 
 def check_size(args, width: int, height: int, images: int, smaller: str = "--width/--height") -> None:
