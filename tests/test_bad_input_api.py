@@ -636,7 +636,7 @@ def test_training_image_changed_into_a_non_image_is_a_training_error(tmp_path, p
 ])
 def test_face_mask_boxes_nan_zero_area_or_outside(bbox, words):
     from instantid.errors import RegionError
-    from instantid.pipelines.face_swap import crop_box, face_mask, mask_bounds
+    from instantid.pipelines.repaint import crop_box, face_mask, mask_bounds
 
     with pytest.raises(RegionError, match=words):
         mask = face_mask((100, 100), bbox)

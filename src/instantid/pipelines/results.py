@@ -8,7 +8,7 @@ result can be reproduced from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # type names only: this module stays free of numpy/PIL/torch at import
     import numpy as np
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # type names only: this module stays free of numpy/PIL/torch 
 
     from ..face.types import Face
     from .face_region import IdentityRegion
-    from .from_photos import FaceCondition
+    from .condition import FaceCondition
 
 
 @dataclass
@@ -55,6 +55,18 @@ class GenerationResult:
         for label, image in zip(self.labels, self.images):
             groups.setdefault(label, []).append(image)
         return list(groups.items())
+
+
+def result_parameters(prompt, negative_prompt, seed: int | None, values: dict, *, detail_passes: Sequence = (),
+                      **extra) -> dict[str, Any]:
+    """The `parameters` of every entry's result, in one layout: the prompt, the seed (None when the caller gave a
+    generator), the parameter table's values, then the entry's own (`extra`, JSON-able); the face-detail
+    passes' outcomes when the pass was asked for."""
+    parameters = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, **values, **extra}
+    if detail_passes:
+        parameters["face_detail_passes"] = [f"{'repainted' if p.ran else 'skipped'} ({p.reason})"
+                                            for p in detail_passes]
+    return parameters
 
 
 def concat_images(batches: list):
