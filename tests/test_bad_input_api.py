@@ -289,7 +289,7 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path):
 
 
 def test_nan_images_are_a_generation_error_and_good_ones_convert():
-    from instantid.pipelines.results import finite_images
+    from instantid.pipelines.output_check import finite_images
 
     with pytest.raises(GenerationError, match="NaN"):
         finite_images(np.full((1, 8, 8, 3), np.nan, np.float32))

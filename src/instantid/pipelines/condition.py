@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import FaceTooSmallError, ImageReadError, NoFaceError, UsageError
 from ..face.choice import pick_face, warn_if_different_people
-from ..face.keypoints import average_embeddings, draw_kps, scale_kps
+from ..face.keypoints import average_embeddings, check_kps, draw_kps, scale_kps
 from ..face.small_faces import check_usable
 from ..face.types import Face, FaceAnalyzer
 from .sizing import default_output_size
@@ -59,10 +59,7 @@ class FaceCondition:
     def with_kps(self, numbers, size: tuple[int, int]) -> "FaceCondition":
         """The same identity placed at explicit keypoints: 10 numbers (left eye, right eye, nose, left and
         right mouth corner; x,y each) in pixels of an output of `size` (width, height)."""
-        kps = np.asarray(numbers, np.float32)
-        if kps.size != 10 or not np.isfinite(kps).all():
-            raise UsageError(f"--kps needs 10 numbers (5 x,y points), got {kps.size}")
-        kps = kps.reshape(5, 2)
+        kps = check_kps(numbers, "--kps").astype(np.float32)
         if (kps < 0).any() or (kps[:, 0] >= size[0]).any() or (kps[:, 1] >= size[1]).any():
             raise UsageError(f"--kps points must lie inside the {size[0]}x{size[1]} output")
         return replace(self, kps=kps, pose_size=tuple(size))

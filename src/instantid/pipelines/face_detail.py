@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UsageError
+from ..face.keypoints import check_kps
 from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH, FACE_DETAIL_THRESHOLD
 
 # Declared with the other parameters (instantid.params), shared with the CLI.
@@ -47,9 +48,7 @@ class FaceDetailResult:
 def face_box_from_kps(kps, image_size: tuple[int, int] | None = None) -> np.ndarray:
     """A face box [x1, y1, x2, y2] around five keypoints (see FACE_BOX_PER_KPS_SPAN), clipped to
     `image_size` (width, height) when given."""
-    kps = np.asarray(kps, dtype=np.float64).reshape(-1, 2)
-    if kps.shape[0] != 5 or not np.isfinite(kps).all():
-        raise UsageError(f"the face-detail pass needs five finite (x, y) keypoints, got shape {kps.shape}")
+    kps = check_kps(kps, "the face-detail pass's keypoints")
     eyes = np.linalg.norm(kps[1] - kps[0])
     eyes_to_mouth = np.linalg.norm((kps[3] + kps[4]) / 2 - (kps[0] + kps[1]) / 2)
     side = max(FACE_BOX_PER_KPS_SPAN * max(eyes, eyes_to_mouth), 2.0)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import RegionError
-from ..face.keypoints import draw_kps
+from ..face.keypoints import check_kps, draw_kps
 from ..models.adapter_scales import per_face_scales
 from ..models.identitynet import FaceTokens, IdentityNetRegion
 from .boxes import Box, check_box  # noqa: F401  (check_box: part of this module's API)
@@ -206,9 +206,7 @@ def _check_region(region: IdentityRegion, mask: torch.Tensor, size: tuple[int, i
         raise RegionError(f"region {index} scale must be a number >= 0, got {region.scale}")
     if region.kps is None:
         return
-    kps = np.asarray(region.kps, dtype=np.float64).reshape(-1, 2)
-    if kps.shape[0] != 5 or not np.isfinite(kps).all():
-        raise RegionError(f"region {index} keypoints must be five (x, y) points, got shape {kps.shape}")
+    kps = check_kps(region.kps, f"region {index}'s keypoints", RegionError)
     cx, cy = kps.mean(axis=0)
     row = int(np.clip(cy / size[1] * mask.shape[0], 0, mask.shape[0] - 1))
     col = int(np.clip(cx / size[0] * mask.shape[1], 0, mask.shape[1] - 1))

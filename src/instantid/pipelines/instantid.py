@@ -16,7 +16,7 @@ The mixin's `__call__` only validates and prepares inputs, then calls the stock 
 3. `ip_adapter_scale` applies to one call (models/adapter_scales.py: the shared processors are never
    changed), and the output size is capped for large condition images;
 4. every call's output size is checked against the model family's pixel cap (instantid.limits), and an
-   output holding NaN is a GenerationError, never a black image (results.checked_output): every library
+   output holding NaN is a GenerationError, never a black image (output_check.py): every library
    entry (generate_from_photos, swap, multi-identity, the face-detail pass) calls a pipeline, so they all
    share these two checks.
 """
@@ -45,7 +45,7 @@ from ..models.controlnet_skip import IdleSkippingControlNetModel
 from ..models.identitynet import FaceTokens, IdentityNetModel
 from .call_checks import check_call, check_embedding
 from .face_region import regional_conditioning
-from .results import checked_output
+from .output_check import checked_output
 from .negative_noise import negative_face_embedding
 from .sizing import default_output_size
 
