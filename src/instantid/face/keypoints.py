@@ -39,7 +39,7 @@ def check_kps(kps, what: str = "keypoints", error: type | None = None) -> np.nda
             raise TypeError(f"dtype {raw.dtype}")
         points = raw.astype(np.float64)
     except (TypeError, ValueError) as err:
-        raise error(f"{what} must be five finite (x, y) points (10 numbers), got {type(kps).__name__} ({err})") from None
+        raise error(f"{what} must be five finite, real (x, y) points (10 numbers), got {type(kps).__name__} ({err})") from None
     if points.size != 10 or not np.isfinite(points).all():
         got = f"{points.size} numbers" if points.size != 10 else "NaN or infinite values"
         raise error(f"{what} must be five finite (x, y) points (10 numbers), got {got}")
