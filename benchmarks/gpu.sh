@@ -16,7 +16,7 @@ mkdir -p "$DEST"
 bench() { local name=$1; shift; "$PYTHON" -m instantid bench "${ARCH[@]}" --no-progress \
     --json "$DEST/$name.json" --markdown "$DEST/$name.md" "$@"; }
 # full and half control window, with InstantID's idle-IdentityNet skipping on and off
-bench windows --runs 3 --control-end 1.0 0.5 --compare-without skip "$@"
+bench windows --runs 3 --control-end 1.0 0.5 --compare-without idle-step-skipping "$@"
 # a 4-step schedule at CFG 1.0 (as with LCM/Lightning LoRAs)
 bench few-steps --no-face-stage --runs 3 --steps 4 --guidance-scale 1.0 --control-end 1.0 "$@"
 # model CPU offload: peak VRAM against time

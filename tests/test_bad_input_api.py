@@ -300,7 +300,7 @@ def test_nan_images_are_a_generation_error_and_good_ones_convert():
 @pytest.mark.parametrize("suffix, image_format", [(".png", "PNG"), (".jpg", "JPEG"), (".JPEG", "JPEG"),
                                                   (".webp", "WEBP")])
 def test_parameters_travel_in_every_output_format(suffix, image_format, tmp_path):
-    from instantid.cli.output import read_parameters, save_with_parameters
+    from instantid.output import read_parameters, save_with_parameters
 
     path = save_with_parameters(Image.new("RGB", (32, 32), "red"), tmp_path / f"out{suffix}",
                                 {"prompt": "a caf\u00e9 portrait", "seed": 3})
@@ -442,7 +442,7 @@ def test_deeply_nested_styles_file_is_a_usage_error(tmp_path):
 
 
 def test_multi_image_jpeg_output_names(tmp_path):
-    from instantid.cli.common import output_paths
+    from instantid.output import output_paths
 
     assert [p.name for p in output_paths(str(tmp_path / "x.jpg"), 2)] == ["x_000.jpg", "x_001.jpg"]
     assert [p.name for p in output_paths(str(tmp_path / "noext"), 1)] == ["noext.png"]
@@ -719,18 +719,18 @@ def test_overlapping_regions_are_a_region_error(tiny_pipe):
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from instantid.cli import build_parser
-    from instantid.serving.engine import Engine
+    from instantid.pipelines.loading import LoadOptions
+    from instantid.serving.engine import Engine, EngineConfig
 
-    args = build_parser().parse_args(["serve", "--tiny", "--device", "cpu"])
-    engine = Engine(args, face_cache_dir=tmp_path_factory.mktemp("face-cache"))
+    config = EngineConfig(load=LoadOptions(tiny=True, device="cpu"))
+    engine = Engine(config, face_cache_dir=tmp_path_factory.mktemp("face-cache"))
     engine.load()
     return engine
 
 
 def test_engine_refuses_odd_values_photos_sizes_and_nan_output(engine, photos, tmp_path, monkeypatch):
     from instantid.errors import NoFaceError
-    from instantid.serving.engine import GenerationInputs
+    from instantid.serving.schemas import JobRequest
 
     with pytest.raises(UsageError, match="finite"):
         engine.resolve_values({"guidance_scale": float("nan")})
@@ -740,11 +740,12 @@ def test_engine_refuses_odd_values_photos_sizes_and_nan_output(engine, photos, t
     with pytest.raises(NoFaceError, match="FIFO"):
         engine.condition([tmp_path / "face.jpg"])
     values = engine.resolve_values({"num_inference_steps": 1, "width": 64, "height": 64})
+    request, folder = JobRequest(prompt="x", faces=[photos["astronaut"].name], **values), photos["astronaut"].parent
     monkeypatch.setenv("INSTANTID_MAX_OUTPUT_PIXELS", str(32 * 32))  # the library's cap, below the service's own
     with pytest.raises(LimitError, match="output cap"):
-        engine.generate(GenerationInputs(values, "x", "", "none", [photos["astronaut"]]))
+        engine.generate(request, folder)
     monkeypatch.delenv("INSTANTID_MAX_OUTPUT_PIXELS")
     with nan_decoder(engine.pipe), pytest.raises(GenerationError, match="contains NaN"):
-        engine.generate(GenerationInputs(values, "x", "", "none", [photos["astronaut"]]))
-    images, _ = engine.generate(GenerationInputs(values, "x", "", "none", [photos["astronaut"]]))
+        engine.generate(request, folder)
+    images, _ = engine.generate(request, folder)
     assert images[0].size == (64, 64)

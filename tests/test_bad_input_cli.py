@@ -343,7 +343,7 @@ def tiny_cache(tmp_path_factory, monkeypatch):
 
 
 def test_jpeg_out_is_a_jpeg_with_parameters_and_tiny_says_what_it_ignores(gen, tmp_path, tiny_cache, capsys):
-    from instantid.cli.output import read_parameters
+    from instantid.output import read_parameters
 
     out = tmp_path / "portrait.jpg"
     assert main(gen("--adapter", str(tmp_path / "mine.bin"), "--steps", "1", out=out)) == 0

@@ -22,7 +22,7 @@ TINY = ["--arch", "tiny", "--size", "64", "--steps", "2", "--runs", "1", "--warm
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    code = main(["bench", *TINY, "--control-end", "1.0", "0.5", "--compare-without", "call-cache", "skip",
+    code = main(["bench", *TINY, "--control-end", "1.0", "0.5", "--compare-without", "call-constant-reuse", "idle-step-skipping",
                  "--json", str(out / "bench.json"), "--markdown", str(out / "bench.md")])
     return code, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
 
@@ -42,7 +42,7 @@ def test_cases_stages_and_ratios(tiny_run):
     assert ours["median_s"] > ours["stage_median_s"]["unet"] > 0
     assert ours["peak_rss_gib"] > 0.1 and not ours["nan_in_output"]
     assert "InstantID, end 0.5 / stock ControlNet, end 0.5" in record["ratios"]
-    assert "InstantID, end 1 / InstantID, end 1, without call-cache (CPU time)" in record["ratios"]
+    assert "InstantID, end 1 / InstantID, end 1, without call-constant-reuse (CPU time)" in record["ratios"]
     face = record["face_analysis"]
     assert face["backend"] == "dlib" and face["faces"] == 1 and face["cached_median_s"] < face["warm_median_s"]
     assert record["settings"]["width"] == 64 and record["environment"]["torch_threads"] == 1

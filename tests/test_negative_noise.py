@@ -94,14 +94,14 @@ def test_noise_does_nothing_without_cfg(pipe):
 
 def test_cli_flag_comes_from_the_params_table():
     from instantid.cli import build_parser
-    from instantid.cli.common import generation_values
+    from instantid.params import generation_values
 
     parser = build_parser()
     args = parser.parse_args(["generate", "--face", "x.jpg", "--prompt", "p", "--out", "o.png",
                               "--negative-face-noise", "0.35"])
-    assert generation_values(args)["negative_face_noise"] == 0.35
+    assert generation_values(vars(args))["negative_face_noise"] == 0.35
     args = parser.parse_args(["generate", "--face", "x.jpg", "--prompt", "p", "--out", "o.png"])
-    assert generation_values(args)["negative_face_noise"] == 0.0
+    assert generation_values(vars(args))["negative_face_noise"] == 0.0
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--face", "x.jpg", "--prompt", "p", "--out", "o.png",
                            "--negative-face-noise", "9"])

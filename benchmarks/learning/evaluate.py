@@ -21,14 +21,14 @@ from instantid.face import get_reference_face
 from instantid.face.keypoints import average_embeddings
 
 from .toy_models import ToyTextEncoder
-from .world import (COLOURS, NUM_PEOPLE, PEOPLE, SIZE, Picture, Pose, ToyRecognizer, draw_pictures, keypoint_image,
+from .world import (COLOURS, EXPRESSIONS, NUM_PEOPLE, PEOPLE, SIZE, Picture, Pose, ToyRecognizer, draw_pictures, keypoint_image,
                     random_poses, render)
 
 
 class Judge(torch.nn.Module):
     """16x16 picture in [-1, 1] -> (person logits, background logits, face centre in pixels)."""
 
-    def __init__(self):
+    def __init__(self, expressions: bool = False):
         super().__init__()
         self.features = torch.nn.Sequential(
             torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(32, 64, 3, stride=2, padding=1),
@@ -38,10 +38,21 @@ class Judge(torch.nn.Module):
         self.person = torch.nn.Linear(128, NUM_PEOPLE)
         self.colour = torch.nn.Linear(128, len(COLOURS))
         self.centre = torch.nn.Linear(128, 2)
+        # made last, so the default judge's initial weights are what they always were
+        self.expression = torch.nn.Linear(128, len(EXPRESSIONS)) if expressions else None
 
     def forward(self, pixels):
         h = self.features(pixels)
         return self.person(h), self.colour(h), self.centre(h) + SIZE / 2
+
+    @torch.no_grad()
+    def read_expression(self, pixels) -> torch.Tensor:
+        """Index into EXPRESSIONS of each picture's expression."""
+        return self.expression(self.features(pixels.clamp(-1, 1))).argmax(1)
+
+
+def expression_labels(pictures: list[Picture]) -> torch.Tensor:
+    return torch.tensor([EXPRESSIONS.index(p.expression) for p in pictures])
 
 
 def _as_tensors(pictures: list[Picture]):
@@ -57,15 +68,20 @@ class JudgeReport:
     person_accuracy: float
     colour_accuracy: float
     centre_error: float  # mean distance in pixels
+    expression_accuracy: float | None = None  # the judge on real renders (expression world only)
 
 
-def train_judge(seed: int, steps: int = 600, batch_size: int = 128) -> tuple[Judge, JudgeReport]:
-    """Train on fresh real renders of every pair; report on other fresh renders."""
+def train_judge(seed: int, steps: int = 600, batch_size: int = 128, expressions: bool = False
+                ) -> tuple[Judge, JudgeReport]:
+    """Train on fresh real renders of every pair; report on other fresh renders. `expressions`: the world
+    with per-picture expressions, and a head that reads them."""
     torch.manual_seed(seed)
-    judge = Judge()
+    judge = Judge(expressions)
     pairs = [(person, colour) for person in range(NUM_PEOPLE) for colour in COLOURS]
     rng = np.random.default_rng([seed, 3])
-    train = _as_tensors(draw_pictures(pairs, 120, rng))
+    train_pictures = draw_pictures(pairs, 120, rng, expressions)
+    train = _as_tensors(train_pictures)
+    expression_of = expression_labels(train_pictures) if expressions else None
     optimizer = torch.optim.Adam(judge.parameters(), lr=2e-3)
     for step in range(steps):
         index = torch.from_numpy(rng.choice(len(train[0]), size=batch_size, replace=False))
@@ -73,12 +89,19 @@ def train_judge(seed: int, steps: int = 600, batch_size: int = 128) -> tuple[Jud
         pixels = pixels + torch.randn(pixels.shape, generator=torch.Generator().manual_seed(step)) * 0.05
         person, colour, centre = judge(pixels)
         loss = F.cross_entropy(person, people) + F.cross_entropy(colour, colours) + F.smooth_l1_loss(centre, centres)
+        if expressions:
+            loss = loss + F.cross_entropy(judge.expression(judge.features(pixels)), expression_of[index])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     judge.eval().requires_grad_(False)
-    test_pixels, people, colours, centres = _as_tensors(draw_pictures(pairs, 10, rng))
-    return judge, score(judge, test_pixels, people, colours, centres)
+    test_pictures = draw_pictures(pairs, 10, rng, expressions)
+    test_pixels, people, colours, centres = _as_tensors(test_pictures)
+    report = score(judge, test_pixels, people, colours, centres)
+    if expressions:
+        report.expression_accuracy = (judge.read_expression(test_pixels) == expression_labels(test_pictures)
+                                      ).float().mean().item()
+    return judge, report
 
 
 @torch.no_grad()
@@ -97,9 +120,12 @@ class HeldOutTask:
     poses: dict[tuple[int, str], list[Pose]]
     noise: dict[tuple[int, str], torch.Tensor]
     references: dict[int, list[Picture]]  # per person: pictures on training backgrounds
+    # expression world: each pair's held-out photos show the opposite of its person's first reference
+    target_expression: dict[tuple[int, str], str] | None = None
 
     @classmethod
-    def draw(cls, held_out: set[tuple[int, str]], poses_per_pair: int, seed: int) -> "HeldOutTask":
+    def draw(cls, held_out: set[tuple[int, str]], poses_per_pair: int, seed: int, expressions: bool = False
+             ) -> "HeldOutTask":
         rng = np.random.default_rng([seed, 4])
         pairs = sorted(held_out)
         poses = {pair: random_poses(rng, poses_per_pair) for pair in pairs}
@@ -110,11 +136,22 @@ class HeldOutTask:
             colours = [c for c in COLOURS if (person, c) not in held_out]
             references[person] = [Picture(person, colour, pose, render(person, colour, pose))
                                   for colour, pose in zip(rng.choice(colours, size=3), random_poses(rng, 3))]
-        return cls(pairs, poses, noise, references)
+        if not expressions:
+            return cls(pairs, poses, noise, references)
+        target_expression = {}
+        for person, colour in pairs:  # drawn after everything above: the default task is unchanged
+            shown = EXPRESSIONS[int(rng.integers(len(EXPRESSIONS)))]
+            references[person] = [Picture(p.person, p.colour, p.pose, render(p.person, p.colour, p.pose, shown), shown)
+                                  for p in references[person]]
+            target_expression[person, colour] = next(e for e in EXPRESSIONS if e != shown)
+        return cls(pairs, poses, noise, references, target_expression)
 
     def targets(self) -> list[Picture]:
-        """The real pictures each generation should match (same person, background and pose)."""
-        return [Picture(person, colour, pose, render(person, colour, pose))
+        """The real pictures each generation should match (same person, background and pose; in the
+        expression world, the held-out photo's expression)."""
+        expression = self.target_expression or {}
+        return [Picture(person, colour, pose, render(person, colour, pose, expression.get((person, colour))),
+                        expression.get((person, colour)))
                 for person, colour in self.pairs for pose in self.poses[person, colour]]
 
     def reference_embedding(self, recognizer: ToyRecognizer, person: int, count: int) -> np.ndarray:
@@ -145,6 +182,29 @@ def generate(pipe, task: HeldOutTask, text: ToyTextEncoder, recognizer: ToyRecog
 def score_generations(judge: Judge, generated: torch.Tensor, task: HeldOutTask) -> JudgeReport:
     _, people, colours, centres = _as_tensors(task.targets())
     return score(judge, generated, people, colours, centres)
+
+
+@dataclass
+class CopyPaste:
+    """MultiID-Bench's Sim(Ref) vs Sim(GT), on the one feature the reference should *not* dictate: the
+    expression. Sim(Ref): outputs showing the reference's expression; Sim(GT): outputs showing the held-out
+    photo's (always the other one). copy_paste = Sim(Ref) - Sim(GT): +1 copies the reference every time,
+    0 does not follow it at all."""
+
+    sim_ref: float
+    sim_gt: float
+
+    @property
+    def copy_paste(self) -> float:
+        return self.sim_ref - self.sim_gt
+
+
+def copy_paste_score(judge: Judge, generated: torch.Tensor, task: HeldOutTask) -> CopyPaste:
+    shown = judge.read_expression(generated)
+    targets = expression_labels(task.targets())
+    references = torch.tensor([EXPRESSIONS.index(task.references[person][0].expression)
+                               for person, colour in task.pairs for _ in task.poses[person, colour]])
+    return CopyPaste((shown == references).float().mean().item(), (shown == targets).float().mean().item())
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:

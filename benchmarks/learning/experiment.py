@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .evaluate import HeldOutTask, generate, score_generations, to_uint8, train_judge
+from .evaluate import HeldOutTask, copy_paste_score, generate, score_generations, to_uint8, train_judge
 from .toy_models import ToyTextEncoder
 from .train import ARMS, StagePlan, TrainingSet, train_base, train_instantid
 from .world import COLOURS, NUM_PEOPLE, ToyRecognizer, draw_pictures, held_out_pairs
@@ -37,6 +37,11 @@ class Preset:
     embedding_noise: float  # the recognizer's per-picture spread when training
     noisy_embedding_noise: float  # ... for the 1-vs-3 references comparison
     sweep: bool  # adapter x IdentityNet strength sweep
+    # the reference-mode comparison (`references`): per-picture expressions leaking into the embedding,
+    # stage 2 trained once per `--reference` mode on the same frozen base
+    expressions: bool = False
+    expression_leak: float = 0.0
+    reference_modes: tuple[str, ...] = ("same",)
 
 
 PRESETS = {
@@ -46,7 +51,17 @@ PRESETS = {
     "smoke": Preset(poses_per_pair=40, base=StagePlan(steps=150, batch_size=32), instantid=StagePlan(steps=150, batch_size=32),
                     arms=("both",), judge_steps=300, eval_poses=2, eval_steps=10,
                     embedding_noise=0.3, noisy_embedding_noise=1.0, sweep=False),
+    # sized for a machine shared by several jobs: one base per seed serves both reference modes
+    "references": Preset(poses_per_pair=60, base=StagePlan(steps=450, batch_size=64), instantid=StagePlan(steps=300),
+                         arms=("both",), judge_steps=600, eval_poses=8, eval_steps=20, embedding_noise=0.3,
+                         noisy_embedding_noise=1.0, sweep=False, expressions=True, expression_leak=0.5,
+                         reference_modes=("same", "other")),
 }
+
+
+def trained_name(arm: str, reference: str) -> str:
+    """The stage-2 run of `arm` with `--reference reference` (`same`, the paper, keeps the arm's name)."""
+    return arm if reference == "same" else f"{arm}, reference {reference}"
 
 
 class Variant(NamedTuple):
@@ -67,6 +82,11 @@ VARIANTS = (
     Variant("both", "both", 1.0, 1.0),
     Variant("both, 1 noisy ref", "both", 1.0, 1.0, noisy=True, references=1),
     Variant("both, 3 noisy refs", "both", 1.0, 1.0, noisy=True, references=3),
+)
+REFERENCE_VARIANTS = (
+    Variant("base", "both", 0.0, 0.0),
+    Variant("both, reference same", "both", 1.0, 1.0),
+    Variant("both, reference other", trained_name("both", "other"), 1.0, 1.0),
 )
 
 
@@ -101,15 +121,15 @@ def run_seed(seed: int, preset_name: str, out_dir: Path) -> SeedResult:
 
     held_out = held_out_pairs(seed)
     train_pairs = [(p, c) for p in range(NUM_PEOPLE) for c in COLOURS if (p, c) not in held_out]
-    pictures = draw_pictures(train_pairs, preset.poses_per_pair, np.random.default_rng([seed, 0]))
-    recognizer = ToyRecognizer(seed, noise=preset.embedding_noise)
+    pictures = draw_pictures(train_pairs, preset.poses_per_pair, np.random.default_rng([seed, 0]), preset.expressions)
+    recognizer = ToyRecognizer(seed, noise=preset.embedding_noise, expression_leak=preset.expression_leak)
     recognizer.remember(pictures)
     text = ToyTextEncoder(seed)
     data = TrainingSet.from_pictures(pictures, text, recognizer)
     logger.info("seed %d: %d training pictures of %d pairs; held out: %s", seed, len(pictures), len(train_pairs),
                 sorted(held_out))
 
-    judge, judge_report = train_judge(seed, steps=preset.judge_steps)
+    judge, judge_report = train_judge(seed, steps=preset.judge_steps, expressions=preset.expressions)
     result.judge = asdict(judge_report)
     logger.info("seed %d: judge on real renders: identity %.3f, background %.3f, centre error %.2f px", seed,
                 judge_report.person_accuracy, judge_report.colour_accuracy, judge_report.centre_error)
@@ -119,17 +139,21 @@ def run_seed(seed: int, preset_name: str, out_dir: Path) -> SeedResult:
     logger.info("seed %d: base loss %.4f -> %.4f", seed, *result.losses["base"])
     pipes = {}
     for arm in preset.arms:
-        components, losses = train_instantid(base, ARMS[arm], data, preset.instantid, seed, label=f"seed {seed} {arm}")
-        pipes[arm] = components.pipe
-        result.losses[arm] = _loss_ends(losses)
-        result.frozen_unchanged[arm] = _base_unchanged(base, components.pipe.unet)
-        logger.info("seed %d: %s loss %.4f -> %.4f, frozen base unchanged: %s", seed, arm, *result.losses[arm],
-                    result.frozen_unchanged[arm])
+        for reference in preset.reference_modes:
+            name = trained_name(arm, reference)
+            components, losses = train_instantid(base, ARMS[arm], data, preset.instantid, seed,
+                                                 label=f"seed {seed} {name}", reference=reference)
+            pipes[name] = components.pipe
+            result.losses[name] = _loss_ends(losses)
+            result.frozen_unchanged[name] = _base_unchanged(base, components.pipe.unet)
+            logger.info("seed %d: %s loss %.4f -> %.4f, frozen base unchanged: %s", seed, name, *result.losses[name],
+                        result.frozen_unchanged[name])
 
-    task = HeldOutTask.draw(held_out, preset.eval_poses, seed)
-    recognizers = {False: recognizer, True: ToyRecognizer(seed, noise=preset.noisy_embedding_noise)}
+    task = HeldOutTask.draw(held_out, preset.eval_poses, seed, expressions=preset.expressions)
+    recognizers = {False: recognizer, True: ToyRecognizer(seed, noise=preset.noisy_embedding_noise,
+                                                          expression_leak=preset.expression_leak)}
     grids = {}
-    for variant in VARIANTS:
+    for variant in (REFERENCE_VARIANTS if preset.expressions else VARIANTS):
         if variant.arm not in pipes:
             continue
         images = generate(pipes[variant.arm], task, text, recognizers[variant.noisy],
@@ -141,6 +165,12 @@ def run_seed(seed: int, preset_name: str, out_dir: Path) -> SeedResult:
         grids[variant.name] = images
         logger.info("seed %d: %-20s identity %.3f  background %.3f  position error %.2f px", seed, variant.name,
                     report.person_accuracy, report.colour_accuracy, report.centre_error)
+        if preset.expressions:
+            copied = copy_paste_score(judge, images, task)
+            result.variants[variant.name].update(sim_ref=copied.sim_ref, sim_gt=copied.sim_gt,
+                                                 copy_paste=copied.copy_paste)
+            logger.info("seed %d: %-20s expression of the reference %.3f, of the held-out photo %.3f: copy-paste %+.3f",
+                        seed, variant.name, copied.sim_ref, copied.sim_gt, copied.copy_paste)
     if preset.sweep and "both" in pipes:
         for adapter_scale in STRENGTHS:
             for identitynet_scale in STRENGTHS:

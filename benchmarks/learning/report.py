@@ -66,6 +66,68 @@ def bar_chart(results: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+REFERENCE_METRICS = METRICS + (("sim_ref", "Sim(Ref): reference's expression", "{:.3f}"),
+                               ("sim_gt", "Sim(GT): held-out photo's expression", "{:.3f}"),
+                               ("copy_paste", "copy-paste = Sim(Ref) - Sim(GT)", "{:+.3f}"))
+
+
+def write_reference_report(results: list[dict], run: dict, results_md: Path, rel: str) -> str:
+    """The `references` preset: `--reference same` vs `other` on one base per seed."""
+    seeds = [r["seed"] for r in results]
+    variants = list(results[0]["variants"])
+    preset = PRESETS[results[0]["preset"]]
+    lines = [
+        "# Paired references vs copy-paste: `--reference same` (the paper) vs `other`",
+        "",
+        f"Command: `{run.get('command', 'python -m benchmarks.learning --preset references')}` (seeds "
+        f"{', '.join(map(str, seeds))})."
+        + (f" It took {run['minutes']} min on {run['cpus']} CPU cores shared with other jobs ({run['jobs']} seeds at "
+           f"once, {run['threads_per_job']} torch thread(s) each; torch {run['torch']}, {run['date']})." if run else ""),
+        "",
+        f"The world of [README.md](README.md) with one change: the mouth is an **expression** drawn per picture "
+        f"(smile or neutral) instead of a trait of the person, and the recognizer leaks it into the embedding "
+        f"(±{preset.expression_leak} along a fixed direction; identity vector norm 1, noise {preset.embedding_noise}), "
+        "as real face embeddings carry some expression, pose and lighting. Per seed one base "
+        f"({preset.base.steps} steps) is trained and frozen, then InstantID (both modules, {preset.instantid.steps} "
+        "steps) twice on it: with each picture's own embedding as the reference (`same`) and with the embedding of "
+        "another random picture of the same person (`other`, any background, pose and expression). The keypoints are "
+        "always the target's. Evaluation: held-out (person, background) pairs; each pair's reference shows one "
+        "expression and its held-out photos the other. **Sim(Ref)** is the share of outputs the judge reads with the "
+        "reference's expression, **Sim(GT)** with the held-out photo's; copy-paste = Sim(Ref) - Sim(GT) (MultiID-Bench's "
+        "Sim(Ref) vs Sim(GT), on the feature the reference should not dictate).",
+        "",
+        "## Median over seeds", "",
+        "| variant | " + " | ".join(title for _, title, _ in REFERENCE_METRICS) + " |",
+        "|---|" + "---:|" * len(REFERENCE_METRICS)]
+    for v in variants:
+        lines.append(f"| {v} | " + " | ".join(fmt.format(median(results, v, m)) for m, _, fmt in REFERENCE_METRICS) + " |")
+    lines += ["", "## Per seed", "", "| seed | variant | " + " | ".join(t for _, t, _ in REFERENCE_METRICS) + " |",
+              "|---:|---|" + "---:|" * len(REFERENCE_METRICS)]
+    for r in results:
+        for v in variants:
+            lines.append(f"| {r['seed']} | {v} | " + " | ".join(fmt.format(r["variants"][v][m])
+                                                                for m, _, fmt in REFERENCE_METRICS) + " |")
+    lines += ["", "## The judge on real renders", "", "| seed | identity | background | expression | centre error (px) |",
+              "|---:|---:|---:|---:|---:|"]
+    for r in results:
+        j = r["judge"]
+        lines.append(f"| {r['seed']} | {j['person_accuracy']:.3f} | {j['colour_accuracy']:.3f} | "
+                     f"{j.get('expression_accuracy') or 0:.3f} | {j['centre_error']:.2f} |")
+    lines += ["", "## Training losses (mean of the first / last 10% of steps)", "", "| seed | stage | first | last | "
+              "base bit-identical after |", "|---:|---|---:|---:|---|"]
+    for r in results:
+        for stage, (first, last) in r["losses"].items():
+            lines.append(f"| {r['seed']} | {stage} | {first:.4f} | {last:.4f} | "
+                         f"{'' if stage == 'base' else r['frozen_unchanged'][stage]} |")
+    lines += ["", f"## Samples (seed {seeds[0]})", "", "Each row: the reference, a gap, then (held-out photo, output) "
+              "per pose.", ""]
+    for v in variants:
+        lines += [f"**{v}**", "", f"![{v}]({rel}/seed{seeds[0]}/{grid_file_name(v)})", ""]
+    text = "\n".join(lines) + "\n"
+    results_md.write_text(text, encoding="utf-8")
+    return text
+
+
 def write_report(out_dir: Path, results_md: Path, seeds: list[int] | None = None) -> str:
     results = load_results(out_dir, seeds)
     run_file = out_dir / "run.json"
@@ -74,6 +136,8 @@ def write_report(out_dir: Path, results_md: Path, seeds: list[int] | None = None
     if not results:
         raise SystemExit(f"no results under {out_dir}: run the experiment first")
     preset = PRESETS[results[0]["preset"]]
+    if preset.expressions:
+        return write_reference_report(results, run, results_md, rel)
     seeds = [r["seed"] for r in results]
     variants = list(results[0]["variants"])
     lines = [

@@ -21,6 +21,7 @@ from instantid.face import get_reference_face
 from instantid.models.architectures import SD15, cross_attention_modules
 from instantid.training.loop import batch_generator, compute_loss
 from instantid.training.model import InstantIDTrainingModel, assemble_components
+from instantid.training.references import IdentityGroups, ReferenceMode, pick_reference
 
 from .toy_models import FACE_TOKENS, RESAMPLER_WIDTH, ToyTextEncoder, instantid_pipeline, toy_unet, training_scheduler
 from .world import EMBEDDING_DIM, Picture, ToyRecognizer, keypoint_image
@@ -36,6 +37,7 @@ class TrainingSet:
     text_states: torch.Tensor
     kps_images: torch.Tensor
     face_embeddings: torch.Tensor
+    people: list[int] | None = None  # identity labels, for paired references
 
     @classmethod
     def from_pictures(cls, pictures: list[Picture], text: ToyTextEncoder, recognizer: ToyRecognizer) -> "TrainingSet":
@@ -46,14 +48,32 @@ class TrainingSet:
         return cls(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
                    torch.stack([states[p.colour] for p in pictures]),
                    torch.from_numpy(kps).permute(0, 3, 1, 2).contiguous(),
-                   torch.from_numpy(embeddings))
+                   torch.from_numpy(embeddings), [p.person for p in pictures])
 
-    def batch(self, rng: np.random.Generator, size: int) -> dict:
-        """A batch in the layout `instantid.training.loop.compute_loss` reads (latents = pixels here)."""
+    def batch(self, rng: np.random.Generator, size: int, references: "References | None" = None) -> dict:
+        """A batch in the layout `instantid.training.loop.compute_loss` reads (latents = pixels here). With
+        `references`, each sample's face embedding is picked by the project's `pick_reference` (keypoints
+        stay the target's)."""
         index = torch.from_numpy(rng.choice(len(self.pixels), size=size, replace=False))
+        face_index = index if references is None else torch.tensor(
+            [pick_reference(references.mode, references.groups, int(i), references.rng) for i in index])
         return {"latents": self.pixels[index], "text_states": self.text_states[index],
-                "kps_image": self.kps_images[index], "face_embedding": self.face_embeddings[index],
+                "kps_image": self.kps_images[index], "face_embedding": self.face_embeddings[face_index],
                 "time_ids": torch.zeros(size, 6)}  # SDXL's size ids; unused by an SD1.5-family base
+
+
+@dataclass
+class References:
+    """How stage 2 picks each sample's reference: `instantid.training.references` on the world's labels."""
+
+    mode: ReferenceMode
+    groups: IdentityGroups
+    rng: np.random.Generator
+
+    @classmethod
+    def for_data(cls, data: TrainingSet, mode: str, seed: int) -> "References | None":
+        parsed = ReferenceMode.parse(mode)
+        return cls(parsed, IdentityGroups(data.people), np.random.default_rng([seed, 6])) if parsed.pairs else None
 
 
 @dataclass
@@ -119,12 +139,14 @@ def instantid_on(base: torch.nn.Module, arms: tuple[str, ...], seed: int):
 
 
 def train_instantid(base: torch.nn.Module, arms: tuple[str, ...], data: TrainingSet, plan: StagePlan, seed: int,
-                    label: str) -> tuple[object, list[float]]:
-    """Stage 2: train `arms` on the frozen base with the project's training step."""
+                    label: str, reference: str = "same") -> tuple[object, list[float]]:
+    """Stage 2: train `arms` on the frozen base with the project's training step; `reference` is the
+    trainer's `--reference` (same, other, mixed:P)."""
     components, model = instantid_on(base, arms, seed)
     rng = np.random.default_rng([seed, 2])
+    references = References.for_data(data, reference, seed)
     losses = _fit([p for p in model.parameters() if p.requires_grad], plan, label,
-                  lambda step: compute_loss(components, model, data.batch(rng, plan.batch_size),
+                  lambda step: compute_loss(components, model, data.batch(rng, plan.batch_size, references),
                                             batch_generator(seed, 2, step)))
     components.pipe.controlnet.eval()
     components.pipe.unet.eval()

@@ -25,6 +25,11 @@ _DRAW_SCALE = 4  # drawn at 64x64, then box-filtered to 16x16
 _KPS_CANVAS = 128  # keypoints are drawn as released (fixed pen sizes) on 128x128, then resized
 EMBEDDING_DIM = 64
 
+# Expressions (the reference-mode comparison only): the mouth then varies per picture instead of being a
+# trait of the person, and the recognizer leaks a little of it into the embedding, as real face
+# embeddings carry some expression, pose and lighting: what a model trained with `same` references copies.
+EXPRESSIONS = ("smile", "neutral")
+
 BACKGROUNDS = {"red": (190, 45, 45), "green": (45, 150, 70), "blue": (45, 75, 190), "purple": (125, 60, 160)}
 COLOURS = tuple(BACKGROUNDS)
 
@@ -80,8 +85,8 @@ def caption(colour: str) -> str:
     return f"a face on {colour} background"
 
 
-def render(person: int, colour: str, pose: Pose) -> np.ndarray:
-    """One picture: uint8 [16, 16, 3]."""
+def render(person: int, colour: str, pose: Pose, expression: str | None = None) -> np.ndarray:
+    """One picture: uint8 [16, 16, 3]. `expression` None: the person's own mouth."""
     p, s = PEOPLE[person], _DRAW_SCALE
     big = Image.new("RGB", (SIZE * s, SIZE * s), BACKGROUNDS[colour])
     draw = ImageDraw.Draw(big)
@@ -96,7 +101,7 @@ def render(person: int, colour: str, pose: Pose) -> np.ndarray:
     for x, y in kps[:2]:
         draw.ellipse([x - eye, y - eye, x + eye, y + eye], fill=p.eyes)
     (lx, ly), (rx, ry) = kps[3], kps[4]
-    if p.smile:
+    if (p.smile if expression is None else expression == "smile"):
         draw.arc([lx, ly - r * 0.25, rx, ry + r * 0.2], 0, 180, fill=(120, 20, 30), width=max(1, int(r * 0.12)))
     else:
         draw.line([lx, ly, rx, ry], fill=(120, 20, 30), width=max(1, int(r * 0.12)))
@@ -121,17 +126,23 @@ class Picture:
     colour: str
     pose: Pose
     pixels: np.ndarray  # uint8 [16, 16, 3]
+    expression: str | None = None  # None: the person's own mouth (the default world)
 
     @property
     def kps(self) -> np.ndarray:
         return self.pose.keypoints(PEOPLE[self.person].face_width)
 
 
-def draw_pictures(pairs, poses_per_pair: int, rng: np.random.Generator) -> list[Picture]:
+def draw_pictures(pairs, poses_per_pair: int, rng: np.random.Generator, expressions: bool = False) -> list[Picture]:
+    """`expressions`: each picture gets a random expression (drawn after the poses, so the default world's
+    random stream is unchanged)."""
     pictures = []
     for person, colour in sorted(pairs):
-        for pose in random_poses(rng, poses_per_pair):
-            pictures.append(Picture(person, colour, pose, render(person, colour, pose)))
+        poses = random_poses(rng, poses_per_pair)
+        chosen = [EXPRESSIONS[int(i)] for i in rng.integers(len(EXPRESSIONS), size=len(poses))] if expressions \
+            else [None] * len(poses)
+        for pose, expression in zip(poses, chosen):
+            pictures.append(Picture(person, colour, pose, render(person, colour, pose, expression), expression))
     return pictures
 
 
@@ -146,10 +157,13 @@ class ToyRecognizer:
     name = "toy"
     embedding_dim = EMBEDDING_DIM
 
-    def __init__(self, seed: int, noise: float = 0.3):
+    def __init__(self, seed: int, noise: float = 0.3, expression_leak: float = 0.0):
         rng = np.random.default_rng([seed, 7])
         vectors = rng.normal(size=(NUM_PEOPLE, EMBEDDING_DIM))
         self.identity_vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+        direction = np.random.default_rng([seed, 8]).normal(size=EMBEDDING_DIM)
+        self.expression_vector = (direction / np.linalg.norm(direction)).astype(np.float32)
+        self.expression_leak = expression_leak  # +leak * vector for a smile, -leak for neutral
         self.noise = noise
         self.seed = seed
         self._known: dict[bytes, Picture] = {}
@@ -173,5 +187,7 @@ class ToyRecognizer:
         w = picture.pose.radius * PEOPLE[picture.person].face_width
         bbox = np.array([picture.pose.x - w, picture.pose.y - picture.pose.radius,
                          picture.pose.x + w, picture.pose.y + picture.pose.radius], dtype=np.float32)
-        return [Face(bbox=bbox, kps=kps, score=1.0, backend=self.name,
-                     embedding=(self.identity_vectors[picture.person] + noise).astype(np.float32))]
+        embedding = self.identity_vectors[picture.person] + noise
+        if self.expression_leak and picture.expression is not None:
+            embedding = embedding + self.expression_leak * (1 if picture.expression == "smile" else -1) * self.expression_vector
+        return [Face(bbox=bbox, kps=kps, score=1.0, backend=self.name, embedding=embedding.astype(np.float32))]

@@ -1,8 +1,9 @@
-"""Generation parameters, declared once: name in the pipeline call, CLI flag, default, range, help.
+"""Generation parameters, declared once: name in the pipeline call, CLI flag, default, range or choices, help.
 
 The library entry (`generate_from_photos` and the swap / multi-identity entries) takes its defaults and
-range checks from this table through `resolve`; the CLI (and any other front end) derives its options from
-it. So the same inputs give the same image whichever way they come in.
+range checks from this table through `resolve`; the CLI options, the service's request schema and the UI's
+controls are derived from it (GENERATION_PARAMS, and JOB_PARAMS for the per-job knobs beside them). So the
+same inputs give the same image whichever way they come in.
 
 This module imports nothing heavy: front ends build their parsers from it in milliseconds.
 """
@@ -22,11 +23,18 @@ class Param:
     help: str
     min: float | None = None
     max: float | None = None
+    min_open: bool = False  # the minimum itself is refused: (min, max]
+    choices: tuple | None = None  # a choice among names instead of a number
 
     def parse(self, text: str):
         """Convert and range-check a command-line value (argparse `type=`)."""
         import argparse
 
+        if self.choices is not None:
+            try:
+                return self.check(text)
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
         try:
             value = self.type(text)
         except ValueError:
@@ -44,16 +52,21 @@ class Param:
 
         from .errors import UsageError
 
+        if self.choices is not None:
+            if value not in self.choices:
+                raise UsageError(f"{self.flag} must be one of {', '.join(map(str, self.choices))}, got {str(value)[:64]!r}")
+            return value
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise UsageError(f"{self.flag} must be a{'n integer' if self.type is int else ' number'}, got {value!r}")
         if not math.isfinite(value):
             raise UsageError(f"{self.flag} must be a finite number, got {value}")
         if self.type is int and not float(value).is_integer():
             raise UsageError(f"{self.flag} must be an integer, got {value}")
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise UsageError(f"{self.flag} must be between {self.min} and {self.max}, got {value}")
+        too_low = self.min is not None and (value <= self.min if self.min_open else value < self.min)
+        if too_low or (self.max is not None and value > self.max):
+            span = f"in ({self.min}, {self.max}]" if self.min_open else f"between {self.min} and {self.max}"
+            raise UsageError(f"{self.flag} must be {span}, got {value}")
         return value
-
 
 
 GENERATION_PARAMS: tuple[Param, ...] = (
@@ -92,8 +105,56 @@ SWAP_FEATHER = 0.12  # blur radius as a fraction of the face box's larger side
 FACE_DETAIL_MODES = ("auto", "on", "off")
 FACE_DETAIL_THRESHOLD = 256  # px, long side of the face box: smaller faces are repainted in "auto"
 FACE_DETAIL_STRENGTH = 0.4  # moderate: keeps the face's colours and layout, re-draws its detail
+MAX_FACE_INDEX = 31  # the N-th largest face of a group photo; more faces than that are not a portrait
+
+# Face analysis backend of every command that analyses faces (--face-backend; face/backend_rule.py applies it).
+FACE_BACKEND_CHOICES = ("auto", "antelopev2", "dlib")
+FACE_BACKEND_RULE = ("auto = antelopev2 where the released weights are used (generate, swap, multi, serve, ui), dlib "
+                     "elsewhere and with --tiny (offline, free); for eval, every recognizer available")
+
+
+def face_backend_name(choice: str = "auto", *, released_weights: bool = False, tiny: bool = False) -> str:
+    """FACE_BACKEND_RULE: the backend `choice` names (antelopev2 or dlib as given; `auto` = antelopev2 where
+    the released weights are used and not tiny random ones, else dlib). Kept here, beside the rule's text,
+    so a parser can state it and a command apply it without importing the face libraries."""
+    if choice not in FACE_BACKEND_CHOICES:
+        raise ValueError(f"unknown face backend {choice!r}; choose one of {', '.join(FACE_BACKEND_CHOICES)}")
+    if choice != "auto":
+        return choice
+    return "antelopev2" if released_weights and not tiny else "dlib"
+LORA_SCALE_RANGE = (-5.0, 5.0)  # negative scales are how "slider" LoRAs are used
+
+
+def _job_params() -> tuple[Param, ...]:
+    from .pipelines.schedulers import SCHEDULERS  # both plain tables: no heavy import
+    from .pipelines.styles import BUILTIN_STYLES
+
+    return (
+        Param("face_index", "--face-index", int, 0,
+              "in group photos, use the N-th largest face of each face photo (0 = largest)", 0, MAX_FACE_INDEX),
+        Param("face_detail", "--face-detail", str, "off",
+              f"repaint each face at the working size after generation: auto = when its long side is below "
+              f"{FACE_DETAIL_THRESHOLD} px (full-body and wide shots), on = always, off", choices=FACE_DETAIL_MODES),
+        Param("face_detail_strength", "--face-detail-strength", float, FACE_DETAIL_STRENGTH,
+              "how much of the face the detail pass repaints, in (0, 1]; it needs steps x strength >= 1",
+              0.0, 1.0, min_open=True),
+        Param("style", "--style", str, "none", "style preset: " + ", ".join(BUILTIN_STYLES),
+              choices=tuple(BUILTIN_STYLES)),
+        Param("scheduler", "--scheduler", str, None, "sampler (default: the base model's, Euler for SDXL base)",
+              choices=tuple(SCHEDULERS)),
+        Param("lora_scale", "--lora", float, 1.0, "LoRA strength (0 = off; negative for slider LoRAs)",
+              *LORA_SCALE_RANGE),
+    )
+
+
+# The per-job knobs beside the generation parameters: the entries take them as keywords of their own (and a
+# server applies scheduler and LoRA scales per job); `resolve` leaves them alone.
+JOB_PARAMS: tuple[Param, ...] = _job_params()
+JOB_PARAMS_BY_NAME = {p.name: p for p in JOB_PARAMS}
 
 DEFAULTS = {p.name: p.default for p in GENERATION_PARAMS}
+# `--tiny` runs on random tiny weights; these keep it to seconds on a CPU.
+TINY_DEFAULTS = {"width": 128, "height": 128, "num_inference_steps": 4}
 
 
 def split_params(kwargs: dict) -> tuple[dict, dict]:
@@ -122,6 +183,17 @@ def resolve(given: dict | None = None, skip=frozenset()) -> dict:
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--control-start ({start}) must be below --control-end ({end})")
     return values
+
+
+def generation_values(given: dict, *, tiny: bool = False, skip=frozenset()) -> dict:
+    """The table's values (less `skip`) for a front end's options: given (None = not given), else TINY_DEFAULTS
+    with `tiny`, else the table's defaults; checked by `resolve`. Keys of `given` outside the table are ignored."""
+    chosen = {}
+    for param in GENERATION_PARAMS:
+        if param.name not in skip:
+            value = given.get(param.name)
+            chosen[param.name] = TINY_DEFAULTS.get(param.name) if value is None and tiny else value
+    return resolve(chosen, skip=skip)
 
 
 def seeded_generator(seed: int):

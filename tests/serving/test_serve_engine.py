@@ -8,27 +8,36 @@ import pytest
 import torch
 
 from instantid.cli import build_parser
-from instantid.serving.engine import Engine, GenerationInputs, JobCancelled
+from instantid.cli.serve import engine_config
+from instantid.serving.engine import Engine, JobCancelled
+from instantid.serving.schemas import JobRequest
 
 pytestmark = pytest.mark.slow
 
 
 def _engine(*options):
-    args = build_parser().parse_args(["serve", "--tiny", "--device", "cpu", *options])
-    engine = Engine(args)
+    engine = Engine(engine_config(build_parser().parse_args(["serve", "--tiny", "--device", "cpu", *options])))
     engine.load()
     return engine
+
+
+def _request(values, photo, **more) -> JobRequest:
+    """A job's request for one face photo (its file name: the engine runs it in the photo's folder)."""
+    return JobRequest(prompt="a portrait", faces=[photo.name], **values, **more)
 
 
 def test_serve_takes_generate_model_options():
     args = build_parser().parse_args(["serve", "--base", "B", "--identitynet", "I", "--adapter", "A", "--face-backend",
                                       "dlib", "--lora", "l.safetensors:0.5", "--controlnet", "canny", "--dtype",
                                       "bfloat16", "--device", "cpu", "--offload", "--queue-size", "3", "--api-key", "k"])
-    assert (args.base, args.identitynet, args.adapter, args.lora, args.controlnet) == (
-        "B", "I", "A", ["l.safetensors:0.5"], ["canny"])
-    assert (args.dtype, args.device, args.offload, args.queue_size, args.api_key) == ("bfloat16", "cpu", True, 3, "k")
-    ui = build_parser().parse_args(["ui", "--tiny", "--lora", "x", "--controlnet", "depth"])
-    assert ui.tiny and ui.lora == ["x"] and ui.controlnet == ["depth"]
+    config = engine_config(args)
+    load = config.load
+    assert (load.base, load.identitynet, load.adapter, load.loras, config.control_kinds) == (
+        "B", "I", "A", (("l.safetensors", 0.5),), ("canny",))
+    assert (load.dtype, load.device, load.offload, config.face_backend) == ("bfloat16", "cpu", True, "dlib")
+    assert (args.queue_size, args.api_key) == (3, "k")
+    ui = engine_config(build_parser().parse_args(["ui", "--tiny", "--lora", "x", "--controlnet", "depth"]))
+    assert ui.load.tiny and ui.load.loras == (("x", 1.0),) and ui.control_kinds == ("depth",)
 
 
 def test_same_pixels_as_the_library_and_cancel(photos):
@@ -37,7 +46,7 @@ def test_same_pixels_as_the_library_and_cancel(photos):
     engine = _engine()
     values = engine.resolve_values({"num_inference_steps": 2, "width": 64, "height": 64, "seed": 11})
     steps = []
-    images, parameters = engine.generate(GenerationInputs(values, "a portrait", "", "none", [photos["astronaut"]]),
+    images, parameters = engine.generate(_request(values, photos["astronaut"]), photos["astronaut"].parent,
                                          on_step=lambda s, t: steps.append((s, t)))
     assert steps == [(0, 2), (1, 2), (2, 2)] and parameters["seed"] == 11
     direct = generate_from_photos(engine.pipe, [photos["astronaut"]], "a portrait", analyzer=engine.analyzer,
@@ -51,16 +60,17 @@ def test_same_pixels_as_the_library_and_cancel(photos):
             raise JobCancelled()
 
     with pytest.raises(JobCancelled):
-        engine.generate(GenerationInputs(values, "a portrait", "", "none", [photos["astronaut"]]), cancel_at_first_step)
+        engine.generate(_request(values, photos["astronaut"]), photos["astronaut"].parent, cancel_at_first_step)
 
 
 def test_extra_controlnet(photos):
     engine = _engine("--controlnet", "canny")
     values = engine.resolve_values({"num_inference_steps": 2, "width": 64, "height": 64})
-    with_photo, parameters = engine.generate(GenerationInputs(
-        values, "a portrait", "", "none", [photos["astronaut"]], controls={"canny": (photos["t1"], 0.6)}))
+    folder = photos["astronaut"].parent
+    with_photo, parameters = engine.generate(
+        _request(values, photos["astronaut"], controls={"canny": str(photos["t1"])}, canny_scale=0.6), folder)
     assert parameters["control_scales"] == {"canny": 0.6}
-    without, parameters = engine.generate(GenerationInputs(values, "a portrait", "", "none", [photos["astronaut"]]))
+    without, parameters = engine.generate(_request(values, photos["astronaut"]), folder)
     assert parameters["control_scales"] == {"canny": 0.0}
     assert not np.array_equal(np.asarray(with_photo[0]), np.asarray(without[0]))
 

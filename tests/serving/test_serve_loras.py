@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from instantid.errors import UsageError
-from instantid.serving.loras import as_text, requested_scales, server_loras
+from instantid.pipelines.loading import parse_lora_spec
+from instantid.serving.loras import as_text, requested_scales
+from instantid.serving.loras import server_loras as named
+
+
+def server_loras(specs: list[str]):
+    """The LoRAs of a server started with these --lora specs."""
+    return named([parse_lora_spec(spec) for spec in specs])
 
 
 def test_names_from_the_startup_specs():

@@ -66,6 +66,16 @@ def page(ui_url):
         browser.close()
 
 
+def test_generate_sits_by_the_prompt(page):
+    """With --tiny the advanced settings are open; the button still comes right after the prompt and style, on
+    the first screen, not below the settings."""
+    page.reload()
+    page.wait_for_selector("#generate")
+    button, style, advanced = (page.locator(f"#{name}").bounding_box() for name in ("generate", "style", "scheduler"))
+    assert style["y"] < button["y"] < advanced["y"]
+    assert button["y"] + button["height"] <= page.viewport_size["height"]
+
+
 def test_no_face_is_a_clear_message(page, blank):
     page.locator("#faces input[type=file]").set_input_files(str(blank))
     page.wait_for_timeout(500)

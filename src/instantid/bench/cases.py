@@ -63,7 +63,7 @@ def build_cases(settings: BenchSettings, inputs: dict) -> list[Case]:
             face = dict(control, control_guidance_end=end, image_embeds=inputs["embedding"],
                         ip_adapter_scale=ADAPTER_SCALE)
             speedups = {attribute: True for attribute in INSTANTID_SPEEDUPS.values()}
-            speedups["skip_zero_scale_controlnets"] = settings.skip_idle_controlnets
+            speedups[INSTANTID_SPEEDUPS["idle-step-skipping"]] = settings.idle_step_skipping
             cases.append(Case(f"InstantID, end {end:g}", "instantid", face, speedups))
             for name in settings.compare_without:
                 cases.append(Case(f"InstantID, end {end:g}, without {name}", "instantid", face,

@@ -18,8 +18,11 @@ PIPELINES = ("sdxl", "controlnet", "instantid")
 DEFAULT_RESOLUTION = {"sdxl": 1024, "tiny": 128}
 DEFAULT_STEPS = {"sdxl": 30, "tiny": 4}
 FACE_BACKENDS = ("dlib", "antelopev2", "none")
-# InstantID's own speed-ups, each a pipeline attribute; `compare_without` adds cases with one turned off.
-INSTANTID_SPEEDUPS = {"skip": "skip_zero_scale_controlnets", "call-cache": "compute_constant_inputs_once"}
+# InstantID's own speed-ups by name, each a pipeline attribute; `compare_without` adds cases with one turned off.
+# idle-step skipping: a ControlNet at scale 0 (outside its control window) is not run; call-constant reuse:
+# face tokens and cross-attention keys/values computed once per call (models/call_constants.py).
+INSTANTID_SPEEDUPS = {"idle-step-skipping": "skip_zero_scale_controlnets",
+                      "call-constant-reuse": "compute_constant_inputs_once"}
 
 
 class BenchSettingsError(UsageError):
@@ -45,7 +48,7 @@ class BenchSettings:
     dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU
     device: str = "auto"
     options: SpeedOptions = field(default_factory=SpeedOptions)
-    skip_idle_controlnets: bool = True
+    idle_step_skipping: bool = True
     compare_without: tuple[str, ...] = ()  # keys of INSTANTID_SPEEDUPS
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     face_photo: str | None = None  # None: a sample photo shipped with a package

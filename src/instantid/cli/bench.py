@@ -25,7 +25,7 @@ real, images are noise. Speed options (--attention, --channels-last, --compile, 
 
 
 def add_parser(subparsers) -> None:
-    from ..bench.settings import ARCHES, PIPELINES
+    from ..bench.settings import ARCHES, INSTANTID_SPEEDUPS, PIPELINES
     from ..pipelines.speed import ATTENTION_CHOICES
     from .common import add_face_backend_options, add_speed_options
 
@@ -53,11 +53,12 @@ def add_parser(subparsers) -> None:
     add_speed_options(p)
     p.add_argument("--attention", choices=list(ATTENTION_CHOICES), default="sdpa",
                    help="sdpa (torch scaled_dot_product_attention, diffusers' default) or eager")
-    p.add_argument("--no-skip-idle-controlnet", action="store_true",
-                   help="run IdentityNet also outside its control window (InstantID's default skips it)")
-    p.add_argument("--compare-without", nargs="+", choices=["skip", "call-cache"], default=[],
-                   metavar="SPEEDUP", help="also run InstantID with one of its speed-ups off: skip (idle IdentityNet "
-                                           "skipping), call-cache (face tokens and cross-attention K/V once per call)")
+    p.add_argument("--no-idle-step-skipping", action="store_true",
+                   help="run IdentityNet also outside its control window (InstantID's default skips its idle steps)")
+    p.add_argument("--compare-without", nargs="+", choices=list(INSTANTID_SPEEDUPS), default=[],
+                   metavar="SPEEDUP", help="also run InstantID with one of its speed-ups off: idle-step-skipping "
+                                           "(IdentityNet not run at scale 0), call-constant-reuse (face tokens and "
+                                           "cross-attention K/V once per call)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is steadier on a busy machine)")
     p.add_argument("--face", metavar="PHOTO", help="photo for the face-analysis timing (default: grace_hopper sample)")
     add_face_backend_options(p)
@@ -74,7 +75,7 @@ def add_parser(subparsers) -> None:
 def settings_from_args(args):
     from ..bench.settings import BenchSettings
     from ..pipelines.speed import SpeedOptions
-    from .common import face_backend_name
+    from ..params import face_backend_name
 
     options = SpeedOptions(attention=args.attention, channels_last=args.channels_last, compile=args.compile,
                            offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
@@ -84,9 +85,9 @@ def settings_from_args(args):
         width=args.width or args.size, height=args.height or args.size, steps=args.steps,
         guidance_scale=args.guidance_scale, control_ends=tuple(args.control_end), pipelines=tuple(args.pipelines),
         runs=args.runs, warmup=args.warmup, num_images=args.num_images, dtype=args.dtype, device=args.device,
-        options=options, skip_idle_controlnets=not args.no_skip_idle_controlnet,
+        options=options, idle_step_skipping=not args.no_idle_step_skipping,
         compare_without=tuple(args.compare_without), threads=args.threads, face_photo=args.face,
-        face_backend="none" if args.no_face_stage else face_backend_name(args), face_models=args.face_models,
+        face_backend="none" if args.no_face_stage else face_backend_name(args.face_backend), face_models=args.face_models,
         seed=args.seed,
     )
 

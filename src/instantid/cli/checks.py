@@ -10,7 +10,7 @@ from pathlib import Path
 from ..checks import check_device, check_finite, check_input_file, check_json_object, check_output_file
 from ..errors import CheckpointError, ImageReadError, UsageError, WeightsNotFoundError
 from ..limits import OUTPUT_PIXELS_ENV, check_output_size, check_photo_count, check_prompt, memory_warning
-from .output import check_out_arg
+from ..output import check_out_arg
 
 MAX_YAW_DEGREES = 90.0  # a full profile; past it the keypoints would be behind the head
 KPS_OUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -134,15 +134,15 @@ def check_photo(path, flag: str) -> None:
 def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
     """Everything `instantid generate` can refuse without a model."""
     from ..pipelines.conditions import CONDITION_KINDS
+    from ..params import generation_values
     from ..pipelines.styles import get_style
-    from .common import generation_values
 
     check_out_arg(args.out)
     check_photo_count(len(args.face))
     check_prompt(args.prompt)
     check_prompt(args.negative_prompt, "--negative-prompt")
     check_model_options(args)
-    values = generation_values(args)
+    values = generation_values(vars(args), tiny=args.tiny)
     get_style(args.style, args.styles_file)
     problems = []
     for face in args.face:  # unreadable references are skipped later, but not all of them

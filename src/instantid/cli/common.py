@@ -1,4 +1,4 @@
-"""Options, checks, loading and output shared by the commands.
+"""Options and output shared by the commands: argparse on top of the library's tables and types.
 
 Building a parser imports nothing heavy (no torch, diffusers, transformers, OpenCV or face libraries):
 `instantid --help` and option errors answer in well under a second. Each command's `run` checks its
@@ -8,21 +8,25 @@ arguments and paths first, then loads models and heavy libraries.
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
+import sys
 
-from ..params import GENERATION_PARAMS, resolve
+from ..params import FACE_BACKEND_CHOICES, FACE_BACKEND_RULE, GENERATION_PARAMS, JOB_PARAMS_BY_NAME, Param
+from ..pipelines.loading import DTYPES, LoadOptions
 
-logger = logging.getLogger(__name__)
 
-# --tiny runs on random tiny weights; these keep it to seconds on a CPU.
-TINY_DEFAULTS = {"width": 128, "height": 128, "num_inference_steps": 4}
-DTYPES = {"auto": None, "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+def add_param_option(p: argparse.ArgumentParser, param: Param, *, default=None, help: str | None = None,
+                     choices: bool = True) -> None:
+    """A parameter-table row as an option: its flag, parser (range or choices) and help with the table's default.
+    `default` None: the value stays None unless given, and the library's resolution fills it in."""
+    listed = param.choices if choices else None
+    p.add_argument(param.flag, dest=param.name, type=param.parse, default=default, choices=listed,
+                   metavar=None if listed else "N" if param.type is int else "X" if param.type is float else "NAME",
+                   help=(help or param.help) + (f" (default {param.default})" if param.default is not None else ""))
 
 
 def add_speed_options(p: argparse.ArgumentParser) -> None:
     """Device, precision and the memory/speed switches: the same for generating and benchmarking."""
-    p.add_argument("--dtype", choices=list(DTYPES), default="auto",
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="default auto = float16 on GPU, float32 on CPU (bfloat16 is the fast half type on recent CPUs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
     p.add_argument("--offload", action="store_true", help="model CPU offload: far less GPU memory, slower (default off)")
@@ -35,7 +39,6 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     from ..pipelines.hub import DEFAULT_BASE, RELEASED_REPO
-    from ..pipelines.schedulers import SCHEDULERS
 
     p.add_argument("--base", default=DEFAULT_BASE,
                    help=f"base model: Hub id, diffusers folder or single .safetensors (default {DEFAULT_BASE})")
@@ -44,50 +47,17 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=RELEASED_REPO,
                    help=f"face adapter: ip-adapter.bin / .safetensors file or Hub id (default {RELEASED_REPO})")
     add_face_backend_options(p)
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
-                   help="sampler (default: the base model's, Euler for SDXL base)")
+    add_param_option(p, JOB_PARAMS_BY_NAME["scheduler"])
     add_speed_options(p)
     p.add_argument("--tiny", action="store_true",
                    help="tiny random weights (no download; the image is noise): checks an install offline; "
                         "defaults to 128x128 and 4 steps (default off)")
 
 
-def parse_lora_spec(spec: str) -> tuple[str, float]:
-    """"path:0.7" -> ("path", 0.7); a spec without a numeric suffix has scale 1.0
-    (the `--lora SPEC[:SCALE]` syntax of generate, serve and ui)."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            return head, float(tail)
-        except ValueError:
-            pass
-    return spec, 1.0
-
-
 def add_generation_options(p: argparse.ArgumentParser, skip=frozenset()) -> None:
     for param in GENERATION_PARAMS:
         if param.name not in skip:
-            p.add_argument(param.flag, dest=param.name, type=param.parse, default=None,
-                           metavar="N" if param.type is int else "X", help=f"{param.help} (default {param.default})")
-
-
-def generation_values(args, skip=frozenset()) -> dict:
-    """Generation parameter values: given on the command line, else --tiny's, else the table's defaults
-    (params.resolve, the library's own defaults and checks)."""
-    given = {}
-    for param in GENERATION_PARAMS:
-        if param.name in skip:
-            continue
-        value = getattr(args, param.name)
-        given[param.name] = TINY_DEFAULTS.get(param.name) if value is None and args.tiny else value
-    return resolve(given, skip=skip)
-
-
-# ---- face analysis: one option set and one default rule for every command
-
-FACE_BACKEND_CHOICES = ("auto", "antelopev2", "dlib")
-FACE_BACKEND_RULE = ("auto = antelopev2 where the released weights are used (generate, swap, multi, serve, ui), dlib "
-                     "elsewhere and with --tiny (offline, free); for eval, every recognizer available")
+            add_param_option(p, param)
 
 
 def add_face_backend_options(p: argparse.ArgumentParser, *, legacy_backend_flag: bool = False) -> None:
@@ -104,85 +74,55 @@ def add_face_backend_options(p: argparse.ArgumentParser, *, legacy_backend_flag:
                         ".dat files (default: the face_recognition_models package)")
 
 
-def face_backend_name(args, *, released_weights: bool = False) -> str:
-    """The backend --face-backend names, `auto` resolved by FACE_BACKEND_RULE."""
-    if args.face_backend != "auto":
-        return args.face_backend
-    return "antelopev2" if released_weights and not getattr(args, "tiny", False) else "dlib"
-
-
 def face_analyzer(args, *, released_weights: bool = False):
-    from ..face import get_face_analyzer
+    """The analyzer --face-backend and --face-models name (face/backend_rule.py's rule for `auto`)."""
+    from ..face.backend_rule import analyzer_for
 
-    backend = face_backend_name(args, released_weights=released_weights)
-    # --face-models names antelopev2's pack unless dlib was asked for by name (`auto` may resolve to dlib,
-    # e.g. with --tiny, while the folder holds antelopev2 models)
-    given = args.face_models and (backend == "antelopev2" or args.face_backend == "dlib")
-    return get_face_analyzer(backend, **({"model_dir": args.face_models} if given else {}))
+    return analyzer_for(args.face_backend, args.face_models, released_weights=released_weights,
+                        tiny=getattr(args, "tiny", False))
+
+
+def load_options(args, controlnets=(), loras=()) -> LoadOptions:
+    """The LoadOptions the model options name."""
+    return LoadOptions(base=args.base, identitynet=args.identitynet, adapter=args.adapter,
+                       controlnets=tuple(str(c) for c in controlnets), loras=tuple(loras), tiny=args.tiny,
+                       device=args.device, dtype=args.dtype, scheduler=args.scheduler, offload=args.offload,
+                       channels_last=args.channels_last, compile=args.compile, vae_tiling=args.vae_tiling,
+                       vae_slicing=args.vae_slicing)
+
+
+def quiet_loading(verbose: bool) -> None:
+    """Library chatter off unless -v; progress bars only on a terminal (one line per stage elsewhere: `stage`)."""
+    from ..pipelines.loading import set_loading_output
+
+    set_loading_output(verbose=verbose, progress_bars=sys.stderr.isatty())
+
+
+def stage(text: str) -> None:
+    """One progress line for a long stage, where progress bars are off (not a terminal)."""
+    if not sys.stderr.isatty():
+        print(f"{text} ...", file=sys.stderr, flush=True)
 
 
 def load_from_args(args, analyzer, controlnets=(), loras=()) -> tuple:
-    """The pipeline the options name, and the (base, identitynet, adapter, controlnets) it was built from.
+    """The pipeline the options name (tiny random weights with --tiny), and its models as the user named them."""
+    from ..pipelines.loading import load_pipeline
 
-    With --tiny everything is tiny and random, extra ControlNets left at their defaults included.
-    """
-    import torch
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from ..pipelines.conditions import CONDITION_KINDS
-    from ..pipelines.loading import default_device, load_pipeline
-
-    if not args.verbose:  # loading chatter is logged as warnings; keep the terminal to our own output
-        diffusers_logging.set_verbosity_error()
-        transformers_logging.set_verbosity_error()
-    base, identitynet, adapter, controlnets = args.base, args.identitynet, args.adapter, list(controlnets)
-    if args.tiny:
-        from ..testing.tiny import tiny_instantid_cached
-
-        tiny = tiny_instantid_cached(embedding_dim=analyzer.embedding_dim)
-        base, identitynet, adapter = tiny.base, tiny.identitynet, tiny.adapter
-        defaults = {kind.default_model for kind in CONDITION_KINDS.values()}
-        controlnets = [tiny.identitynet if spec in defaults else spec for spec in controlnets]
-    device = default_device() if args.device == "auto" else args.device
-    dtype = getattr(torch, DTYPES[args.dtype]) if DTYPES[args.dtype] else None
-    if args.offload and device == "cpu":
-        logger.warning("--offload moves models between GPU and CPU; on the CPU it only costs time and memory")
-    pipe = load_pipeline(base, identitynet, adapter, device=device, dtype=dtype, scheduler=args.scheduler,
-                         offload=args.offload, controlnets=controlnets, loras=loras)
-    # The same switches `instantid bench` measures (one implementation of each).
-    from ..pipelines.speed import SpeedOptions, apply_to_modules
-
-    apply_to_modules(SpeedOptions(channels_last=args.channels_last, compile=args.compile,
-                                  vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing),
-                     unet=pipe.unet, controlnet=pipe.controlnet, vae=pipe.vae)
-    return pipe, {"base": str(base), "identitynet": str(identitynet), "adapter": str(adapter),
-                  "controlnets": [str(c) for c in controlnets], "tiny": args.tiny}
+    quiet_loading(args.verbose)
+    options = load_options(args, controlnets, loras)
+    stage("loading models")
+    pipe = load_pipeline(options, embedding_dim=analyzer.embedding_dim)
+    pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
+    stage("generating")
+    return pipe, options.model_names()
 
 
-def output_paths(out_arg: str, count: int, label: str = "") -> list[Path]:
-    """Image paths for `count` images: OUT.png (or OUT_LABEL.png, OUT_000.png, ...), or files in a folder OUT/.
-    OUT.jpg / OUT.webp keep their format (see output.py); no extension means PNG."""
-    from .output import is_folder_target, output_suffix
-
-    out = Path(out_arg)
-    suffix = output_suffix(out_arg)
-    if is_folder_target(out_arg):
-        out.mkdir(parents=True, exist_ok=True)
-        out = out / "instantid.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = f"{out.stem}_{label}" if label else out.stem
-    names = [f"{stem}{suffix}"] if count == 1 else [f"{stem}_{i:03d}{suffix}" for i in range(count)]
-    return [out.with_name(name) for name in names]
-
-
-def write_pngs(images, out_arg: str, metadata: dict, label: str = "") -> list[Path]:
+def write_pngs(images, out_arg: str, metadata: dict, label: str = "") -> list:
     """Save images with the generation parameters inside (PNG text chunk, or EXIF for JPEG/WebP); print each path."""
-    from .. import __version__
-    from .output import save_with_parameters
+    from ..output import output_paths, write_images
 
-    paths = output_paths(out_arg, len(images), label)
-    for path, image in zip(paths, images):
-        save_with_parameters(image, path, {**metadata, "instantid_version": __version__})
+    paths = write_images(images, output_paths(out_arg, len(images), label), metadata)
+    for path in paths:
         print(f"wrote {path}")
     return paths
+

@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
                    help="reference photo of the person (repeat for several)")
     p.add_argument("--generated", nargs="+", metavar="PATH",
                    help="generated images, or folders of them")
+    p.add_argument("--held-out", action="append", default=[], metavar="PHOTO",
+                   help="another photo of the person, NOT given to the generator (repeatable): adds Sim(GT) and the "
+                        "copy-paste score Sim(Ref) - Sim(GT) per image (MultiID-Bench)")
     p.add_argument("--pose-reference", metavar="PHOTO",
                    help="photo whose face layout counts as copied (default: the first reference)")
     p.add_argument("--prompt", help="prompt of every generated image (for CLIP-T), unless its PNG metadata has one")
@@ -156,6 +159,8 @@ def run(args) -> int:
         check_photo(photo, "--reference")
     if args.pose_reference:
         check_photo(args.pose_reference, "--pose-reference")
+    for photo in args.held_out:
+        check_photo(photo, "--held-out")
     generated = expand_images(args.generated)
     from tqdm.auto import tqdm
 
@@ -166,9 +171,26 @@ def run(args) -> int:
     prompts = prompts_for(generated, args.prompt, args.prompts)
     with tqdm(total=len(generated), desc="eval", unit="image", disable=args.no_progress) as bar:
         evaluation = evaluate(args.reference, generated, extractors, clip=clip, prompts=prompts,
-                              pose_reference=args.pose_reference, notes=notes, on_image=lambda _: bar.update())
+                              pose_reference=args.pose_reference, notes=notes, on_image=lambda _: bar.update(),
+                              held_out=args.held_out)
     written = write_report(evaluation, args.out, plots=not args.no_plots)
     print(markdown(evaluation))
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def run_suite(args) -> int:
+    """`--suite SUITE.json`: generate the suite's grid (resumable), then score it per setting."""
+    from ..evaluation.suite import generate_suite, load_suite
+    from ..evaluation.suite_report import markdown, score_suite, write_suite_report
+
+    suite = load_suite(args.suite)  # every check on the file before any model loads
+    generate_suite(suite, args.out, progress=not args.no_progress)
+    extractors, clip, notes = load_scorers(args)
+    result = score_suite(suite, args.out, extractors, clip=clip, notes=notes, progress=not args.no_progress)
+    written = write_suite_report(result, args.out, plots=not args.no_plots)
+    print(markdown(result))
     for path in written.values():
         print(f"wrote {path}")
     return 0

@@ -1,30 +1,19 @@
-"""The face-detail options of the generating commands (generate, multi): --face-detail, --face-detail-strength.
-See pipelines/face_detail.py for what the pass does."""
+"""The face-detail options of the generating commands (generate, multi): --face-detail, --face-detail-strength
+(rows of the parameter table). See pipelines/face_detail.py for what the pass does."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..params import FACE_DETAIL_MODES as MODES
-from ..params import FACE_DETAIL_STRENGTH as DEFAULT_STRENGTH
-from ..params import FACE_DETAIL_THRESHOLD as DEFAULT_THRESHOLD
+from ..params import JOB_PARAMS_BY_NAME
+from .common import add_param_option
 
-
-def _strength(text: str) -> float:
-    from ..pipelines.strength import check_strength
-
-    try:
-        return check_strength(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+OPTIONS = ("face_detail", "face_detail_strength")
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--face-detail", choices=MODES, default="off",
-                   help=f"repaint each face at the working size after generation: auto = when its long side is "
-                        f"below {DEFAULT_THRESHOLD} px (full-body and wide shots), on = always (default off)")
-    p.add_argument("--face-detail-strength", type=_strength, default=DEFAULT_STRENGTH, metavar="S",
-                   help=f"how much of the face the detail pass repaints, in (0, 1] (default {DEFAULT_STRENGTH})")
+    for name in OPTIONS:
+        add_param_option(p, JOB_PARAMS_BY_NAME[name], default=JOB_PARAMS_BY_NAME[name].default)
 
 
 def check(args, values: dict) -> None:
@@ -36,7 +25,7 @@ def check(args, values: dict) -> None:
 
 def entry_options(args) -> dict:
     """The library entries' keywords for these options."""
-    return {"face_detail": args.face_detail, "face_detail_strength": args.face_detail_strength}
+    return {name: getattr(args, name) for name in OPTIONS}
 
 
 def report(result) -> None:

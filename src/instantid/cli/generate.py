@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..params import JOB_PARAMS_BY_NAME, generation_values
+from ..pipelines.loading import parse_lora_spec
 from . import face_detail
 from .checks import add_limit_options, check_generate_args, check_size, finite_list, limit_kwargs
-from .common import (
-    add_generation_options,
-    add_model_options,
-    face_analyzer,
-    generation_values,
-    load_from_args,
-    parse_lora_spec,
-    write_pngs,
-)
+from .common import add_generation_options, add_model_options, add_param_option, face_analyzer, load_from_args, write_pngs
 
 EXAMPLE = """\
 example:
@@ -32,16 +26,13 @@ Hugging Face cache), with the antelopev2 face models (see `instantid faces --hel
 def add_parser(subparsers) -> None:
     from ..params import INTERPOLATION_WEIGHTS
     from ..pipelines.conditions import CONDITION_KINDS
-    from ..pipelines.styles import BUILTIN_STYLES
-
     p = subparsers.add_parser("generate", help="generate images of the person in a face photo",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--face", action="append", required=True, metavar="PHOTO",
                    help="reference photo (repeat for several photos of one person: embeddings are averaged)")
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
-    p.add_argument("--face-index", type=int, default=0, metavar="N",
-                   help="in group photos, use the N-th largest face of each --face photo (default 0 = largest)")
+    add_param_option(p, JOB_PARAMS_BY_NAME["face_index"], default=0)
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
     p.add_argument("--kps", type=finite_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
@@ -49,8 +40,8 @@ def add_parser(subparsers) -> None:
     add_model_options(p)
     add_generation_options(p)
     add_limit_options(p)
-    p.add_argument("--style", default="none",
-                   help=f"style preset: {', '.join(BUILTIN_STYLES)}, or a name from --styles-file (default none)")
+    style = JOB_PARAMS_BY_NAME["style"]  # a custom name from --styles-file too: checked with the file
+    p.add_argument(style.flag, default=style.default, help=f"{style.help}, or a name from --styles-file (default none)")
     p.add_argument("--styles-file", metavar="JSON",
                    help='custom presets: {"name": {"prompt": "... {prompt} ...", "negative_prompt": "..."}}')
     p.add_argument("--prompt-weighting", action="store_true",
@@ -91,9 +82,10 @@ def _extra_controls(args) -> list:
 def check_args(args) -> dict:
     """Everything that needs no model (files, --out, model paths, sizes, styles, LoRAs: cli/checks.py; the
     face-detail pass). Returns the generation parameter values."""
-    face_detail.check(args, generation_values(args))
+    values = generation_values(vars(args), tiny=args.tiny)
+    face_detail.check(args, values)
     check_generate_args(args, [parse_lora_spec(spec) for spec in args.lora])
-    return generation_values(args)
+    return values
 
 
 def run(args) -> int:

@@ -6,18 +6,10 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..params import PARAMS_BY_NAME
+from ..params import PARAMS_BY_NAME, TINY_DEFAULTS, generation_values
 from . import face_detail
 from .checks import add_limit_options, check_common_args, check_size, limit_kwargs
-from .common import (
-    TINY_DEFAULTS,
-    add_generation_options,
-    add_model_options,
-    face_analyzer,
-    generation_values,
-    load_from_args,
-    write_pngs,
-)
+from .common import add_generation_options, add_model_options, face_analyzer, load_from_args, write_pngs
 
 EXAMPLE = """\
 example:
@@ -97,7 +89,7 @@ def run(args) -> int:
     from ..errors import RegionError
 
     check_common_args(args, [("--face", f) for f in args.face] + [("--layout", args.layout)])  # before any model
-    values = generation_values(args, skip=_SIZE)
+    values = generation_values(vars(args), tiny=args.tiny, skip=_SIZE)
     face_detail.check(args, values)
     size = _requested_size(args)
     scales = args.scale or [1.0] * len(args.face)

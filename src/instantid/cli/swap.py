@@ -6,17 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PROMPT, SWAP_STRENGTH, SWAP_WORKING_SIDE
-from .checks import add_limit_options, check_common_args, check_positive_finite, check_size, limit_kwargs
-from .common import (
+from ..params import (
+    SWAP_FEATHER,
+    SWAP_MASK_GROW,
+    SWAP_PROMPT,
+    SWAP_STRENGTH,
+    SWAP_WORKING_SIDE,
     TINY_DEFAULTS,
-    add_generation_options,
-    add_model_options,
-    face_analyzer,
     generation_values,
-    load_from_args,
-    write_pngs,
 )
+from .checks import add_limit_options, check_common_args, check_positive_finite, check_size, limit_kwargs
+from .common import add_generation_options, add_model_options, face_analyzer, load_from_args, write_pngs
 
 
 EXAMPLE = """\
@@ -84,7 +84,7 @@ def check_args(args) -> tuple[dict, float, int]:
     check_common_args(args, [("--target", args.target)] + [("--face", f) for f in args.face])
     if args.mask_out:
         check_output_file(args.mask_out, "--mask-out file", suffixes=MASK_OUT_SUFFIXES)
-    values = generation_values(args, skip=_NOT_FOR_SWAP)
+    values = generation_values(vars(args), tiny=args.tiny, skip=_NOT_FOR_SWAP)
     checked = {"strength": args.strength if args.strength is not None else STRENGTH_DEFAULTS[args.region],
                "num_inference_steps": values["num_inference_steps"]}
     check_strength_and_steps(checked, STRENGTH_DEFAULTS[args.region], values["num_inference_steps"])

@@ -30,10 +30,12 @@ def run(args) -> int:
     if not is_loopback(args.host):
         raise UsageError(f"--host {args.host}: the UI has no login; keep it on 127.0.0.1 and put an authenticating "
                          "proxy in front to share it")
-    from .serve import check_service_args
+    from .serve import check_service_args, engine_config
 
     check_service_args(args)
     from ..serving.ui import launch
 
-    launch(args, Path(args.state_dir).expanduser())
+    config = engine_config(args)
+    print(f"instantid ui: http://{args.host}:{args.port}", flush=True)
+    launch(config, Path(args.state_dir).expanduser(), host=args.host, port=args.port, verbose=args.verbose)
     return 0

@@ -36,6 +36,13 @@ def identity_similarity(reference_embeddings: Sequence[np.ndarray], embedding: n
     return cosine_similarity(identity_centroid(reference_embeddings), embedding)
 
 
+def copy_paste(sim_ref: float, sim_gt: float) -> float:
+    """MultiID-Bench's copy-paste axis: Sim(Ref) - Sim(GT), the output's face similarity to the reference photo
+    minus to a held-out photo of the same person (one the generator never saw). Near 0: the output looks like
+    the person; clearly positive: it looks like that one photo (its expression, lighting, pose)."""
+    return sim_ref - sim_gt
+
+
 def clip_text_score(image_feature: np.ndarray, text_feature: np.ndarray) -> float:
     """CLIP-T: cosine between the image and its prompt in CLIP space (x100 for the usual scale)."""
     return cosine_similarity(image_feature, text_feature)

@@ -27,6 +27,8 @@ class ImageScore:
     kps_distance: float | None = None  # "copy-paste" axis: 0 = the reference's face layout
     pose: HeadPose | None = None
     pose_change: dict[str, float] | None = None  # |yaw|, |pitch|, |roll| differences to the reference, total
+    sim_gt: dict[str, float | None] = field(default_factory=dict)  # recognizer -> cosine to the held-out photos
+    copy_paste: dict[str, float | None] = field(default_factory=dict)  # recognizer -> Sim(Ref) - Sim(GT)
 
     def as_row(self, recognizers: Sequence[str]) -> dict:
         """Flat CSV row: one column per recognizer and metric."""
@@ -34,6 +36,9 @@ class ImageScore:
         for name in recognizers:
             row[f"face_{name}"] = self.detected.get(name, False)
             row[f"similarity_{name}"] = _round(self.similarity.get(name))
+            if name in self.sim_gt:  # a held-out photo was given
+                row[f"sim_gt_{name}"] = _round(self.sim_gt[name])
+                row[f"copy_paste_{name}"] = _round(self.copy_paste.get(name))
         row.update(clip_t=_round(self.clip_t), clip_i=_round(self.clip_i), kps_distance=_round(self.kps_distance))
         for axis in ("yaw", "pitch", "roll"):
             row[axis] = _round(getattr(self.pose, axis) if self.pose else None, 2)
@@ -62,6 +67,9 @@ class Evaluation:
         for name in self.recognizers:
             out[f"face_{name}"] = {"rate": metrics.detection_rate(s.detected.get(name, False) for s in self.scores)}
             out[f"similarity_{name}"] = metrics.summary(s.similarity.get(name) for s in self.scores)
+            if any(name in s.sim_gt for s in self.scores):
+                out[f"sim_gt_{name}"] = metrics.summary(s.sim_gt.get(name) for s in self.scores)
+                out[f"copy_paste_{name}"] = metrics.summary(s.copy_paste.get(name) for s in self.scores)
         out["clip_t"] = metrics.summary(s.clip_t for s in self.scores)
         out["clip_i"] = metrics.summary(s.clip_i for s in self.scores)
         out["kps_distance"] = metrics.summary(s.kps_distance for s in self.scores)
@@ -82,12 +90,15 @@ def _pose_or_none(features: FaceFeatures) -> HeadPose | None:
 
 def evaluate(references: Sequence, generated: Sequence, extractors: Sequence[FaceExtractor], *,
              clip=None, prompts: Sequence[str | None] | None = None, pose_reference=None,
-             notes: Sequence[str] = (), on_image: Callable[[int], None] | None = None) -> Evaluation:
+             notes: Sequence[str] = (), on_image: Callable[[int], None] | None = None,
+             held_out: Sequence = ()) -> Evaluation:
     """Score each generated image against the reference photos (one person).
 
     extractors: face recognizers; the first one also gives the keypoints for the pose metrics.
     clip: a ClipExtractor or None (CLIP-T needs `prompts`, one per generated image).
     pose_reference: the photo whose face layout counts as "copied" (default: the first reference).
+    held_out: other photos of the same person, never given to the generator: Sim(GT) and the copy-paste score
+    Sim(Ref) - Sim(GT) (MultiID-Bench) per image.
     """
     if not extractors:
         raise ValueError("evaluate needs at least one face extractor")
@@ -98,6 +109,11 @@ def evaluate(references: Sequence, generated: Sequence, extractors: Sequence[Fac
         ref_embeddings[extractor.name] = found
         if len(found) < len(references):
             notes.append(f"{extractor.name}: a face was found in {len(found)} of {len(references)} reference photo(s)")
+    held_embeddings = {extractor.name: [f.embedding for f in (extractor(h) for h in held_out) if f.detected]
+                       for extractor in extractors} if held_out else {}
+    for name, found in held_embeddings.items():
+        if len(found) < len(held_out):
+            notes.append(f"{name}: a face was found in {len(found)} of {len(held_out)} held-out photo(s)")
     primary = extractors[0]
     pose_features = primary(pose_reference if pose_reference is not None else references[0])
     reference_pose = _pose_or_none(pose_features) if pose_features.detected else None
@@ -115,6 +131,13 @@ def evaluate(references: Sequence, generated: Sequence, extractors: Sequence[Fac
             refs = ref_embeddings[extractor.name]
             score.similarity[extractor.name] = (metrics.identity_similarity(refs, features.embedding)
                                                 if features.detected and refs else None)
+            if extractor.name in held_embeddings:
+                held = held_embeddings[extractor.name]
+                sim_gt = metrics.identity_similarity(held, features.embedding) if features.detected and held else None
+                score.sim_gt[extractor.name] = sim_gt
+                sim_ref = score.similarity[extractor.name]
+                score.copy_paste[extractor.name] = (metrics.copy_paste(sim_ref, sim_gt)
+                                                    if sim_ref is not None and sim_gt is not None else None)
             if extractor is primary and features.detected and pose_features.detected:
                 score.kps_distance = metrics.kps_distance(features.kps, pose_features.kps)
                 score.pose = _pose_or_none(features)

@@ -22,6 +22,7 @@ Rules every backend relies on:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import struct
@@ -35,7 +36,7 @@ from ..errors import ImageReadError, LimitError
 
 logger = logging.getLogger(__name__)
 
-ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]  # bytes: an encoded file (a shard's sample)
 
 # Refuse anything above this many pixels (1 gigapixel): a 20000x20000 photo (0.4 GP) still loads.
 MAX_PIXELS = 1_000_000_000
@@ -65,6 +66,8 @@ def describe_source(source) -> str:
         return str(filename) if filename else f"the given {source.width}x{source.height} PIL image"
     if isinstance(source, np.ndarray):
         return f"the given {'x'.join(str(n) for n in source.shape)} array"
+    if isinstance(source, bytes):
+        return f"the given {len(source)} bytes"
     return f"an object of type {type(source).__name__}"
 
 
@@ -169,11 +172,11 @@ def _open_upright_rgb(source: ImageSource, fit_within: int | None, whole: bool =
         if whole:
             _check_whole(source.size, describe_source(source))
         return _decode(source, describe_source(source), fit_within=None)
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike, bytes)):
         with _open_file(source) as image:
             if whole:
-                _check_whole(image.size, str(source))
-            return _decode(image, str(source), fit_within=fit_within)
+                _check_whole(image.size, describe_source(source))
+            return _decode(image, describe_source(source), fit_within=fit_within)
     raise ImageReadError(
         f"cannot read an image from {describe_source(source)}; pass a file path, a PIL image or an "
         "RGB numpy array"
@@ -182,22 +185,24 @@ def _open_upright_rgb(source: ImageSource, fit_within: int | None, whole: bool =
 
 @contextlib.contextmanager
 def _open_file(path) -> Iterator[Image.Image]:
-    """Image.open with the file checks, the allowed formats and our pixel limit; closed afterwards."""
-    path = check_input_file(path, "image file")
+    """Image.open with the file checks, the allowed formats and our pixel limit; closed afterwards.
+    `path` may be the bytes of an encoded image (read exactly as its file would be)."""
+    name = describe_source(path)
+    path = io.BytesIO(path) if isinstance(path, bytes) else check_input_file(path, "image file")
     try:
         image = _open_allowed_format(path)
     except Image.UnidentifiedImageError:
         raise ImageReadError(
-            f"{path} is not an image in a format read here ({formats_read()}); save it as JPEG or PNG and try again"
+            f"{name} is not an image in a format read here ({formats_read()}); save it as JPEG or PNG and try again"
         ) from None
     except _DECODE_ERRORS as err:
         if "too large" in str(err).lower():  # a PNG text/ICC chunk that inflates past Pillow's limit
-            raise ImageReadError(f"{path} holds a metadata chunk (text or ICC profile) that inflates past the safety "
+            raise ImageReadError(f"{name} holds a metadata chunk (text or ICC profile) that inflates past the safety "
                                  "limit; re-export the photo without its metadata") from None
-        raise ImageReadError(f"cannot open image file {path} ({type(err).__name__}: {str(err)[:200]}); the file is "
+        raise ImageReadError(f"cannot open image file {name} ({type(err).__name__}: {str(err)[:200]}); the file is "
                              "damaged or truncated: re-export it as JPEG or PNG") from None
     with image:
-        _check_pixel_count(image.size, str(path))
+        _check_pixel_count(image.size, name)
         yield image
 
 

@@ -1,14 +1,22 @@
-"""Build a ready InstantID pipeline from names: Hub ids, local folders or single checkpoint files."""
+"""Build a ready InstantID pipeline from names: Hub ids, local folders or single checkpoint files.
+
+`LoadOptions` is what the front ends share (the CLI's model options, a server's config): `load_pipeline(options)`
+loads what it names, `--tiny`'s random weights included, and `options.model_names()` says what was loaded the
+way the user named it.
+"""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
-import torch
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, WeightsNotFoundError
 from . import hub
+
+if TYPE_CHECKING:  # torch loads with the models; building LoadOptions needs none of it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -18,9 +26,79 @@ BASE_FILE_PATTERNS = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt"
                   "*/model.safetensors"]
 BASE_FILE_PATTERNS_FP16 = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt",
                        "*/diffusion_pytorch_model.fp16.safetensors", "*/model.fp16.safetensors"]
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # auto = float16 on a GPU, float32 on the CPU
+TINY = "tiny"  # how model_names() names tiny random weights
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What to load and how. `tiny`: tiny random weights for the base, IdentityNet, adapter and the extra
+    ControlNets left at their default models (offline; the image is noise)."""
+
+    base: str = hub.DEFAULT_BASE
+    identitynet: str = hub.RELEASED_REPO
+    adapter: str = hub.RELEASED_REPO
+    controlnets: tuple[str, ...] = ()  # extra ControlNets beside IdentityNet (they see the text)
+    loras: tuple[tuple[str, float], ...] = ()  # (file, folder or Hub id; scale)
+    tiny: bool = False
+    device: str = "auto"  # auto = cuda, else mps, else cpu
+    dtype: str = "auto"  # a name of DTYPES
+    scheduler: str | None = None  # a name of pipelines/schedulers.py; None: the base model's own
+    offload: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+
+    def model_names(self, *, local_paths: bool = True) -> dict:
+        """The models as the user named them: Hub ids and paths as given, "tiny" for tiny random weights.
+        Without `local_paths` a local path is reduced to its file or folder name (what a server shows its
+        clients: never a path on the server)."""
+        from .conditions import CONDITION_KINDS
+
+        defaults = {kind.default_model for kind in CONDITION_KINDS.values()}
+
+        def name(spec, default_tiny: bool = True) -> str:
+            if self.tiny and default_tiny:
+                return TINY
+            spec = str(spec)
+            if local_paths or not hub.looks_like_local_path(spec) and not Path(spec).expanduser().exists():
+                return spec
+            return PurePath(spec.rstrip("/\\")).name
+
+        return {"base": name(self.base), "identitynet": name(self.identitynet), "adapter": name(self.adapter),
+                "controlnets": [name(c, c in defaults) for c in self.controlnets], "tiny": self.tiny}
+
+
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """"path:0.7" -> ("path", 0.7); a spec without a numeric suffix has scale 1.0 (the `--lora SPEC[:SCALE]`
+    syntax of the front ends)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def set_loading_output(*, verbose: bool = False, progress_bars: bool = True) -> None:
+    """diffusers' and transformers' loading chatter (logged as warnings) off unless `verbose`; their progress bars
+    off unless `progress_bars` (a front end turns them on for a terminal only: in a log or a pipe the nested bars'
+    escape codes are noise). Process-wide: for front ends to call once, at start."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    if not verbose:
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()
+    for library in (diffusers_logging, transformers_logging):
+        (library.enable_progress_bar if progress_bars else library.disable_progress_bar)()
 
 
 def default_device() -> str:
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -29,16 +107,21 @@ def default_device() -> str:
 
 
 def default_dtype(device: str) -> torch.dtype:
+    import torch
+
     return torch.float16 if device in ("cuda", "mps") else torch.float32
 
 
-def load_controlnet(spec: str | Path, dtype: torch.dtype = torch.float32, *, subfolder: str | None = None,
+def load_controlnet(spec: str | Path, dtype: torch.dtype | None = None, *, subfolder: str | None = None,
                     what: str = "ControlNet", hint: str = "with --controlnet", model_class=None):
     """Any diffusers ControlNetModel from a folder or Hub id, as `model_class` (default: an
     IdleSkippingControlNetModel, a ControlNetModel that skips its idle steps)."""
+    import torch
+
     from ..models.controlnet_skip import IdleSkippingControlNetModel
 
     model_class = model_class or IdleSkippingControlNetModel
+    dtype = dtype or torch.float32
 
     patterns = [f"{subfolder}/*"] if subfolder else ["config.json", "*.safetensors"]
     path = hub.resolve_dir(spec, what=what, hint=hint, subfolder=subfolder, allow_patterns=patterns)
@@ -53,7 +136,7 @@ def load_controlnet(spec: str | Path, dtype: torch.dtype = torch.float32, *, sub
         raise CheckpointError(f"{what} in '{path}' could not be loaded: {err}") from err
 
 
-def load_identitynet(spec: str | Path = hub.RELEASED_REPO, dtype: torch.dtype = torch.float32):
+def load_identitynet(spec: str | Path = hub.RELEASED_REPO, dtype: torch.dtype | None = None):
     """The released IdentityNet (a ControlNetModel folder) as an IdentityNetModel."""
     from ..models.identitynet import IdentityNetModel
 
@@ -107,6 +190,8 @@ def resolve_adapter(spec: str | Path = hub.RELEASED_REPO) -> Path:
 
 def load_base(pipeline_class, spec: str | Path, controlnet, dtype: torch.dtype):
     """The base model from a single .safetensors/.ckpt file, a diffusers folder, or a Hub id."""
+    import torch
+
     local = Path(spec).expanduser()
     try:
         if local.suffix in _SINGLE_FILE_SUFFIXES:
@@ -127,15 +212,20 @@ def load_base(pipeline_class, spec: str | Path, controlnet, dtype: torch.dtype):
         ) from err
 
 
-def load_pipeline(base: str | Path = hub.DEFAULT_BASE, identitynet: str | Path = hub.RELEASED_REPO,
+def load_pipeline(base: str | Path | LoadOptions = hub.DEFAULT_BASE, identitynet: str | Path = hub.RELEASED_REPO,
                   adapter: str | Path = hub.RELEASED_REPO, *, device: str | None = None,
                   dtype: torch.dtype | None = None, scheduler: str | None = None, offload: bool = False,
-                  controlnets: list[str | Path] = (), loras: list[tuple[str, float]] = ()):
+                  controlnets: list[str | Path] = (), loras: list[tuple[str, float]] = (),
+                  embedding_dim: int = 512):
     """An InstantID pipeline (SDXL or SD1.5, read from IdentityNet) with the face adapter loaded.
 
     Defaults are the released weights (`InstantX/InstantID`) on SDXL base 1.0. `controlnets` are extra
     ControlNets beside IdentityNet (they see the text, IdentityNet the face); `loras` are (spec, scale).
+    `load_pipeline(LoadOptions(...))` loads what the options name, speed switches applied; with `tiny`, tiny
+    random weights for a face embedding of `embedding_dim` (the analyzer's).
     """
+    if isinstance(base, LoadOptions):
+        return _load_options(base, embedding_dim)
     from .schedulers import set_scheduler
 
     from ..checks import check_device
@@ -157,4 +247,32 @@ def load_pipeline(base: str | Path = hub.DEFAULT_BASE, identitynet: str | Path =
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
+    return pipe
+
+
+def _load_options(options: LoadOptions, embedding_dim: int):
+    import torch
+
+    from .conditions import CONDITION_KINDS
+    from .speed import SpeedOptions, apply_to_modules
+
+    base, identitynet, adapter, controlnets = options.base, options.identitynet, options.adapter, options.controlnets
+    if options.tiny:
+        from ..testing.tiny import tiny_instantid_cached
+
+        tiny = tiny_instantid_cached(embedding_dim=embedding_dim)
+        base, identitynet, adapter = tiny.base, tiny.identitynet, tiny.adapter
+        defaults = {kind.default_model for kind in CONDITION_KINDS.values()}
+        controlnets = [tiny.identitynet if spec in defaults else spec for spec in controlnets]
+    device = default_device() if options.device == "auto" else options.device
+    if options.offload and device == "cpu":
+        logger.warning("offload moves models between GPU and CPU; on the CPU it only costs time and memory")
+    pipe = load_pipeline(base, identitynet, adapter, device=device,
+                         dtype=None if options.dtype == "auto" else getattr(torch, options.dtype),
+                         scheduler=options.scheduler, offload=options.offload, controlnets=list(controlnets),
+                         loras=list(options.loras))
+    # The same switches `instantid bench` measures (one implementation of each).
+    apply_to_modules(SpeedOptions(channels_last=options.channels_last, compile=options.compile,
+                                  vae_tiling=options.vae_tiling, vae_slicing=options.vae_slicing),
+                     unet=pipe.unet, controlnet=pipe.controlnet, vae=pipe.vae)
     return pipe

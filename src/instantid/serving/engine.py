@@ -1,22 +1,22 @@
 """The one place the service calls the library: face analysis, loading, one generation.
 
 Everything the API, the UI and the Ray replicas do with models goes through `Engine`, so a change in
-the library's entry points (face_condition, generate_from_photos, load_from_args, write_pngs, ...) is a
+the library's entry points (face_condition, generate_from_photos, load_pipeline, write_images, ...) is a
 change here only. A generation is `generate_from_photos`, what `instantid generate` runs: the same inputs
 give the same pixels from the CLI, the library and the service.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from ..errors import EmbeddingError, UsageError
+from ..pipelines.loading import LoadOptions
+from .schemas import JobRequest
 
 logger = logging.getLogger(__name__)
 
@@ -25,60 +25,55 @@ class JobCancelled(Exception):
     """Raised from the step callback to stop a generation that was cancelled."""
 
 
-@dataclass
-class GenerationInputs:
-    """A validated request: generation values (params.py names), text, and photo paths in the job folder."""
+@dataclass(frozen=True)
+class EngineConfig:
+    """What a server loads. `load.controlnets` are the models of `control_kinds`, in that order; `load.loras` the
+    LoRAs requests choose among by name; `load.scheduler` the default sampler of jobs that name none."""
 
-    values: dict
-    prompt: str
-    negative_prompt: str
-    style: str
-    faces: list[Path]
-    pose: Path | None = None
-    controls: dict | None = None  # ControlNet kind -> (photo path, scale)
-    scheduler: str | None = None  # a name of pipelines/schedulers.py; None: the server's default
-    loras: dict | None = None  # server LoRA name -> scale (loras.requested_scales); None: the startup scales
-    face_index: int = 0
-    face_detail: str = "off"
-    face_detail_strength: float | None = None
+    load: LoadOptions = LoadOptions()
+    face_backend: str = "auto"  # params.FACE_BACKEND_CHOICES
+    face_models: str | None = None
+    control_kinds: tuple[str, ...] = ()  # extra ControlNet kinds (pipelines.conditions.CONDITION_KINDS)
+
+    def __post_init__(self) -> None:
+        if len(self.control_kinds) != len(self.load.controlnets):
+            raise ValueError("EngineConfig: one ControlNet model per control kind")
 
 
 class Engine:
     """One face analyzer (cached by content hash) and, once `load()` ran, one pipeline.
 
-    `args` is the argparse namespace of `serve`/`ui` (the model options `generate` has). The face analyzer
-    is ready at once (submissions are checked before any model loads); the pipeline loads in `load()`.
+    The face analyzer is ready at once (submissions are checked before any model loads); the pipeline loads
+    in `load()`.
     """
 
-    def __init__(self, args, face_cache_dir: Path | None = None) -> None:
-        from ..cli.common import face_analyzer
+    def __init__(self, config: EngineConfig, face_cache_dir: Path | None = None) -> None:
+        from ..face.backend_rule import analyzer_for
         from ..face.cache import CachedFaceAnalyzer
+        from .loras import server_loras
 
-        self.args = args
-        self.analyzer = CachedFaceAnalyzer(face_analyzer(args, released_weights=True), cache_dir=face_cache_dir)
+        self.config = config
+        analyzer = analyzer_for(config.face_backend, config.face_models, released_weights=True, tiny=config.load.tiny)
+        self.analyzer = CachedFaceAnalyzer(analyzer, cache_dir=face_cache_dir)
         # dlib / onnxruntime sessions are not documented as thread-safe: one detection at a time.
         self._face_lock = threading.Lock()
         self._run_lock = threading.Lock()
         self.pipe = None
-        self.models: dict = {}
-        self.control_kinds: list[str] = list(getattr(args, "controlnet", None) or [])
-        from .loras import server_loras
-
-        self.loras = server_loras(list(getattr(args, "lora", None) or []))
+        self.control_kinds: list[str] = list(config.control_kinds)
+        self.loras = server_loras(config.load.loras)
+        # the models as the user named them, never a path on this server (job parameters go to every client)
+        self.models: dict = config.load.model_names(local_paths=False)
         self._base_scheduler = None  # the base model's own, kept to build each job's scheduler from
+
+    @property
+    def default_scheduler(self) -> str | None:
+        return self.config.load.scheduler
 
     def resolve_values(self, given: dict) -> dict:
         """Generation values: given, else --tiny's, else the parameter table's defaults (as the CLI does)."""
-        import argparse
+        from ..params import generation_values
 
-        from ..cli.common import generation_values
-        from ..params import GENERATION_PARAMS
-
-        given = {param.name: given.get(param.name) for param in GENERATION_PARAMS}
-        for param in GENERATION_PARAMS:  # the table's own check (range, finite, integer), as the CLI's
-            if given[param.name] is not None:
-                param.check(given[param.name])
-        return generation_values(argparse.Namespace(tiny=bool(getattr(self.args, "tiny", False)), **given))
+        return generation_values(given, tiny=self.config.load.tiny)
 
     # ---- face analysis (cheap; used to check requests before they are queued)
 
@@ -116,52 +111,47 @@ class Engine:
         return self.pipe is not None
 
     def load(self) -> None:
-        import argparse
+        from ..models.architectures import embedding_size_problem
+        from ..pipelines.loading import load_pipeline
 
-        from ..cli.common import load_from_args
-        from ..pipelines.conditions import CONDITION_KINDS
-
-        controlnets = [getattr(self.args, f"{kind}_model", None) or CONDITION_KINDS[kind].default_model
-                       for kind in self.control_kinds]
-        loras = [(lora.spec, lora.scale) for lora in self.loras]
-        # Loaded with the base model's scheduler: each job's (--scheduler's or the request's) is built from its
+        # Loaded with the base model's scheduler: each job's (the default's or the request's) is built from its
         # config, so a job's sampler never depends on the jobs before it.
-        base_args = argparse.Namespace(**{**vars(self.args), "scheduler": None})
-        pipe, self.models = load_from_args(base_args, self.analyzer.analyzer, controlnets=controlnets, loras=loras)
+        pipe = load_pipeline(replace(self.config.load, scheduler=None), embedding_dim=self.analyzer.embedding_dim)
         pipe.set_progress_bar_config(disable=True)
         self._base_scheduler = pipe.scheduler
-        from ..models.architectures import embedding_size_problem
-
         problem = embedding_size_problem(self.analyzer.embedding_dim, pipe.face_embedding_dim,
                                          f"the '{self.analyzer.name}' face backend gives")
         if problem:
             raise EmbeddingError(f"{problem}; pass that --face-backend")
         self.pipe = pipe
 
-    def generate(self, inputs: GenerationInputs, on_step: Callable[[int, int], None] | None = None):
-        """Run one job. Returns (PIL images, parameters used). `on_step(step, total)` may raise JobCancelled."""
+    def generate(self, request: JobRequest, folder: Path, on_step: Callable[[int, int], None] | None = None):
+        """Run one job: `request`'s photos are file names in `folder`. Returns (PIL images, parameters used).
+        `on_step(step, total)` may raise JobCancelled."""
+        from ..params import GENERATION_PARAMS
         from ..pipelines.conditions import ExtraControl
         from ..pipelines.from_photos import generate_from_photos
 
         if self.pipe is None:
             raise RuntimeError("Engine.generate before Engine.load")
-        controls = inputs.controls or {}
-        unknown = set(controls) - set(self.control_kinds)
+        unknown = set(request.controls) - set(self.control_kinds)
         if unknown:
             raise UsageError(f"this server has no {', '.join(sorted(unknown))} ControlNet; start it with "
                              + " ".join(f"--controlnet {kind}" for kind in sorted(unknown)))
         extra, scales = [], {}
         for kind in self.control_kinds:
-            if kind in controls:
-                photo, scales[kind] = controls[kind]
-                extra.append(ExtraControl.of_kind(kind, photo, scales[kind]))
+            if kind in request.controls:
+                scales[kind] = getattr(request, f"{kind}_scale")
+                extra.append(ExtraControl.of_kind(kind, folder / request.controls[kind], scales[kind]))
             else:  # an extra ControlNet without a photo this time acts at scale 0, on a black image
                 from PIL import Image
 
                 scales[kind] = 0.0
                 extra.append(ExtraControl(image=Image.new("RGB", (8, 8)), scale=0.0))
-        condition = self.condition(inputs.faces, inputs.pose, inputs.face_index)
-        total = inputs.values["num_inference_steps"]
+        faces = [folder / name for name in request.faces]
+        condition = self.condition(faces, folder / request.pose if request.pose else None, request.face_index)
+        values = {param.name: getattr(request, param.name) for param in GENERATION_PARAMS}
+        total = values["num_inference_steps"]
 
         def step_end(pipe, step, timestep, callback_kwargs):
             if on_step is not None:
@@ -170,21 +160,21 @@ class Engine:
 
         if on_step is not None:
             on_step(0, total)
-        scheduler = inputs.scheduler or getattr(self.args, "scheduler", None)
-        lora_scales = inputs.loras if inputs.loras is not None else self.lora_scales(None)
+        scheduler = request.scheduler or self.default_scheduler
+        lora_scales = self.lora_scales(request.loras)
         with self._run_lock:  # one pipeline, one generation at a time
             self._set_job_options(scheduler, lora_scales)
-            result = generate_from_photos(self.pipe, condition, inputs.prompt,
-                                          negative_prompt=inputs.negative_prompt or None, style=inputs.style,
+            result = generate_from_photos(self.pipe, condition, request.prompt,
+                                          negative_prompt=request.negative_prompt or None, style=request.style,
                                           controls=extra, callback_on_step_end=step_end,
-                                          face_index=inputs.face_index, face_detail=inputs.face_detail,
-                                          face_detail_strength=inputs.face_detail_strength, **inputs.values)
+                                          face_index=request.face_index, face_detail=request.face_detail,
+                                          face_detail_strength=request.face_detail_strength, **values)
         from .loras import as_text
 
-        parameters = {"command": "serve", **result.parameters, "user_prompt": inputs.prompt, "control_scales": scales,
+        parameters = {"command": "serve", **result.parameters, "user_prompt": request.prompt, "control_scales": scales,
                       "scheduler": scheduler, "scheduler_class": result.parameters["scheduler"],
                       "loras": as_text(lora_scales), "face_backend": self.analyzer.name,
-                      "faces": len(inputs.faces), "faces_used": len(condition.faces), "pose": inputs.pose is not None,
+                      "faces": len(faces), "faces_used": len(condition.faces), "pose": request.pose is not None,
                       "skipped": condition.skipped, **self.models}
         return result.images, parameters
 
@@ -201,15 +191,8 @@ class Engine:
 
     @staticmethod
     def save_pngs(images, parameters: dict, folder: Path) -> list[Path]:
-        """PNG files with the `parameters` text chunk, as the CLI writes them (0.png, 1.png, ... in order)."""
-        from ..cli.common import write_pngs
+        """PNG files with the `parameters` text chunk, as the CLI writes them: 0.png, 1.png, ... in order."""
+        from ..output import write_images
 
         folder.mkdir(parents=True, exist_ok=True)
-        with contextlib.redirect_stdout(io.StringIO()):  # write_pngs prints each path for the CLI
-            written = write_pngs(images, str(folder) + "/", parameters)
-        paths = []
-        for index, path in enumerate(written):
-            target = folder / f"{index}.png"
-            path.replace(target)
-            paths.append(target)
-        return paths
+        return write_images(images, [folder / f"{index}.png" for index in range(len(images))], parameters)

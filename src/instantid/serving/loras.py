@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from ..errors import UsageError
+from ..params import LORA_SCALE_RANGE
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-SCALE_RANGE = (-5.0, 5.0)  # negative scales are how "slider" LoRAs are used
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,11 @@ class ServerLora:
     adapter: str  # diffusers adapter name (loading.load_loras: lora_0, lora_1, ...)
 
 
-def server_loras(specs: list[str]) -> list[ServerLora]:
-    """The --lora specs as named LoRAs, in order (names made unique with _2, _3, ...)."""
-    from ..cli.common import parse_lora_spec
-
+def server_loras(specs) -> list[ServerLora]:
+    """The startup LoRAs ((spec, scale) pairs, as LoadOptions.loras) as named LoRAs, in order (names made unique
+    with _2, _3, ...)."""
     loras, seen = [], set()
-    for index, text in enumerate(specs):
-        spec, scale = parse_lora_spec(text)
+    for index, (spec, scale) in enumerate(specs):
         stem = PurePath(spec.rstrip("/")).name
         stem = stem.rsplit(".", 1)[0] if stem.lower().endswith(WEIGHT_SUFFIXES) else stem
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.") or "lora"
@@ -64,9 +62,9 @@ def requested_scales(text: str | None, loras: list[ServerLora]) -> dict[str, flo
             scale = float(value)
         except ValueError:
             raise UsageError(f"loras: the scale of '{name}' must be a number, got {value[:32]!r}") from None
-        if not math.isfinite(scale) or not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
-            raise UsageError(f"loras: the scale of '{name}' must be between {SCALE_RANGE[0]:g} and "
-                             f"{SCALE_RANGE[1]:g}, got {value[:32]}")
+        if not math.isfinite(scale) or not LORA_SCALE_RANGE[0] <= scale <= LORA_SCALE_RANGE[1]:
+            raise UsageError(f"loras: the scale of '{name}' must be between {LORA_SCALE_RANGE[0]:g} and "
+                             f"{LORA_SCALE_RANGE[1]:g}, got {value[:32]}")
         scales[name] = scale
     return scales
 

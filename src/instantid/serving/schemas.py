@@ -1,5 +1,11 @@
-"""Request and response shapes. The generation knobs come from params.GENERATION_PARAMS (names, types,
-ranges, help), so the API validates exactly what the CLI does."""
+"""Request and response shapes. The generation knobs and the per-job knobs come from the parameter table
+(params.GENERATION_PARAMS and params.JOB_PARAMS: names, types, ranges or choices, help), so the API validates
+exactly what the CLI does.
+
+A submission's text fields are `GenerationFields`; once accepted, the job's request is a `JobRequest` (those
+fields with every default filled in, and the photos' file names in the job folder): what is stored, what a
+waiting job shows and what the worker runs.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,29 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH, FACE_DETAIL_THRESHOLD, GENERATION_PARAMS
+from ..params import GENERATION_PARAMS, JOB_PARAMS, JOB_PARAMS_BY_NAME, Param
 from ..pipelines.conditions import CONDITION_KINDS
-from ..pipelines.schedulers import SCHEDULERS
-from ..pipelines.styles import BUILTIN_STYLES
 from .limits import Limits
 
 MAX_PROMPT_CHARS = Limits.max_prompt_chars
-MAX_FACE_INDEX = 31  # the N-th largest face of a group photo; more faces than that are not a portrait
 FILE_FIELDS = ("face", "pose", *CONDITION_KINDS)
 
 
+def _param_field(param: Param, default=None) -> tuple:
+    """A table row as a pydantic field: its range (or its choices, as an enum) and help."""
+    help = param.help + (f" (default {param.default})" if param.default is not None else "")
+    if param.choices is not None:
+        return (Optional[str] if default is None else str,
+                Field(default, description=help, json_schema_extra={"enum": list(param.choices)}))
+    bounds = {"gt" if param.min_open else "ge": param.min, "le": param.max}
+    return Optional[param.type] if default is None else param.type, Field(default, description=help, **bounds)
+
+
 def _knob_fields() -> dict:
-    fields = {}
-    for param in GENERATION_PARAMS:
-        fields[param.name] = (Optional[param.type], Field(
-            None, ge=param.min, le=param.max, description=f"{param.help} (default {param.default})"))
+    fields = {param.name: _param_field(param) for param in GENERATION_PARAMS}
+    for param in JOB_PARAMS:
+        if param.name != "lora_scale":  # LoRA scales travel by name in `loras`
+            fields[param.name] = _param_field(param, param.default)
     for kind in CONDITION_KINDS.values():
         fields[f"{kind.name}_scale"] = (Optional[float], Field(
             None, ge=0.0, le=5.0, description=f"strength of the {kind.name} ControlNet (default {kind.default_scale}); "
@@ -35,31 +48,16 @@ class _Common(BaseModel):
 
     prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS, description="what to generate")
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="what to avoid")
-    style: str = Field("none", description="style preset: " + ", ".join(BUILTIN_STYLES),
-                       json_schema_extra={"enum": list(BUILTIN_STYLES)})
-    scheduler: Optional[str] = Field(None, description="sampler for this job: " + ", ".join(SCHEDULERS)
-                                     + " (default: the server's --scheduler, else the base model's)",
-                                     json_schema_extra={"enum": list(SCHEDULERS)})
     loras: Optional[str] = Field(None, max_length=1000, description=(
         "LoRAs loaded at server start, by name, with scales: 'NAME:SCALE,NAME:SCALE' (a bare NAME is 1.0; "
         "LoRAs not named are off; '' = none). Default: the server's --lora scales. Names: GET /v1/options"))
-    face_index: int = Field(0, ge=0, le=MAX_FACE_INDEX,
-                            description="in group photos, use the N-th largest face of each face photo (0 = largest)")
-    face_detail: str = Field("off", description=(
-        f"repaint the face after generation: auto = when its long side is below {FACE_DETAIL_THRESHOLD} px, "
-        "on = always, off"), json_schema_extra={"enum": list(FACE_DETAIL_MODES)})
-    face_detail_strength: Optional[float] = Field(None, gt=0.0, le=1.0, description=(
-        f"how much of the face the detail pass repaints, in (0, 1] (default {FACE_DETAIL_STRENGTH}); it needs "
-        "num_inference_steps x strength >= 1"))
 
     @model_validator(mode="after")
     def _check(self):
-        if self.style not in BUILTIN_STYLES:
-            raise ValueError(f"unknown style '{self.style}'; choose one of: {', '.join(BUILTIN_STYLES)}")
-        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler '{self.scheduler[:64]}'; choose one of: {', '.join(SCHEDULERS)}")
-        if self.face_detail not in FACE_DETAIL_MODES:
-            raise ValueError(f"face_detail must be one of {', '.join(FACE_DETAIL_MODES)}, got '{self.face_detail[:64]}'")
+        for param in JOB_PARAMS:
+            value = getattr(self, param.name, None)
+            if param.choices is not None and value is not None and value not in param.choices:
+                raise ValueError(f"unknown {param.name} '{value[:64]}'; choose one of: {', '.join(param.choices)}")
         start = self.control_guidance_start if self.control_guidance_start is not None else 0.0
         end = self.control_guidance_end if self.control_guidance_end is not None else 1.0
         if start >= end:
@@ -68,6 +66,19 @@ class _Common(BaseModel):
 
 
 GenerationFields = create_model("GenerationFields", __base__=_Common, **_knob_fields())
+
+
+class JobRequest(GenerationFields):
+    """An accepted request: every field resolved (the table's defaults, --tiny's, the LoRA scales in their
+    canonical text) and the photos as file names in the job's inputs folder."""
+
+    faces: list[str] = Field(..., min_length=1)
+    pose: Optional[str] = None
+    controls: dict[str, str] = Field(default_factory=dict, description="ControlNet kind -> photo file name")
+
+    def parameters(self) -> dict:
+        """What a waiting job shows: the request's values, without the server's file names."""
+        return self.model_dump(exclude={"faces", "pose", "controls"})
 
 
 GenerationJSON = create_model(
@@ -99,6 +110,8 @@ class Progress(BaseModel):
 class JobView(BaseModel):
     id: str
     status: str = Field(..., description="queued | running | done | failed | cancelled")
+    attempts: int = Field(0, description="how many times a worker claimed the job (more than 1: a worker died or "
+                                         "hung and its lease expired)")
     progress: Progress
     queue_position: Optional[int] = Field(None, description="jobs ahead of this one (0 = next); null unless queued")
     error: Optional[str] = None

@@ -6,9 +6,9 @@ from pydantic import ValidationError
 
 from ..errors import InstantIDError
 from .errors import ApiError
-from .jobs import Job, QueueFull
 from .limits import Limits
-from .schemas import FILE_FIELDS, GenerationFields
+from .schemas import FILE_FIELDS, GenerationFields, JobRequest
+from .store import Job, QueueFull
 
 SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 
@@ -31,7 +31,8 @@ def describe(errors) -> str:
 
 
 def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
-    """Validate everything (knobs, photos, faces) before the job exists; then queue it."""
+    """Validate everything (knobs, photos, faces) before the job exists; then queue its JobRequest."""
+    from ..pipelines.conditions import CONDITION_KINDS
     from .uploads import check_photo
 
     store, engine, limits = service.store, service.engine, service.limits
@@ -47,9 +48,8 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
     for name, photos in files.items():
         if name != "face" and len(photos) > 1:
             raise ApiError(422, "too_many_files", f"'{name}' takes one photo, got {len(photos)}")
-    given = knobs.model_dump()
     try:
-        values = engine.resolve_values(given)
+        values = engine.resolve_values(knobs.model_dump())
     except InstantIDError as err:
         raise ApiError(422, "invalid_field", str(err))
     if values["num_images_per_prompt"] > limits.max_images:
@@ -58,19 +58,16 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
     if values["width"] and values["height"] and values["width"] * values["height"] > limits.max_output_pixels:
         raise ApiError(422, "too_many_pixels", f"{values['width']}x{values['height']} is over this server's "
                                                f"{limits.max_output_pixels} output pixels")
-    options = job_options(engine, knobs, values)
-    controls = {}
+    resolved = {**values, **job_options(engine, knobs, values["num_inference_steps"])}
     for kind in FILE_FIELDS[2:]:
-        scale = given.get(f"{kind}_scale")
+        scale = getattr(knobs, f"{kind}_scale")
         if kind in files and kind not in engine.control_kinds:
             raise ApiError(422, "controlnet_not_loaded", f"this server has no {kind} ControlNet (start it with "
                                                          f"--controlnet {kind})")
         if scale is not None and kind not in files:
             raise ApiError(422, "missing_file", f"{kind}_scale needs a '{kind}' photo")
-        if kind in files:
-            from ..pipelines.conditions import CONDITION_KINDS
-
-            controls[kind] = scale if scale is not None else CONDITION_KINDS[kind].default_scale
+        if kind in files and scale is None:
+            resolved[f"{kind}_scale"] = CONDITION_KINDS[kind].default_scale
     # photos: checked in memory, then staged under the job's future folder with names we choose
     named = {}
     for name, photos in files.items():
@@ -89,11 +86,10 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
         except InstantIDError as err:
             raise ApiError(422, "no_face" if "face" in str(err).lower() else "bad_photo",
                            str(err).replace(f"{folder}/", ""))
-        request = {"values": values, "prompt": knobs.prompt, "negative_prompt": knobs.negative_prompt,
-                   "style": knobs.style, "faces": face_names, "pose": pose_name,
-                   "controls": {kind: (next(n for n in named if n.startswith(kind)), scale)
-                                for kind, scale in controls.items()}, **options}
-        return store.enqueue(job_id, request, limits.queue_size)
+        controls = {kind: next(n for n in named if n.startswith(kind)) for kind in FILE_FIELDS[2:] if kind in files}
+        request = JobRequest(**{**knobs.model_dump(), **resolved}, faces=face_names, pose=pose_name,
+                             controls=controls)
+        return store.enqueue(job_id, request.model_dump(mode="json"), limits.queue_size)
     except QueueFull:
         raise queue_full(limits)
     except BaseException:
@@ -101,19 +97,18 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
         raise
 
 
-def job_options(engine, knobs, values: dict) -> dict:
-    """The per-job options beside the parameter table's knobs, checked as the library checks them: sampler,
-    LoRA scales by name (only LoRAs loaded at start), face index, face-detail pass."""
+def job_options(engine, knobs, steps: int) -> dict:
+    """The per-job options beside the generation values, checked as the library checks them: LoRA scales by name
+    (only LoRAs loaded at start; kept in their canonical text), the face-detail pass at `steps`."""
     from ..pipelines.face_detail import checked_options
+    from .loras import as_text
 
     try:
-        loras = engine.lora_scales(knobs.loras) if knobs.loras is not None else None
+        loras = as_text(engine.lora_scales(knobs.loras)) if knobs.loras is not None else None
     except InstantIDError as err:
         raise ApiError(422, "lora_not_loaded" if "no LoRA" in str(err) else "invalid_field", str(err))
     try:
-        face_detail, strength = checked_options(knobs.face_detail, knobs.face_detail_strength,
-                                                values["num_inference_steps"])
+        face_detail, strength = checked_options(knobs.face_detail, knobs.face_detail_strength, steps)
     except InstantIDError as err:
         raise ApiError(422, "invalid_field", f"face_detail_strength: {err}")
-    return {"scheduler": knobs.scheduler, "loras": loras, "face_index": knobs.face_index,
-            "face_detail": face_detail, "face_detail_strength": strength}
+    return {"loras": loras, "face_detail": face_detail, "face_detail_strength": strength}

@@ -14,8 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from ..params import PARAMS_BY_NAME
-from ..pipelines.styles import BUILTIN_STYLES
+from ..params import JOB_PARAMS_BY_NAME, PARAMS_BY_NAME, TINY_DEFAULTS
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -63,16 +62,14 @@ def face_report(engine, faces, face_index: int) -> str:
 def build(service, tiny: bool = False):
     import gradio as gr
 
-    from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH
     from ..pipelines.conditions import CONDITION_KINDS
-    from ..pipelines.schedulers import SCHEDULERS
     from .loras import as_text
-    from .schemas import MAX_FACE_INDEX
     from .submissions import accept
 
     store, engine = service.store, service.engine
     kinds = list(engine.control_kinds)  # extra ControlNets loaded at start: a photo and a strength each
-    default_scheduler = getattr(engine.args, "scheduler", None)
+    default_scheduler = engine.default_scheduler
+    knob = JOB_PARAMS_BY_NAME  # per-job knobs: choices, ranges and help from the parameter table
 
     def param_slider(name: str, label: str, step: float, maximum: float | None = None, value=None):
         param = PARAMS_BY_NAME[name]
@@ -151,47 +148,55 @@ def build(service, tiny: bool = False):
                                 type="filepath", elem_id="faces")
                 pose = gr.Image(label="pose photo (optional): face keypoints from here", type="filepath",
                                 elem_id="pose")
-                face_index = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_FACE_INDEX, elem_id="face_index",
+                face_index = gr.Number(value=knob["face_index"].default, precision=0, minimum=knob["face_index"].min,
+                                       maximum=knob["face_index"].max, elem_id="face_index", info=knob["face_index"].help,
                                        label="face in group photos (0 = largest, 1 = second largest, ...)")
                 preview_button = gr.Button("preview face keypoints", elem_id="preview")
                 keypoints = gr.Image(label="keypoints InstantID will use", interactive=False, elem_id="keypoints")
                 found = gr.Markdown(elem_id="faces_found")
                 prompt = gr.Textbox(label="prompt", value="a portrait", elem_id="prompt")
                 negative = gr.Textbox(label="negative prompt", elem_id="negative_prompt")
-                style = gr.Dropdown(list(BUILTIN_STYLES), value="none", label="style", elem_id="style")
+                style = gr.Dropdown(list(knob["style"].choices), value=knob["style"].default, label="style",
+                                    elem_id="style")
+                run = gr.Button("generate", variant="primary", elem_id="generate")  # by the prompt, not below the fold
                 with gr.Accordion("advanced", open=tiny):
                     identitynet = param_slider("controlnet_conditioning_scale", "IdentityNet strength", 0.05, 1.5)
                     adapter = param_slider("ip_adapter_scale", "adapter strength", 0.05, 1.5)
                     start = param_slider("control_guidance_start", "IdentityNet from (fraction of steps)", 0.05)
                     end = param_slider("control_guidance_end", "IdentityNet until (fraction of steps)", 0.05)
-                    steps = param_slider("num_inference_steps", "steps", 1, 100, value=4 if tiny else None)
+                    steps = param_slider("num_inference_steps", "steps", 1, 100,
+                                         value=TINY_DEFAULTS["num_inference_steps"] if tiny else None)
                     guidance = param_slider("guidance_scale", "guidance (CFG)", 0.1, 20)
                     scheduler = gr.Dropdown([(f"server default ({default_scheduler or 'the base model’s'})", "default"),
-                                             *[(name, name) for name in SCHEDULERS]], value="default",
+                                             *[(name, name) for name in knob["scheduler"].choices]], value="default",
                                             label="scheduler (sampler)", elem_id="scheduler")
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="seed")
                         randomize = gr.Checkbox(value=False, label="random seed", elem_id="randomize")
                     with gr.Row():
-                        width = gr.Number(value=128 if tiny else 0, precision=0, minimum=0, maximum=4096,
+                        width = gr.Number(value=TINY_DEFAULTS["width"] if tiny else 0, precision=0, minimum=0, maximum=4096,
                                           label="width (0 = from the photo)", elem_id="width")
-                        height = gr.Number(value=128 if tiny else 0, precision=0, minimum=0, maximum=4096,
+                        height = gr.Number(value=TINY_DEFAULTS["height"] if tiny else 0, precision=0, minimum=0, maximum=4096,
                                            label="height (0 = from the photo)", elem_id="height")
                     num_images = param_slider("num_images_per_prompt", "images", 1, service.limits.max_images)
                     # any other knob of the parameter table, as a slider with the table's range and help
                     extra = [param_slider(name, name.replace("_", " "), 1 if PARAMS_BY_NAME[name].type is int else 0.05)
                              for name in EXTRA_KNOBS]
                     with gr.Row():
-                        face_detail = gr.Radio(list(FACE_DETAIL_MODES), value="off", elem_id="face_detail",
+                        face_detail = gr.Radio(list(knob["face_detail"].choices), value=knob["face_detail"].default,
+                                               elem_id="face_detail", info=knob["face_detail"].help,
                                                label="face detail: repaint small faces after generating")
-                        face_detail_strength = gr.Slider(0.05, 1.0, value=FACE_DETAIL_STRENGTH, step=0.05,
-                                                         label="face detail strength", elem_id="face_detail_strength")
+                        strength = knob["face_detail_strength"]  # (0, 1]: the slider starts one step above 0
+                        face_detail_strength = gr.Slider(strength.min + 0.05, strength.max, value=strength.default,
+                                                         step=0.05, label="face detail strength", info=strength.help,
+                                                         elem_id="face_detail_strength")
                     control_photos = [gr.Image(label=f"{kind} ControlNet photo (optional)", type="filepath",
                                                elem_id=f"{kind}_photo") for kind in kinds]
                     control_scales = [gr.Slider(0, 1.5, value=CONDITION_KINDS[kind].default_scale, step=0.05,
                                                 label=f"{kind} strength", elem_id=f"{kind}_scale") for kind in kinds]
-                    lora_sliders = [gr.Slider(-2, 2, value=lora.scale, step=0.05, elem_id=f"lora_{lora.name}",
-                                              label=f"LoRA {lora.name} (0 = off)") for lora in engine.loras]
+                    lora_sliders = [gr.Slider(knob["lora_scale"].min, knob["lora_scale"].max, value=lora.scale, step=0.05,
+                                              elem_id=f"lora_{lora.name}", info=knob["lora_scale"].help,
+                                              label=f"LoRA {lora.name}") for lora in engine.loras]
                     missing = [kind for kind in CONDITION_KINDS if kind not in kinds]
                     notes = []
                     if missing:
@@ -202,7 +207,6 @@ def build(service, tiny: bool = False):
                                      "them here.")
                     if notes:
                         gr.Markdown(" ".join(notes))
-                run = gr.Button("generate", variant="primary", elem_id="generate")
             with gr.Column():
                 gallery = gr.Gallery(label="results", format="png", columns=2, elem_id="gallery")
                 used_seed = gr.Number(label="seed used", interactive=False, elem_id="used_seed")
@@ -216,22 +220,22 @@ def build(service, tiny: bool = False):
     return demo
 
 
-def launch(args, state_dir: Path) -> None:
-    """Start the service (engine loading in the background, one worker) and serve the UI until stopped."""
+def launch(config, state_dir: Path, *, host: str = "127.0.0.1", port: int = 7860, verbose: bool = False) -> None:
+    """Start the service (an Engine of `config` loading in the background, one worker) and serve the UI on
+    host:port until stopped."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no calls home
     from .engine import Engine
-    from .jobs import JobStore
+    from .store.sqlite import SqliteStore
     from .limits import Limits
     from .service import LocalService
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(state_dir)
-    service = LocalService(store, Engine(args, face_cache_dir=state_dir / "face-cache"), Limits())
+    store = SqliteStore(state_dir)
+    service = LocalService(store, Engine(config, face_cache_dir=state_dir / "face-cache"), Limits())
     service.start()
-    demo = build(service, tiny=args.tiny)
-    print(f"instantid ui: http://{args.host}:{args.port}", flush=True)
+    demo = build(service, tiny=config.load.tiny)
     try:
-        demo.queue().launch(server_name=args.host, server_port=args.port, allowed_paths=[str(store.jobs_dir)],
-                            ssr_mode=False, quiet=not args.verbose, show_error=True)
+        demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(store.jobs_dir)],
+                            ssr_mode=False, quiet=not verbose, show_error=True)
     finally:
         service.stop()

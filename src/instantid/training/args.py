@@ -17,6 +17,7 @@ from ..errors import OutputPathError
 from ..limits import MAX_TRAIN_RESOLUTION
 from ..pipelines.hub import DEFAULT_BASE
 from .errors import TrainingConfigError
+from .references import ReferenceMode
 
 ADAPTER_FORMATS = ("bin", "safetensors")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -77,6 +78,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--cache_text_embeddings", action="store_true",
                      help="encode every caption once, before training (text encoders then leave the GPU)")
     opt.add_argument("--dataloader_num_workers", type=int, default=0)
+    opt.add_argument("--shuffle_buffer", type=int, default=1000,
+                     help="samples in each data-loader worker's shuffle buffer when streaming shards (default 1000)")
+    opt.add_argument("--reference", default="same", metavar="same|other|mixed:P",
+                     help="whose face embedding conditions a sample: its own (same, the paper), another photo of the "
+                          "same person (other; needs identity labels) or other with probability P (default same)")
     opt.add_argument("--threads", type=int, default=None,
                      help="CPU threads for torch (default: torch's choice, all cores); useful for CPU runs on shared machines")
     opt.add_argument("--seed", type=int, default=0, help="seed for weights, data order, noise (default 0)")
@@ -161,9 +167,15 @@ def check_args(args: argparse.Namespace) -> None:
     for photo in images:
         if not Path(photo).is_file():
             problems.append(f"--validation_image {photo} does not exist")
-    if not (Path(args.data_dir) / "manifest.jsonl").is_file():
-        problems.append(f"--data_dir {args.data_dir} has no manifest.jsonl; run `instantid prepare-data SRC "
-                        f"{args.data_dir}` first")
+    if not any((Path(args.data_dir) / name).is_file() for name in ("manifest.jsonl", "index.json")):
+        problems.append(f"--data_dir {args.data_dir} has neither manifest.jsonl nor index.json (shards); run "
+                        f"`instantid prepare-data SRC {args.data_dir}` (add --shards for shards) first")
+    try:
+        ReferenceMode.parse(args.reference)
+    except TrainingConfigError as err:
+        problems.append(str(err))
+    if args.shuffle_buffer < 1:
+        problems.append(f"--shuffle_buffer must be >= 1, got {args.shuffle_buffer}")
     resume = args.resume_from_checkpoint
     if resume and resume != "latest" and not Path(resume).is_dir():
         problems.append(f"--resume_from_checkpoint {resume} is not a folder; pass a checkpoint-N folder or 'latest'")

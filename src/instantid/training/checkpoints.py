@@ -119,9 +119,18 @@ class TrainingProgress:
 
     def __init__(self):
         self.global_step = 0  # optimizer steps done
+        self.stream = None  # streaming from shards: this rank's StreamPosition
+        self.stream_workers = 1
+        self.stream_positions: list = []  # every rank's position (gathered before a checkpoint is saved)
+
+    def observe(self, batch: dict) -> None:
+        """A micro-batch was taken from the stream."""
+        if self.stream is not None and "stream" in batch:
+            self.stream.advance(batch, self.stream_workers)
 
     def state_dict(self) -> dict:
-        return {"global_step": self.global_step}
+        return {"global_step": self.global_step, "stream_positions": self.stream_positions}
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step = int(state["global_step"])
+        self.stream_positions = list(state.get("stream_positions", []))

@@ -24,6 +24,7 @@ from ..face.image import load_at_least
 from ..face.keypoints import draw_kps
 from .errors import TrainingDataError
 from .prepare import MANIFEST, read_dataset_info
+from .references import pick_reference
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class TrainingItem:
     bbox: tuple[float, float, float, float]
     kps: np.ndarray  # [5, 2], pixels of the original image
     embedding_file: Path
+    identity: str | None = None  # person label, for paired references
 
     @property
     def face_centre(self) -> tuple[float, float]:
@@ -55,6 +57,10 @@ class PreparedDataset:
     backend: str
     embedding_dim: int
     skipped_rows: Counter  # reason -> manifest rows left out
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
 
 
 def read_prepared_dataset(data_dir: str | Path) -> PreparedDataset:
@@ -84,7 +90,7 @@ def _parse_row(line: str, data_dir: Path) -> tuple[TrainingItem | None, str]:
         kps = np.asarray(row["kps"], dtype=np.float32)
         item = TrainingItem(str(row["id"]), Path(row["image"]), str(row["caption"]), int(row["width"]),
                             int(row["height"]), tuple(float(v) for v in row["bbox"]), kps,
-                            data_dir / row["embedding"])
+                            data_dir / row["embedding"], row.get("identity"))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None, "unreadable_row"
     if kps.shape != (5, 2) or len(item.bbox) != 4 or item.width <= 0 or item.height <= 0:
@@ -167,8 +173,10 @@ def to_tensor(image: Image.Image, normalise: bool) -> torch.Tensor:
 class InstantIDDataset(torch.utils.data.Dataset):
     """Items -> dicts of tensors. With a feature cache, cached latents / text embeddings replace decoding."""
 
-    def __init__(self, items: list[TrainingItem], buckets: list[Size], latent_cache=None, text_cache=None):
+    def __init__(self, items: list[TrainingItem], buckets: list[Size], latent_cache=None, text_cache=None,
+                 references=None):
         self.items = items
+        self.references = references  # (ReferenceMode, IdentityGroups, seed) for --reference other / mixed:P
         self.bucket_of = [nearest_bucket(item.width, item.height, buckets) for item in items]
         self.latent_cache = latent_cache
         self.text_cache = text_cache
@@ -176,21 +184,22 @@ class InstantIDDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def reference_index(self, index: int) -> int:
+        """Whose embedding conditions item `index` (`--reference`): a function of (seed, index) only, so it is
+        the same in every epoch, process and resumed run."""
+        if self.references is None:
+            return index
+        mode, groups, seed = self.references
+        return pick_reference(mode, groups, index, np.random.default_rng([seed, 6, index]))
+
     def crop_plan(self, index: int) -> CropPlan:
         item = self.items[index]
         return plan_crop((item.width, item.height), self.bucket_of[index], item.face_centre)
 
     def __getitem__(self, index: int) -> dict:
         item, plan = self.items[index], self.crop_plan(index)
-        example = {
-            "index": index,
-            "caption": item.caption,
-            "kps_image": to_tensor(keypoint_image(item, plan), normalise=False),
-            "face_embedding": torch.from_numpy(np.load(item.embedding_file).astype(np.float32).reshape(-1)),
-            # SDXL's micro-conditioning, (height, width) order as in diffusers
-            "time_ids": torch.tensor([item.height, item.width, plan.top, plan.left, plan.bucket[1], plan.bucket[0]],
-                                     dtype=torch.float32),
-        }
+        reference = self.items[self.reference_index(index)]
+        example = {"index": index, **conditions(item, plan, np.load(reference.embedding_file))}
         if self.latent_cache is not None:
             example["latents"] = self.latent_cache.load(item.id)
         else:
@@ -200,17 +209,34 @@ class InstantIDDataset(torch.utils.data.Dataset):
         return example
 
     def pixel_values(self, index: int) -> torch.Tensor:
-        """The photo resized and cropped to its bucket. Only the resized size is needed, so large photos are
-        decoded at a reduced size (face.image.load_at_least), never whole."""
-        item, plan = self.items[index], self.crop_plan(index)
-        try:
-            rgb, full = load_at_least(item.image, max(plan.resized))
-        except (ImageReadError, LimitError) as err:  # changed on disk since prepare-data accepted it
-            raise TrainingDataError(f"{item.image}: {err}; rerun prepare-data into a new folder") from None
-        if full != (item.width, item.height):
-            raise TrainingDataError(f"{item.image} is {full[0]}x{full[1]} now, not the {item.width}x{item.height} "
-                                    "prepare-data saw; rerun prepare-data into a new folder")
-        return to_tensor(apply_crop(Image.fromarray(rgb), plan), normalise=True)
+        item = self.items[index]
+        return cropped_pixels(item.image, (item.width, item.height), self.crop_plan(index), str(item.image))
+
+
+def cropped_pixels(source, size: Size, plan: CropPlan, name: str) -> torch.Tensor:
+    """The photo (a path, or a shard's image bytes) resized and cropped to its bucket. Only the resized size is
+    needed, so large photos are decoded at a reduced size (face.image.load_at_least), never whole."""
+    try:
+        rgb, full = load_at_least(source, max(plan.resized))
+    except (ImageReadError, LimitError) as err:  # changed on disk since prepare-data accepted it
+        raise TrainingDataError(f"{name}: {err}; rerun prepare-data into a new folder") from None
+    if full != tuple(size):
+        raise TrainingDataError(f"{name} is {full[0]}x{full[1]} now, not the {size[0]}x{size[1]} "
+                                "prepare-data saw; rerun prepare-data into a new folder")
+    return to_tensor(apply_crop(Image.fromarray(rgb), plan), normalise=True)
+
+
+def conditions(record, plan: CropPlan, embedding: np.ndarray) -> dict:
+    """Everything but the pixels for one record (a TrainingItem or a shard sample): caption, keypoint image,
+    face embedding, SDXL time ids. One builder for both storage formats."""
+    return {
+        "caption": record.caption,
+        "kps_image": to_tensor(keypoint_image(record, plan), normalise=False),
+        "face_embedding": torch.from_numpy(np.asarray(embedding, dtype=np.float32).reshape(-1)),
+        # SDXL's micro-conditioning, (height, width) order as in diffusers
+        "time_ids": torch.tensor([record.height, record.width, plan.top, plan.left, plan.bucket[1], plan.bucket[0]],
+                                 dtype=torch.float32),
+    }
 
 
 def collate(examples: list[dict]) -> dict:

@@ -127,6 +127,7 @@ def run_loop(accelerator, components: TrainingComponents, model, optimizer, lr_s
         for batch in loader:
             generator = batch_generator(args.seed, accelerator.process_index, micro_step)
             micro_step += 1
+            progress.observe(batch)
             with accelerator.accumulate(model):
                 loss = compute_loss(components, model, batch, generator, text_dropout=args.text_dropout,
                                     face_dropout=args.face_dropout, empty_text=empty_text)

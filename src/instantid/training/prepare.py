@@ -56,6 +56,7 @@ class PrepareOptions:
     workers: int = 1
     progress: bool = True
     retry_rejected: bool = False
+    identity_from_folder: bool = False  # a sub-folder per person names the identity
 
     def analyzer_kwargs(self) -> dict:
         return {"model_dir": self.face_models} if self.backend == "antelopev2" and self.face_models else {}
@@ -119,7 +120,7 @@ def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike, options: Pre
         raise TrainingDataError(f"unknown face backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    items, problems = read_source(src)
+    items, problems = read_source(src, options.identity_from_folder)
     embedding_dim = _check_or_write_info(out, options.backend, get_face_analyzer(options.backend).embedding_dim, src)
     report = PrepareReport(str(src), str(out), options.backend, embedding_dim, items_in_source=len(items) + len(problems))
     for problem in problems:
@@ -202,7 +203,8 @@ def manifest_row(record: FaceRecord, embedding_file: str) -> dict:
     return {"id": record.item.id, "image": str(Path(record.item.image).resolve()), "caption": record.item.caption,
             "width": record.width, "height": record.height, "bbox": [round(v, 2) for v in record.bbox],
             "kps": [[round(x, 2), round(y, 2)] for x, y in record.kps], "score": round(record.score, 4),
-            "num_faces": record.num_faces, "embedding": embedding_file}
+            "num_faces": record.num_faces, "embedding": embedding_file,
+            **({"identity": record.item.identity} if record.item.identity is not None else {})}
 
 
 def embedding_path(item_id: str) -> str:

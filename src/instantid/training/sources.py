@@ -25,6 +25,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 TABLE_NAMES = ("metadata.jsonl", "metadata.csv")
 IMAGE_KEYS = ("file_name", "image", "path", "image_path")
 CAPTION_KEYS = ("caption", "text")
+IDENTITY_KEYS = ("identity", "person", "person_id")  # optional: who is in the photo (paired references)
 
 # Why an item was left out; the report counts each (prepare.py adds the reasons found while analysing).
 UNREADABLE_ROW = "unreadable_row"
@@ -40,6 +41,7 @@ class SourceItem:
     id: str
     image: Path
     caption: str
+    identity: str | None = None  # person label when the source has one
 
 
 @dataclass(frozen=True)
@@ -53,21 +55,23 @@ def item_id(relative_image: str, caption: str) -> str:
     return hashlib.sha1(f"{relative_image}\n{caption}".encode("utf-8")).hexdigest()[:16]
 
 
-def read_source(src: str | os.PathLike) -> tuple[list[SourceItem], list[SourceProblem]]:
-    """Items and problems of a source folder or table, in a stable order."""
+def read_source(src: str | os.PathLike, identity_from_folder: bool = False
+                ) -> tuple[list[SourceItem], list[SourceProblem]]:
+    """Items and problems of a source folder or table, in a stable order. `identity_from_folder`: a folder of
+    images holds one sub-folder per person, whose name is the identity label."""
     src = Path(src)
     if src.is_file():
         items, problems = _read_table(src)
     elif src.is_dir():
         table = next((src / name for name in TABLE_NAMES if (src / name).is_file()), None)
-        items, problems = _read_table(table) if table else _read_folder(src)
+        items, problems = _read_table(table) if table else _read_folder(src, identity_from_folder)
     else:
         raise TrainingDataError(f"data source '{src}' does not exist; pass a folder of images with .txt captions, "
                                 "or a .jsonl/.csv table of file_name + caption")
     return _drop_duplicates(items, problems)
 
 
-def _read_folder(root: Path) -> tuple[list[SourceItem], list[SourceProblem]]:
+def _read_folder(root: Path, identity_from_folder: bool = False) -> tuple[list[SourceItem], list[SourceProblem]]:
     items, problems = [], []
     for image in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
         relative = image.relative_to(root).as_posix()
@@ -76,7 +80,8 @@ def _read_folder(root: Path) -> tuple[list[SourceItem], list[SourceProblem]]:
         if not caption:
             problems.append(SourceProblem(relative, MISSING_CAPTION, f"no text in {caption_file.name}"))
             continue
-        items.append(SourceItem(item_id(relative, caption), image, caption))
+        person = image.parent.relative_to(root).as_posix() if identity_from_folder else None
+        items.append(SourceItem(item_id(relative, caption), image, caption, person if person not in ("", ".") else None))
     return items, problems
 
 
@@ -131,7 +136,8 @@ def _row_to_item(row: dict, base: Path, where: str) -> SourceItem | SourceProble
     path = path if path.is_absolute() else base / path
     if not path.is_file():
         return SourceProblem(where, MISSING_IMAGE, f"{path} does not exist")
-    return SourceItem(item_id(image.strip(), caption), path, caption)
+    identity = next((str(row[k]).strip() for k in IDENTITY_KEYS if row.get(k) not in (None, "")), None)
+    return SourceItem(item_id(image.strip(), caption), path, caption, identity)
 
 
 def _drop_duplicates(items: list[SourceItem], problems: list[SourceProblem]):

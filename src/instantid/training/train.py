@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from .checkpoints import (
     rotate_checkpoints,
 )
 from .conditioning import encode_captions
+from .references import IdentityGroups, ReferenceMode
+from .shards import is_sharded
+from .stream import ShardedData, ShardStream, StreamPosition, make_loader
 from .data import BucketBatchSampler, InstantIDDataset, collate, make_buckets, read_prepared_dataset
 from .errors import TrainingConfigError
 from .loop import StepPlan, fixed_batch_loss, run_loop
@@ -48,36 +52,52 @@ def train(args) -> TrainingResult:
         torch.set_num_threads(args.threads)
     accelerator = make_accelerator(args)
     _seed_everything_else(args.seed)
-    prepared = read_prepared_dataset(args.data_dir)
+    sharded = is_sharded(args.data_dir)
+    prepared = ShardedData.open(args.data_dir) if sharded else read_prepared_dataset(args.data_dir)
     components = load_components(args, prepared.embedding_dim, frozen_dtype(accelerator), accelerator.device)
     resolution, bucket_step = training_resolution(args, components)
-    dataset = build_dataset(args, prepared, components, accelerator, resolution, bucket_step)
-    sampler = BucketBatchSampler(dataset.bucket_of, args.train_batch_size, args.seed,
-                                 accelerator.num_processes, accelerator.process_index)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=args.dataloader_num_workers)
-    plan = StepPlan.from_args(args, len(sampler))
+    progress = TrainingProgress()
+    if sharded:
+        stream = build_stream(args, prepared, accelerator, resolution, bucket_step)
+        loader, sampler = make_loader(stream, args.dataloader_num_workers), StreamEpochs()
+        progress.stream, progress.stream_workers = stream.position, stream.num_workers
+        # an estimate (bad samples and bucket leftovers change it): epochs only set the LR schedule's length
+        batches_per_epoch = math.ceil(prepared.num_items / (args.train_batch_size * accelerator.num_processes))
+    else:
+        dataset = build_dataset(args, prepared, components, accelerator, resolution, bucket_step)
+        sampler = BucketBatchSampler(dataset.bucket_of, args.train_batch_size, args.seed,
+                                     accelerator.num_processes, accelerator.process_index)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=args.dataloader_num_workers)
+        batches_per_epoch = len(sampler)
+    plan = StepPlan.from_args(args, batches_per_epoch)
     optimizer, lr_scheduler = build_optimizer(args, components.model, plan, accelerator)
     model, optimizer, lr_scheduler = accelerator.prepare(components.model, optimizer, lr_scheduler)
 
-    progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress)
     register_checkpoint_hooks(accelerator, args.adapter_format)
     resume_from = resolve_resume(args.output_dir, args.resume_from_checkpoint)
     if resume_from is not None:
         accelerator.load_state(str(resume_from), **_deepspeed_kwargs(accelerator, "load"))
         logger.info("resumed from %s at step %d", resume_from, progress.global_step)
+        if sharded and progress.stream_positions:
+            stream.resume_from(StreamPosition.from_dict(progress.stream_positions[accelerator.process_index]))
+            progress.stream = stream.position
     start_trackers(accelerator, args)
 
     cases = validation_cases(args, prepared) if args.validation_steps else []
     empty_text = encode_captions(components.pipe, components.family, [""], accelerator.device) if args.text_dropout else None
-    fixed_batch = collate([dataset[i] for i in sampler.all_batches(0)[0]])
+    fixed_batch = first_stream_batch(stream) if sharded else collate([dataset[i] for i in sampler.all_batches(0)[0]])
     loss_before = _fixed_batch_loss(accelerator, components, fixed_batch, args.seed)
     run_start = _record_run_start(args.output_dir, loss_before, resumed=resume_from is not None) \
         if accelerator.is_main_process else {}
 
     def after_step(step: int) -> None:
         if step % args.checkpointing_steps == 0 or step == plan.max_train_steps:
+            if progress.stream is not None:  # every rank's stream position goes into the checkpoint
+                from accelerate.utils import gather_object
+
+                progress.stream_positions = gather_object([progress.stream.to_dict()])
             save_checkpoint(accelerator, args, step)
         if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
             run_validation(accelerator, components.pipe, cases, step, args, resolution, bucket_step)
@@ -90,7 +110,8 @@ def train(args) -> TrainingResult:
     if accelerator.is_main_process:
         result.fixed_batch_loss_after = _fixed_batch_loss(accelerator, components, fixed_batch, args.seed)
         result.exported = export_weights(components.model, args.output_dir, args.adapter_format)
-        write_summary(args, prepared, result, accelerator.num_processes, run_start)
+        write_summary(args, prepared, result, accelerator.num_processes, run_start,
+                      bad_samples=progress.stream.bad_samples if progress.stream is not None else None)
     accelerator.end_training()
     return result
 
@@ -152,7 +173,18 @@ def training_resolution(args, components) -> tuple[int, int]:
 
 def build_dataset(args, prepared, components, accelerator, resolution: int, bucket_step: int) -> InstantIDDataset:
     buckets = make_buckets(resolution, bucket_step, args.max_aspect_ratio)
-    dataset = InstantIDDataset(prepared.items, buckets)
+    mode = ReferenceMode.parse(args.reference)
+    references = None
+    if mode.pairs:
+        groups = IdentityGroups([item.identity for item in prepared.items])
+        references = (mode, groups, args.seed)
+        logger.info("--reference %s: %d of %d items have another photo of their person", args.reference,
+                    groups.pairable(), len(prepared.items))
+        if not groups.pairable():
+            raise TrainingConfigError(f"--reference {args.reference} needs identity labels with two or more photos per "
+                                      "person; this data has none (prepare with an `identity` column, "
+                                      "--identity-from-folder or --group-identities)")
+    dataset = InstantIDDataset(prepared.items, buckets, references=references)
     depends_on = dict(base=str(args.pretrained_model_name_or_path), resolution=resolution, buckets=buckets)
     with accelerator.main_process_first():  # the main process fills the caches, the others only read them
         if args.cache_latents:
@@ -166,6 +198,33 @@ def build_dataset(args, prepared, components, accelerator, resolution: int, buck
     if prepared.skipped_rows:
         logger.warning("manifest rows skipped: %s", dict(prepared.skipped_rows))
     return dataset
+
+
+def build_stream(args, data: ShardedData, accelerator, resolution: int, bucket_step: int) -> ShardStream:
+    if args.cache_latents or args.cache_text_embeddings:
+        raise TrainingConfigError("--cache_latents / --cache_text_embeddings work on a prepared folder, not on shards "
+                                  "(a cache of a stream would be a second copy of it); drop the flags")
+    if ReferenceMode.parse(args.reference).pairs:
+        raise TrainingConfigError("--reference other / mixed:P needs identity labels from a prepared folder; "
+                                  "streaming shards pairs nothing yet: use the folder format (or --from-folder's "
+                                  "source) for paired references")
+    return ShardStream(data.urls, make_buckets(resolution, bucket_step, args.max_aspect_ratio), args.train_batch_size,
+                       args.seed, accelerator.process_index, accelerator.num_processes, args.shuffle_buffer,
+                       args.dataloader_num_workers)
+
+
+class StreamEpochs:
+    """The stream runs epoch after epoch by itself; the loop's epoch calls have nothing to do."""
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        pass
+
+
+def first_stream_batch(stream: ShardStream) -> dict:
+    """The fixed batch: the first batch of epoch 0 of worker 0 (read without touching the training position)."""
+    copy = ShardStream(stream.urls, stream.buckets, stream.batch_size, stream.seed, stream.rank, stream.world_size,
+                       stream.shuffle_buffer, stream.num_workers)
+    return next(iter(copy.worker_batches(0)))
 
 
 def build_optimizer(args, model, plan: StepPlan, accelerator):
@@ -239,7 +298,8 @@ def _record_run_start(output_dir, loss_before: float | None, resumed: bool) -> d
     return start
 
 
-def write_summary(args, prepared, result: TrainingResult, num_processes: int, run_start: dict | None = None) -> None:
+def write_summary(args, prepared, result: TrainingResult, num_processes: int, run_start: dict | None = None,
+                  bad_samples: int | None = None) -> None:
     """The whole run, across resumes: losses come from the loss log (losses.jsonl), not just this process."""
     logged = read_losses(args.output_dir, up_to_step=result.global_step)
     summary = {"global_step": result.global_step, "fixed_batch_loss_before": result.fixed_batch_loss_before,
@@ -248,5 +308,7 @@ def write_summary(args, prepared, result: TrainingResult, num_processes: int, ru
                "steps_logged": len(logged), "first_logged_step": next(iter(logged), None), "loss_log": LOSS_LOG,
                "losses": list(logged.values())[-SUMMARY_LOSSES:],  # per step, the last ones (losses.jsonl has all)
                "face_backend": prepared.backend, "embedding_dim": prepared.embedding_dim,
-               "items": len(prepared.items), "num_processes": num_processes, "exported": {k: str(v) for k, v in result.exported.items()}}
+               "items": prepared.num_items, "storage": "shards" if bad_samples is not None else "folder",
+               "bad_samples": bad_samples,  # streaming: unreadable samples the main process skipped, across resumes
+               "num_processes": num_processes, "exported": {k: str(v) for k, v in result.exported.items()}}
     (Path(args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")

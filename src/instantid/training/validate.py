@@ -43,7 +43,8 @@ def validation_cases(args, dataset) -> list[ValidationCase]:
     cases = []
     for i, item in enumerate(dataset.items[: args.num_validation_items]):
         prompt = prompts[i] if len(prompts) > 1 else (prompts[0] if prompts else item.caption)
-        embedding = np.load(item.embedding_file).astype(np.float32).reshape(-1)
+        embedding = getattr(item, "embedding", None)  # a shard sample carries it, a manifest row names its file
+        embedding = (np.load(item.embedding_file) if embedding is None else embedding).astype(np.float32).reshape(-1)
         condition = FaceCondition(embedding=embedding, kps=item.kps, pose_size=(item.width, item.height))
         cases.append(ValidationCase(item.id, prompt, condition))
     return cases

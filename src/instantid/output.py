@@ -1,14 +1,14 @@
 """Writing generated images: PNG (parameters in a text chunk), JPEG or WebP (parameters in EXIF), each
-written to a temporary file and renamed, so nothing is ever half-written; NaN output is an error, never a
-black image."""
+written to a temporary file and renamed, so nothing is ever half-written. Quiet: the front ends say what was
+written (the CLI prints the paths; the service lists them in the job)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ..checks import check_output_dir, check_output_file, write_atomically
-from ..errors import OutputPathError
+from .checks import check_output_dir, check_output_file, write_atomically
+from .errors import OutputPathError
 
 # Output extensions and the Pillow format each is written in.
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -41,6 +41,28 @@ def check_out_arg(out_arg: str, flag: str = "--out") -> None:
 def output_suffix(out_arg: str) -> str:
     suffix = Path(out_arg).suffix
     return suffix if suffix.lower() in OUTPUT_FORMATS and not is_folder_target(out_arg) else ".png"
+
+
+def output_paths(out_arg: str, count: int, label: str = "") -> list[Path]:
+    """Image paths for `count` images: OUT.png (or OUT_LABEL.png, OUT_000.png, ...), or files in a folder OUT/.
+    OUT.jpg / OUT.webp keep their format; no extension means PNG. Creates the folder."""
+    out = Path(out_arg)
+    suffix = output_suffix(out_arg)
+    if is_folder_target(out_arg):
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / "instantid.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = f"{out.stem}_{label}" if label else out.stem
+    names = [f"{stem}{suffix}"] if count == 1 else [f"{stem}_{i:03d}{suffix}" for i in range(count)]
+    return [out.with_name(name) for name in names]
+
+
+def write_images(images, paths, metadata: dict) -> list[Path]:
+    """Save each image at its path with `metadata` and the instantid version inside (save_with_parameters)."""
+    from . import __version__
+
+    return [save_with_parameters(image, Path(path), {**metadata, "instantid_version": __version__})
+            for path, image in zip(paths, images)]
 
 
 def save_with_parameters(image, path: Path, parameters: dict) -> Path:
