@@ -6,8 +6,8 @@ Rules every backend relies on:
   dropped. Greyscale, palette, CMYK and 16-bit images become 8-bit RGB.
 - Arrays are taken as RGB (not OpenCV's BGR): HxW, HxWx1, HxWx3 or HxWx4; uint8, uint16, or float
   in [0, 1].
-- Pillow's decompression-bomb guard is replaced by our own, larger limit (MAX_PIXELS) so that
-  big-but-real photos (e.g. 20000x20000) load; `load_for_detection` decodes large JPEGs at
+- Our files are opened with our own, larger pixel limit (MAX_PIXELS) in place of Pillow's bomb check, so
+  big-but-real photos (e.g. 20000x20000) load; Pillow's process-wide setting is never touched; `load_for_detection` decodes large JPEGs at
   1/2, 1/4 or 1/8 scale (Pillow's `draft`), and large PNGs strip by strip (png_strips.py), so they
   never sit in memory at full size. Other formats are decoded whole: above FULL_DECODE_MAX_PIXELS
   they are refused with the fix (convert to JPEG or PNG), which keeps analysing any accepted photo
