@@ -46,6 +46,28 @@ def test_submit_poll_download(server, photos):
     assert Image.open(io.BytesIO(png.content)).size == (64, 64)
 
 
+def _texts(value):
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _texts(item)]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _texts(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_models_named_as_given_never_a_server_path(server, photos):
+    """The job JSON and the PNG name the models as the server was given them (`tiny` here; the LoRA, loaded from
+    an absolute path, by its name) and hold no path of the server's."""
+    response = submit(server.url, [photos["astronaut"]], seed=2)
+    queued = response.json()["parameters"]
+    job = wait_for(server.url, response.json()["id"])
+    png = _png_parameters(requests.get(server.url + job["images"][0], timeout=10).content)
+    for parameters in (job["parameters"], png):
+        assert (parameters["base"], parameters["identitynet"], parameters["adapter"]) == ("tiny", "tiny", "tiny")
+        assert parameters["loras"] == "sketch:0.5"
+    for parameters in (queued, job["parameters"], png):
+        assert [text for text in _texts(parameters) if "/" in text or "\\" in text] == []
+
+
 def test_same_request_same_image(server, photos):
     """Determinism through the API: same seed and inputs, same PNG pixels."""
     images = []

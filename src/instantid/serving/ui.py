@@ -225,12 +225,12 @@ def launch(config, state_dir: Path, *, host: str = "127.0.0.1", port: int = 7860
     host:port until stopped."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no calls home
     from .engine import Engine
-    from .jobs import JobStore
+    from .store.sqlite import SqliteStore
     from .limits import Limits
     from .service import LocalService
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(state_dir)
+    store = SqliteStore(state_dir)
     service = LocalService(store, Engine(config, face_cache_dir=state_dir / "face-cache"), Limits())
     service.start()
     demo = build(service, tiny=config.load.tiny)
