@@ -289,7 +289,7 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path):
 
 
 def test_nan_images_are_a_generation_error_and_good_ones_convert():
-    from instantid.pipelines.results import finite_images
+    from instantid.pipelines.output_check import finite_images
 
     with pytest.raises(GenerationError, match="NaN"):
         finite_images(np.full((1, 8, 8, 3), np.nan, np.float32))
@@ -636,7 +636,7 @@ def test_training_image_changed_into_a_non_image_is_a_training_error(tmp_path, p
 ])
 def test_face_mask_boxes_nan_zero_area_or_outside(bbox, words):
     from instantid.errors import RegionError
-    from instantid.pipelines.face_swap import crop_box, face_mask, mask_bounds
+    from instantid.pipelines.repaint import crop_box, face_mask, mask_bounds
 
     with pytest.raises(RegionError, match=words):
         mask = face_mask((100, 100), bbox)
