@@ -34,9 +34,9 @@ from ..models.flux_identitynet import (
     FluxIdentityTransformer2DModel,
     flux_face_conditioning,
 )
-from .call_checks import check_call
+from .call_checks import check_call, check_embedding, check_knob
 from .instantid import InstantIDMixin
-from .results import checked_output
+from .output_check import checked_output
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
@@ -145,8 +145,7 @@ class FluxInstantIDMixin:
     def face_embedding_tensor(self, image_embeds) -> torch.Tensor:
         """Validate a face embedding ([E], [1, E] or [n, E], unit-norm ArcFace) -> float32 tensor [1, n, E]."""
         dim = self.face_embedding_dim
-        emb = torch.as_tensor(np.asarray(image_embeds, dtype=np.float32) if not torch.is_tensor(image_embeds)
-                              else image_embeds.detach().float().cpu())
+        emb = torch.as_tensor(check_embedding(image_embeds).astype(np.float32, copy=False))
         if emb.shape[-1] != dim or emb.numel() % dim:
             raise EmbeddingError(
                 f"image_embeds has shape {tuple(emb.shape)}, but the FLUX (InfiniteYou) face projection takes {dim}-d "
@@ -172,9 +171,7 @@ class FluxInstantIDMixin:
         raises GenerationError. See the stock `FluxControlNetPipeline` for the rest."""
         check_call(image_embeds, None, kwargs)
         if kwargs.get("true_cfg_scale") is not None:
-            from ..params import PARAMS_BY_NAME
-
-            PARAMS_BY_NAME["true_cfg_scale"].check(kwargs["true_cfg_scale"])
+            check_knob("true_cfg_scale", kwargs["true_cfg_scale"])
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
             raise UsageError("pass the face as image_embeds; the FLUX DiT has no IP-Adapter branch")
         if not isinstance(self.controlnet, FluxIdentityNetModel) or \
