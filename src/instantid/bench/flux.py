@@ -39,7 +39,7 @@ def run_flux_bench(settings: FluxBenchSettings) -> tuple[str, dict]:
     import torch
 
     from ..pipelines.flux_loading import FLUX_BASE, INFINITEYOU_REPO, load_flux_pipeline
-    from ..pipelines.loading import default_device
+    from ..pipelines.loading_steps import default_device
     from .environment import describe
     from .memory import PeakMemory
 
