@@ -99,6 +99,7 @@ FAMILY_DEFAULTS = {"flux": {"num_inference_steps": 30, "guidance_scale": 3.5, "c
                             "control_guidance_start": 0.0, "control_guidance_end": 1.0}}
 FAMILY_ONLY = {"ip_adapter_scale": ("sdxl", "sd15"), "negative_face_noise": ("sdxl", "sd15"), "true_cfg_scale": ("flux",)}
 FAMILIES = ("sdxl", "sd15", "flux")
+FAMILY_SIZE_MULTIPLE = {"flux": 16}  # FLUX packs 2x2 patches of an 8x-downsampled latent
 
 
 def family_skip(family: str | None) -> frozenset:
@@ -207,6 +208,11 @@ def resolve(given: dict | None = None, skip=frozenset(), family: str | None = No
         value = given.get(param.name)
         value = family_default(param.name, family) if value is None else value
         values[param.name] = None if value is None else param.type(param.check(value))
+    multiple = FAMILY_SIZE_MULTIPLE.get(family or "sdxl")
+    for name in ("width", "height"):
+        if multiple and values.get(name) is not None and values[name] % multiple:
+            raise UsageError(f"{PARAMS_BY_NAME[name].flag} must be a multiple of {multiple} pixels for "
+                             f"{family.upper()} models, got {values[name]}")
     start, end = values.get("control_guidance_start"), values.get("control_guidance_end")
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--control-start ({start}) must be below --control-end ({end})")

@@ -27,3 +27,35 @@ def server(tmp_path_factory, tiny_lora):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server (instantid.testing.postgres). Where it cannot start the tests that need it
+    skip, saying why; in CI (CI=true, as `.ci/run` sets it) they fail instead: CI must run them."""
+    import os
+
+    from instantid.testing.postgres import PostgresUnavailable, TempPostgres
+
+    pytest.importorskip("psycopg", reason="psycopg is part of the `serve` extra")
+    try:
+        server = TempPostgres().start()
+    except PostgresUnavailable as err:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL could not be started in CI: {err}")
+        pytest.skip(f"PostgreSQL could not be started here ({str(err).splitlines()[0]}); `.ci/run` installs it")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_config(request, tmp_path):
+    """The same store tests on both stores: a StoreConfig for a fresh SQLite folder or a fresh PostgreSQL database."""
+    from instantid.serving.store import StoreConfig
+
+    if request.param == "sqlite":
+        return StoreConfig(state_dir=str(tmp_path / "state"))
+    url = request.getfixturevalue("postgres").new_database()
+    return StoreConfig(state_dir=str(tmp_path / "state"), url=url)

@@ -43,7 +43,7 @@ class Server:
             try:
                 if requests.get(self.url + path, timeout=2, headers=headers).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy loading
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")

@@ -1,5 +1,6 @@
 """Durability: SIGKILL the server with jobs queued, running and done; a restart on the same state folder
-finishes the queued ones, still serves the finished results, and duplicates nothing."""
+finishes the queued ones, still serves the finished results, takes the dead server's running job back once
+its lease expires, and duplicates nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_restart_after_sigkill(tmp_path, photos):
     state = tmp_path / "state"
-    first = Server(state, "--queue-size", "8")
+    first = Server(state, "--queue-size", "8", "--lease-seconds", "3")
     try:
         first.wait()
         done = wait_for(first.url, submit(first.url, [photos["astronaut"]], seed=1).json()["id"])
@@ -30,13 +31,13 @@ def test_restart_after_sigkill(tmp_path, photos):
     finally:
         first.kill()
 
-    second = Server(state, "--queue-size", "8")
+    second = Server(state, "--queue-size", "8", "--lease-seconds", "3")
     try:
         second.wait()
         # the finished result survived, byte for byte
         assert requests.get(second.url + done["images"][0], timeout=10).content == before
-        # the job that was running is queued again, not lost (it would run once more, from the start; it is
-        # first in line, so cancel it to save the test time)
+        # the job that was running is queued again once its lease expires, not lost (it would run once more,
+        # from the start; it is first in line, so cancel it to save the test time)
         job = requests.get(f"{second.url}/v1/generations/{long_job}", timeout=10).json()
         assert job["status"] in ("queued", "running"), job
         requests.delete(f"{second.url}/v1/generations/{long_job}", timeout=10)

@@ -1,67 +1,267 @@
-"""The job store on its own: order, bounded queue, cancel, crash recovery, expiry (no server, no model)."""
+"""The job store on its own, one suite run on SQLite and on PostgreSQL: order, bounded queue, cancel, leases
+(renewal, expiry, attempts, the finishing write's lease check), hand-back, concurrent claimers, expiry, schema
+versions. No server, no model."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 
 import pytest
 
-from instantid.serving.jobs import MAX_ATTEMPTS, JobStore, QueueFull, valid_job_id
+from instantid.serving.store import (QueueFull, SchemaTooNew, StoreConfig, StoreUnavailable, open_store,
+                                     valid_job_id)
 
 
-def _submit(store: JobStore, queue_size: int = 10) -> str:
+def _submit(store, queue_size: int = 100) -> str:
     job_id = store.stage({"face_0.png": b"photo"})
     store.enqueue(job_id, {"values": {}, "prompt": "p", "faces": ["face_0.png"]}, queue_size)
     return job_id
 
 
-def test_order_positions_and_bounded_queue(tmp_path):
-    store = JobStore(tmp_path)
+def _blob_ids(store) -> set[str]:
+    """Job ids that have blobs, wherever the store keeps them."""
+    if store.blobs.kind == "folder":
+        return {p.name for p in store.blobs.jobs_dir.iterdir()}
+    with store._session() as db:
+        return {row["job_id"] for row in store._exec(db, "SELECT DISTINCT job_id FROM blobs").fetchall()}
+
+
+@pytest.fixture
+def open_(store_config):
+    opened = []
+
+    def make(**changes):
+        store = open_store(dataclasses.replace(store_config, **changes))
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def test_order_positions_and_bounded_queue(open_):
+    store = open_()
     ids = [_submit(store, queue_size=3) for _ in range(3)]
     assert all(valid_job_id(i) for i in ids) and len(set(ids)) == 3
     assert [store.queue_position(store.get(i)) for i in ids] == [0, 1, 2]
     with pytest.raises(QueueFull):
         _submit(store, queue_size=3)
-    assert sorted(p.name for p in store.jobs_dir.iterdir()) == sorted(ids)  # the refused one left no folder
-    assert store.claim_next("w").id == ids[0]  # oldest first
+    assert _blob_ids(store) == set(ids)  # the refused one left no photos behind
+    job = store.claim_next("w")
+    assert job.id == ids[0] and job.attempts == 1 and job.lease_id and job.status == "running"  # oldest first
     assert store.queue_position(store.get(ids[1])) == 0
+    assert store.blobs.get(ids[0], "inputs/face_0.png") == b"photo"
+    assert store.counts() == {"queued": 2, "running": 1, "done": 0, "failed": 0, "cancelled": 0}
 
 
-def test_cancel_queued_and_running(tmp_path):
-    store = JobStore(tmp_path)
+def test_cancel_queued_and_running(open_):
+    store = open_()
     running, queued = _submit(store), _submit(store)
-    store.claim_next("w")
+    job = store.claim_next("w")
     assert store.cancel(queued).status == "cancelled"
-    job = store.cancel(running)
-    assert job.status == "running" and job.cancel_requested
-    assert store.progress(running, 1, 10) is True  # the worker learns it at its next step
+    assert store.cancel(running).cancel_requested
+    assert store.progress(job, 1, 10) is True  # the worker learns it at its next step
+    assert store.fail(job, "cancelled by the client", status="cancelled")
+    assert store.get(running).status == "cancelled"
 
 
-def test_recover_requeues_then_gives_up(tmp_path):
-    store = JobStore(tmp_path)
+def test_finish_writes_outputs_with_the_status(open_):
+    store = open_()
     job_id = _submit(store)
-    (tmp_path / "jobs" / "0").mkdir()  # an orphan folder (a submission that was never accepted)
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        job = store.claim_next("w")
-        assert job.id == job_id and job.attempts == attempt
-        store.outputs_dir(job_id).mkdir(parents=True, exist_ok=True)
-        (store.outputs_dir(job_id) / "0.png").write_bytes(b"half")
-        requeued = JobStore(tmp_path).recover()  # "the server died": a new process on the same folder
-        if attempt < MAX_ATTEMPTS:
-            assert requeued == [job_id] and store.get(job_id).status == "queued"
-            assert not store.outputs_dir(job_id).exists()  # no half-written image survives into the rerun
+    job = store.claim_next("w")
+    assert store.progress(job, 2, 4) is False and store.get(job_id).step == 2
+    assert store.image(store.get(job_id), 0) is None
+    assert store.finish(job, [b"png0", b"png1"], {"seed": 1})
+    done = store.get(job_id)
+    assert (done.status, done.images, done.parameters, done.step) == ("done", 2, {"seed": 1}, 4)
+    assert [store.image(done, n) for n in range(2)] == [b"png0", b"png1"]
+    assert [c["outcome"] for c in store.claims_of(job_id)] == ["done"]
+    assert store.claim_stats() == {"w": {"claimed": 1, "done": 1}}
+
+
+def test_lease_expiry_requeues_then_fails_and_a_stale_attempt_cannot_finish(open_):
+    store = open_(lease_s=0.3, max_attempts=2)
+    job_id = _submit(store)
+    first = store.claim_next("a")
+    time.sleep(0.45)  # "a" died: no renewal
+    assert store.reap_expired() == [job_id]
+    assert store.get(job_id).status == "queued" and store.get(job_id).attempts == 1
+    second = store.claim_next("b")
+    assert second.id == job_id and second.attempts == 2
+    # the first attempt wakes up: it can neither renew, report progress nor finish
+    with pytest.raises(Exception, match=job_id):
+        store.renew(first)
+    assert store.finish(first, [b"stale"], {}) is False
+    assert store.fail(first, "x") is False
+    assert store.image(store.get(job_id), 0) is None
+    time.sleep(0.45)  # "b" died too: attempts used up
+    assert store.reap_expired() == []
     job = store.get(job_id)
-    assert job.status == "failed" and "stopped" in job.error
-    assert not (tmp_path / "jobs" / "0").exists()
+    assert job.status == "failed" and "lease expired 2 times" in job.error and job.attempts == 2
+    assert store.finish(second, [b"late"], {}) is False
+    assert [(c["worker"], c["attempt"], c["outcome"]) for c in store.claims_of(job_id)] == [
+        ("a", 1, "expired"), ("b", 2, "expired")]
+    assert store.attempt_counts() == {2: 1}
 
 
-def test_expiry_removes_finished_jobs_and_files(tmp_path):
-    store = JobStore(tmp_path)
+def test_renewal_keeps_the_lease_and_a_live_lease_is_never_taken_over(open_):
+    store = open_(lease_s=0.5)
+    job_id = _submit(store)
+    job = store.claim_next("a")
+    for _ in range(4):  # 0.8 s in all, longer than the lease, renewed every 0.2 s
+        time.sleep(0.2)
+        store.renew(job)
+    other = open_(lease_s=0.5)  # a second process starting on the same store takes nothing over
+    assert other.reap_expired() == [] and other.claim_next("b") is None
+    assert store.finish(job, [b"png"], {})
+    assert store.get(job_id).attempts == 1
+
+
+def test_release_hands_the_job_back_in_its_place(open_):
+    store = open_()
+    first, second = _submit(store), _submit(store)
+    job = store.claim_next("a")
+    assert store.release(job)
+    back = store.get(first)
+    assert back.status == "queued" and back.attempts == 0 and store.queue_position(back) == 0
+    assert store.finish(job, [b"png"], {}) is False  # the released attempt cannot finish any more
+    again = store.claim_next("b")
+    assert again.id == first and again.attempts == 1 and second != first
+    assert [c["outcome"] for c in store.claims_of(first)] == ["released", None]
+
+
+def test_concurrent_claimers_take_each_job_once(open_):
+    store = open_()
+    ids = [_submit(store) for _ in range(24)]
+    taken: dict[str, list[str]] = {}
+
+    def claimer(name: str) -> None:
+        mine = open_()  # each claimer its own store object (its own connections), as separate processes
+        while (job := mine.claim_next(name)) is not None:
+            taken.setdefault(name, []).append(job.id)
+            assert mine.finish(job, [b"png"], {})
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    claimed = [job_id for jobs in taken.values() for job_id in jobs]
+    assert sorted(claimed) == sorted(ids)  # every job once, none twice
+    for job_id in ids:
+        assert len(store.claims_of(job_id)) == 1 and store.get(job_id).status == "done"
+
+
+def test_expiry_removes_finished_jobs_and_their_blobs(open_):
+    store = open_()
     done, waiting = _submit(store), _submit(store)
-    store.claim_next("w")
-    store.finish(done, 0, {"prompt": "p"})
-    time.sleep(0.01)
+    assert store.finish(store.claim_next("w"), [b"png"], {"prompt": "p"})
+    time.sleep(0.05)
     assert store.expire(ttl_s=3600) == 0
     assert store.expire(ttl_s=0) == 1
-    assert store.get(done) is None and not store.job_dir(done).exists()
-    assert store.get(waiting).status == "queued" and store.job_dir(waiting).exists()
+    assert store.get(done) is None and store.claims_of(done) == []
+    assert _blob_ids(store) == {waiting} and store.get(waiting).status == "queued"
+
+
+def test_abandoned_uploads_are_swept(open_, monkeypatch):
+    from instantid.serving.store import base
+
+    monkeypatch.setattr(base, "ORPHAN_AGE_S", 0.0)  # no waiting for the 10 minutes
+    store = open_()
+    kept = _submit(store)
+    store.stage({"face_0.png": b"photo"})  # its process died before queueing it: never a job
+    time.sleep(0.05)
+    store.expire(ttl_s=3600)
+    assert _blob_ids(store) == {kept} and store.get(kept).status == "queued"
+    assert not any(store.blobs.staging_root.iterdir()) if store.blobs.staging_root.exists() else True
+
+
+def test_schema_versions_forward_only(open_, store_config):
+    from instantid.serving.store.postgres import PostgresStore
+    from instantid.serving.store.sqlite import SqliteStore
+
+    kind = PostgresStore if store_config.url else SqliteStore
+
+    class FirstVersion(kind):
+        MIGRATIONS = kind.MIGRATIONS[:1]
+
+    args = (store_config.url, store_config.state_dir) if store_config.url else (store_config.state_dir,)
+    old = FirstVersion(*args)
+    job_id = _submit(old)  # a job queued by the first version
+    old.close()
+    store = open_()  # migrates forward; the old job is claimable with a lease
+    assert store.check_schema().endswith("(current)")
+    assert store.claim_next("w").id == job_id
+    with store._transaction() as db:
+        store._exec(db, "UPDATE instantid_schema SET version=?", (store.schema_version + 1,))
+    with pytest.raises(SchemaTooNew, match="upgrade instantid"):
+        open_()
+
+
+def test_postgres_unreachable_is_a_clear_error_without_the_password(postgres, tmp_path):
+    from instantid.serving.store.postgres import PostgresStore
+    from instantid.testing.postgres import _free_port
+
+    url = f"postgresql://instantid:{postgres.password}@127.0.0.1:{_free_port()}/postgres"
+    with pytest.raises(StoreUnavailable) as caught:
+        PostgresStore(url, tmp_path, connect_timeout_s=1)
+    message = str(caught.value)
+    assert "unreachable" in message and postgres.password not in message and "instantid:***@127.0.0.1" in message
+
+
+def test_postgres_store_survives_a_database_restart(postgres, tmp_path):
+    store = open_store(StoreConfig(state_dir=str(tmp_path), url=postgres.new_database()))
+    try:
+        job_id = _submit(store)
+        postgres.restart()  # every pooled connection is dropped
+        deadline = time.monotonic() + 30
+        while True:  # the pool replaces broken connections: at most a few StoreUnavailable, then it works
+            try:
+                job = store.claim_next("w")
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert job.id == job_id and store.finish(job, [b"png"], {})
+    finally:
+        store.close()
+
+
+def test_fsspec_blobs_with_postgres(postgres, tmp_path):
+    shared = tmp_path / "shared"
+    store = open_store(StoreConfig(state_dir=str(tmp_path / "state"), url=postgres.new_database(),
+                                   blobs=f"file://{shared}"))
+    try:
+        job_id = _submit(store)
+        job = store.claim_next("w")
+        with store.blobs.local_inputs(job_id, ["face_0.png"]) as folder:
+            assert (folder / "face_0.png").read_bytes() == b"photo"
+        assert store.finish(job, [b"png"], {})
+        assert (shared / job_id / "outputs" / "0.png").read_bytes() == b"png"
+        assert store.image(store.get(job_id), 0) == b"png"
+        assert store.expire(ttl_s=0) == 1 and not (shared / job_id).exists()
+    finally:
+        store.close()
+
+
+def test_check_store_command(postgres, tmp_path, capsys, monkeypatch):
+    """`instantid serve --check-store URL`: reaches the store, reports the schema, changes nothing; refuses a newer
+    schema; never prints the password."""
+    from instantid.cli import main
+
+    url = postgres.new_database()
+    state = str(tmp_path / "state")
+    assert main(["serve", "--state-dir", state, "--check-store", url]) == 0
+    out = capsys.readouterr().out
+    assert "reachable, schema version 0; will be migrated to 2 at start" in out and postgres.password not in out
+    store = open_store(StoreConfig(state_dir=state, url=url))
+    with store._transaction() as db:
+        store._exec(db, "UPDATE instantid_schema SET version=99")
+    store.close()
+    monkeypatch.setenv("INSTANTID_STORE", url)  # the variable stands in for the URL
+    assert main(["serve", "--state-dir", state, "--check-store"]) == 1
+    err = capsys.readouterr().err
+    assert "schema version 99, newer than this instantid's 2" in err and postgres.password not in err

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 EXAMPLE = """\
 examples:
   instantid serve --tiny --state-dir /tmp/instantid-state        # offline smoke test on random weights
   instantid serve --host 0.0.0.0 --api-key "$KEY" --queue-size 32
   instantid serve --ray --replicas 2                              # one pipeline per Ray Serve replica
+  instantid serve --store postgresql://instantid@db.internal/instantid --ray --ray-address HEAD:6379 \
+      --replicas 8                                                # one store and queue for a multi-host cluster
+  instantid serve --check-store postgresql://instantid@db.internal/instantid   # reach it, check its schema
 
   curl -F face=@me.jpg -F prompt="a watercolor portrait" http://127.0.0.1:8000/v1/generations
   curl -F face=@me.jpg -F prompt="a portrait" -F scheduler=dpmpp_2m_karras -F loras=style:0.7 \\
@@ -40,6 +44,7 @@ def add_service_options(p: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers) -> None:
     from ..serving.limits import Limits
+    from ..serving.store import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 
     p = subparsers.add_parser("serve", help="serve the HTTP API with a durable job queue",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +65,25 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ray", action="store_true", help="run the pipelines as Ray Serve replicas (default off)")
     p.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas, one pipeline each (default 1)")
     p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join (default: start a local Ray instance)")
+                   help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray instance); replicas on "
+                        "other hosts need --store postgresql://...")
+    p.add_argument("--store", default=None, metavar="URL",
+                   help="job store shared by every process and host: postgresql://USER@HOST[:PORT]/DB (password "
+                        "from PGPASSWORD or ~/.pgpass rather than the URL) (default: $INSTANTID_STORE, else "
+                        "SQLite in --state-dir, one host)")
+    p.add_argument("--blobs", default=None, metavar="URL",
+                   help="where uploaded photos and result PNGs live, an fsspec URL every host reaches "
+                        "(s3://bucket/prefix, file:///shared/mount) (default: in the PostgreSQL store with --store, "
+                        "else --state-dir)")
+    p.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_S, metavar="S",
+                   help="a claimed job's lease, renewed while it runs; a job whose worker died goes back to the queue "
+                        f"this long after its last renewal (default {DEFAULT_LEASE_S:g})")
+    p.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
+                   help="a job whose lease expired this many times is failed instead of retried "
+                        f"(default {DEFAULT_MAX_ATTEMPTS})")
+    p.add_argument("--check-store", default=None, metavar="URL", nargs="?", const="",
+                   help="reach this store (or --store / $INSTANTID_STORE) and its blob store, check the schema "
+                        "version, print the result and exit")
     p.set_defaults(run=run)
 
 
@@ -86,7 +109,7 @@ def engine_config(args):
     options = load_options(args, controlnets=[getattr(args, f"{kind}_model") for kind in kinds],
                            loras=[parse_lora_spec(spec) for spec in args.lora])
     return EngineConfig(load=options, face_backend=args.face_backend, face_models=args.face_models,
-                        control_kinds=kinds)
+                        arcface=getattr(args, "arcface", None), control_kinds=kinds)
 
 
 def limits_from_args(args):
@@ -105,17 +128,54 @@ def limits_from_args(args):
                    max_body_bytes=max(Limits.max_body_bytes, 4 * file_bytes))
 
 
-def run(args) -> int:
-    from pathlib import Path
+def store_config_from_args(args, url: str | None = None):
+    from ..errors import UsageError
+    from ..serving.store import StoreConfig, store_url
 
+    try:
+        url = store_url(url or args.store)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.lease_seconds < 1 or args.max_attempts < 1:
+        raise UsageError("--lease-seconds and --max-attempts must be at least 1")
+    if args.blobs and "://" not in args.blobs:
+        raise UsageError(f"--blobs must be a URL (file:///shared/mount, s3://bucket/prefix), got {args.blobs!r}")
+    return StoreConfig(state_dir=str(Path(args.state_dir).expanduser()), url=url, blobs=args.blobs,
+                       lease_s=args.lease_seconds, max_attempts=args.max_attempts)
+
+
+def check_store(args) -> int:
+    """--check-store: reach the database and the blob store, compare the schema, change nothing."""
+    from ..serving.store import open_store
+
+    config = store_config_from_args(args, args.check_store or None)
+    store = open_store(config, migrate=False)
+    try:
+        schema = store.check_schema()
+        store.blobs.ping()
+        print(f"{store.describe()}: reachable, {schema}; blobs: {store.blobs.describe()} reachable")
+    finally:
+        store.close()
+    return 0
+
+
+def run(args) -> int:
     from ..errors import UsageError
     from ..serving.security import check_bind, resolve_api_key
 
+    if args.check_store is not None:
+        return check_store(args)
     api_key = resolve_api_key(args.api_key)
     check_bind(args.host, api_key)  # before anything loads
     limits = limits_from_args(args)
+    store_config = store_config_from_args(args)
     if args.ray and args.replicas < 1:
         raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
+    if args.ray_address and not store_config.shared:
+        import sys
+
+        print("warning: --ray-address without --store: the jobs are in SQLite under --state-dir, which only "
+              "replicas on this host can reach; across hosts use --store postgresql://...", file=sys.stderr)
     check_service_args(args)
     state = Path(args.state_dir).expanduser()
     try:
@@ -127,9 +187,9 @@ def run(args) -> int:
 
     from ..serving.app import create_app
     from ..serving.engine import Engine
-    from ..serving.jobs import JobStore
+    from ..serving.store import open_store
 
-    store = JobStore(state)
+    store = open_store(store_config)  # reaches the database and migrates its schema before any model loads
     engine = Engine(engine_config(args), face_cache_dir=state / "face-cache")
     server: uvicorn.Server | None = None
 
@@ -140,7 +200,7 @@ def run(args) -> int:
     if args.ray:
         from ..serving.ray_app import RayService
 
-        service = RayService(store, engine, limits, replicas=args.replicas, address=args.ray_address,
+        service = RayService(store, engine, limits, store_config, replicas=args.replicas, address=args.ray_address,
                              verbose=args.verbose, on_load_error=stop_on_load_error)
     else:
         from ..serving.service import LocalService
@@ -149,7 +209,8 @@ def run(args) -> int:
     app = create_app(service, api_key=api_key, cors_origins=tuple(args.cors_origin))
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level="info" if args.verbose else "warning"))
-    print(f"instantid serve: http://{args.host}:{args.port} (state in {state}; docs at /docs)", flush=True)
+    print(f"instantid serve: http://{args.host}:{args.port} (jobs in {store.describe()}, blobs in "
+          f"{store.blobs.describe()}; docs at /docs)", flush=True)
     server.run()
     if service.load_error:
         raise UsageError(f"the models could not be loaded: {service.load_error}")

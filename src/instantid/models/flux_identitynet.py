@@ -74,10 +74,6 @@ def flux_face_conditioning(conditioning: FluxFaceConditioning) -> Iterator[FluxF
         _CONDITIONING.reset(token)
 
 
-def current_flux_face_conditioning() -> FluxFaceConditioning | None:
-    return _CONDITIONING.get()
-
-
 def view_as(cls, model):
     """`model` as the subclass `cls`: a new object that shares its modules, parameters, buffers, config and
     any quantized or offloaded weights (nothing is copied or re-initialised); `model` itself is unchanged."""

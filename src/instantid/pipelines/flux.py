@@ -27,6 +27,7 @@ from PIL import Image
 from ..errors import CheckpointError, EmbeddingError, UsageError
 from ..models.flux_adapter import build_face_projection, load_face_adapter_parts
 from ..models.flux_face_adapter import has_face_adapter, install_face_adapter, remove_face_adapter
+from ..params import FAMILY_SIZE_MULTIPLE
 from ..models.flux_identitynet import (
     INFUSENET_GUIDANCE,
     FluxFaceConditioning,
@@ -34,16 +35,16 @@ from ..models.flux_identitynet import (
     FluxIdentityTransformer2DModel,
     flux_face_conditioning,
 )
-from .call_checks import check_call
-from .results import checked_output
+from .call_checks import check_call, check_embedding, check_knob
+from .instantid import InstantIDMixin
+from .output_check import checked_output
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
 
 # InfiniteYou's output size when neither a size nor a control image gives one (width x height).
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 864, 1152
-# FLUX packs 2x2 patches of an 8x-downsampled latent: sides are multiples of 16.
-FLUX_SIZE_MULTIPLE = 16
+FLUX_SIZE_MULTIPLE = FAMILY_SIZE_MULTIPLE["flux"]
 
 
 def check_flux_embedding(embedding: torch.Tensor) -> None:
@@ -152,8 +153,7 @@ class FluxInstantIDMixin:
     def face_embedding_tensor(self, image_embeds) -> torch.Tensor:
         """Validate a face embedding ([E], [1, E] or [n, E], unit-norm ArcFace) -> float32 tensor [1, n, E]."""
         dim = self.face_embedding_dim
-        emb = torch.as_tensor(np.asarray(image_embeds, dtype=np.float32) if not torch.is_tensor(image_embeds)
-                              else image_embeds.detach().float().cpu())
+        emb = torch.as_tensor(check_embedding(image_embeds).astype(np.float32, copy=False))
         if emb.shape[-1] != dim or emb.numel() % dim:
             raise EmbeddingError(
                 f"image_embeds has shape {tuple(emb.shape)}, but the FLUX (InfiniteYou) face projection takes {dim}-d "
@@ -180,6 +180,8 @@ class FluxInstantIDMixin:
         `max_output_pixels` raises (or lowers) the output pixel cap for this call. An output with NaN pixels
         raises GenerationError. See the stock `FluxControlNetPipeline` for the rest."""
         check_call(image_embeds, None, kwargs)
+        if kwargs.get("true_cfg_scale") is not None:
+            check_knob("true_cfg_scale", kwargs["true_cfg_scale"])
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
             raise UsageError("pass the face as image_embeds; the FLUX DiT has no IP-Adapter branch")
         if not isinstance(self.controlnet, FluxIdentityNetModel) or \
@@ -218,13 +220,7 @@ class FluxInstantIDMixin:
 
     # ---- helpers
 
-    @staticmethod
-    def _prompt_batch_size(prompt, prompt_embeds) -> int:
-        if isinstance(prompt, (list, tuple)):
-            return len(prompt)
-        if prompt is None and prompt_embeds is not None:
-            return int(prompt_embeds.shape[0])
-        return 1
+    _prompt_batch_size = staticmethod(InstantIDMixin._prompt_batch_size)  # the same rule as the UNet pipelines'
 
     def _fill_output_size(self, call: dict) -> None:
         """Width/height: as given, else the control image's size (capped, multiples of 16), else InfiniteYou's."""

@@ -128,7 +128,7 @@ def load_flux_pipeline(base: str = FLUX_BASE, identitynet: str = INFINITEYOU_REP
     dtype: default bfloat16 on a GPU (InfiniteYou's), float32 on the CPU."""
     import torch
 
-    from .loading import default_device, load_loras
+    from .loading_steps import default_device, load_loras
     from .memory import apply_memory_profile, memory_profile
 
     memory_profile(memory)  # a bad name fails before anything loads

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, WeightsNotFoundError
 from . import hub
+from .loading_steps import default_device, default_dtype, load_loras
 
 if TYPE_CHECKING:  # torch loads with the models; building LoadOptions needs none of it
     import torch
@@ -123,22 +124,6 @@ def set_loading_output(*, verbose: bool = False, progress_bars: bool = True) -> 
         (library.enable_progress_bar if progress_bars else library.disable_progress_bar)()
 
 
-def default_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def default_dtype(device: str) -> torch.dtype:
-    import torch
-
-    return torch.float16 if device in ("cuda", "mps") else torch.float32
-
-
 def load_controlnet(spec: str | Path, dtype: torch.dtype | None = None, *, subfolder: str | None = None,
                     what: str = "ControlNet", hint: str = "with --controlnet", model_class=None):
     """Any diffusers ControlNetModel from a folder or Hub id, as `model_class` (default: an
@@ -193,24 +178,6 @@ def pipeline_class(arch: str):
     raise ValueError(f"unknown architecture '{arch}'; choose sdxl or sd15")
 
 
-def load_loras(pipe, loras: list[tuple[str, float]]) -> None:
-    """Load LoRAs (file, folder or Hub id) through diffusers/peft and set their scales."""
-    names = []
-    for index, (spec, _) in enumerate(loras):
-        name = f"lora_{index}"
-        try:
-            pipe.load_lora_weights(str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec,
-                                   adapter_name=name)
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
-            raise CheckpointError(
-                f"'{spec}' could not be loaded as a LoRA for this base model ({err.__class__.__name__}: "
-                f"{str(err)[:200]}). Pass a diffusers/kohya LoRA .safetensors made for this architecture"
-            ) from err
-        names.append(name)
-    if names:
-        pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
-
-
 def resolve_adapter(spec: str | Path = hub.RELEASED_REPO) -> Path:
     return hub.resolve_file(spec, filename=hub.RELEASED_ADAPTER_FILE, what="face adapter", hint="with --adapter")
 
@@ -255,7 +222,10 @@ def load_pipeline(base: str | Path | LoadOptions = hub.DEFAULT_BASE, identitynet
         return _load_options(base, embedding_dim)
     from .schedulers import set_scheduler
 
-    device = device or default_device()
+    from ..checks import check_device
+
+    device = check_device(device)  # DeviceError naming the devices here, before anything loads
+    device = default_device() if device == "auto" else device
     dtype = dtype or default_dtype(device)
     # Resolve the small pieces first, so a missing file fails before the big download.
     adapter_path = resolve_adapter(adapter)

@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -23,12 +23,12 @@ from starlette.requests import ClientDisconnect
 from .. import __version__
 from ..errors import InstantIDError
 from .errors import ApiError
-from .jobs import Job, valid_job_id
 from .limits import Limits
 from .metrics import Metrics
 from .schemas import FILE_FIELDS, ErrorBody, FacesView, GenerationJSON, JobView, OptionsView, multipart_schema
 from .submissions import SUFFIX, accept, describe, queue_full
 from .security import OPEN_PATHS, authorized
+from .store import Job, StoreUnavailable, valid_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,13 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
     async def _gone(request, err: ClientDisconnect):  # the client left (or BodyLimit answered 413 already)
         return Response(status_code=400)
 
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request, err: StoreUnavailable):  # database restarting or out of reach: retry, not 500
+        logger.warning("%s %s: %s", request.method, request.url.path, err)
+        return _error_response(ApiError(503, "store_unavailable", f"the job store ({store.kind}) is unreachable "
+                                        "(restarting or out of reach); nothing was changed, retry in a few seconds",
+                                        {"Retry-After": str(limits.retry_after_s)}), metrics)
+
     @app.exception_handler(Exception)
     async def _internal(request, err: Exception):
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -151,7 +158,8 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
     def view(job: Job) -> dict:
         base = f"/v1/generations/{job.id}"
         parameters = job.parameters or _queued_parameters(job.request)
-        return JobView(id=job.id, status=job.status, progress={"step": job.step, "total": job.total},
+        return JobView(id=job.id, status=job.status, attempts=job.attempts,
+                       progress={"step": job.step, "total": job.total},
                        queue_position=store.queue_position(job), error=job.error, parameters=parameters,
                        images=[f"{base}/images/{n}" for n in range(job.images)], url=base).model_dump()
 
@@ -189,14 +197,14 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
         return view(store.cancel(job_id))
 
     @app.get("/v1/generations/{job_id}/images/{n}", responses={200: {"content": {"image/png": {}}}, **_ERRORS},
-             response_class=FileResponse, summary="result image n (PNG with a `parameters` text chunk)")
+             response_class=Response, summary="result image n (PNG with a `parameters` text chunk)")
     def image(job_id: str, n: int):
         job = find(job_id)
         if job.status != "done":
             raise ApiError(409, "job_not_done", f"job {job_id} is {job.status}; images exist once it is done")
         if not 0 <= n < job.images:
             raise ApiError(404, "image_not_found", f"job {job_id} has images 0 to {job.images - 1}, not {n}")
-        return FileResponse(store.image_path(job_id, n), media_type="image/png")
+        return Response(store.image(job, n), media_type="image/png")
 
     @app.post("/v1/faces", response_model=FacesView, responses=_ERRORS, summary="face analysis only",
               openapi_extra={"requestBody": {"required": True, "content": {
@@ -229,7 +237,7 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
         reason = service.not_ready()
         if reason:
             return JSONResponse(ApiError(503, "not_ready", reason).body(), status_code=503)
-        return {"status": "ready"}
+        return {"status": "ready", "store": store.kind, "blobs": store.blobs.kind}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus():

@@ -1,12 +1,13 @@
-"""Prometheus metrics (prometheus_client): queue depth, jobs by state and job latency read from the store
-at scrape time (so they cover every worker sharing it), plus this process's API errors by code."""
+"""Prometheus metrics (prometheus_client): queue depth, jobs by state, job latency, per-worker claims and
+their outcomes (lease expiries among them) and attempts, read from the store at scrape time (so they cover
+every worker and replica sharing it), plus this process's API errors by code."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from .jobs import JobStore
+from .store import JobStore
 
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
@@ -30,6 +31,21 @@ class _StoreCollector:
         buckets.append(("+Inf", len(durations)))
         yield HistogramMetricFamily("instantid_job_seconds", "generation time of finished jobs (start to finish)",
                                     buckets=buckets, sum_value=sum(durations))
+        claims = GaugeMetricFamily("instantid_worker_jobs", "claims of stored jobs by worker (replica) and how "
+                                   "they ended: claimed, done, failed, cancelled, expired (lease), released, running",
+                                   labels=["worker", "outcome"])
+        expiries = 0
+        for worker, outcomes in sorted(self.store.claim_stats().items()):
+            expiries += outcomes.get("expired", 0)
+            for outcome, count in sorted(outcomes.items()):
+                claims.add_metric([worker, outcome], count)
+        yield claims
+        yield GaugeMetricFamily("instantid_lease_expiries", "claims of stored jobs whose lease expired", value=expiries)
+        attempts = GaugeMetricFamily("instantid_job_attempts", "stored jobs by how many times they were claimed",
+                                     labels=["attempts"])
+        for count, jobs in sorted(self.store.attempt_counts().items()):
+            attempts.add_metric([str(count)], jobs)
+        yield attempts
 
 
 class Metrics:

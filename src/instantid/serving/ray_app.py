@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Callable
@@ -21,8 +22,8 @@ from typing import Callable
 from ray import serve
 
 from .engine import Engine, EngineConfig
-from .jobs import JobStore
 from .limits import Limits
+from .store import JobStore, StoreConfig, open_store
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,18 @@ APP_NAME = "instantid"
 class GenerationReplica:
     """One pipeline and one worker on the shared job store."""
 
-    def __init__(self, config: EngineConfig, state_dir: str, ttl_s: float, poll_s: float = 0.2) -> None:
+    def __init__(self, config: EngineConfig, store_config: StoreConfig, ttl_s: float, poll_s: float = 0.2) -> None:
+        import ray
+
         from ..pipelines.loading import set_loading_output
 
         set_loading_output(verbose=False, progress_bars=False)  # a replica's output goes to Ray's logs
-        engine = Engine(config, face_cache_dir=Path(state_dir) / "face-cache")
+        engine = Engine(config, face_cache_dir=Path(store_config.state_dir) / "face-cache")
         engine.load()
-        self.worker = Worker(JobStore(state_dir), engine, ttl_s, poll_s=poll_s)
+        store = open_store(store_config)
+        # the node id in the name: the store's claims say which node ran what
+        name = f"{socket.gethostname()}:{os.getpid()}:{ray.get_runtime_context().get_node_id()[:12]}"
+        self.worker = Worker(store, engine, ttl_s, name=name, poll_s=poll_s)
         self.worker.start()
 
     def check_health(self) -> None:  # Ray Serve calls this; raising makes it replace the replica
@@ -68,19 +74,16 @@ def _replica_gpus(device: str) -> int:
 class RayService:
     """The API process's side of --ray: starts (or joins) Ray, deploys the replicas, reports readiness."""
 
-    def __init__(self, store: JobStore, engine: Engine, limits: Limits, *, replicas: int = 1,
-                 address: str | None = None, verbose: bool = False,
+    def __init__(self, store: JobStore, engine: Engine, limits: Limits, store_config: StoreConfig, *,
+                 replicas: int = 1, address: str | None = None, verbose: bool = False,
                  on_load_error: Callable[[BaseException], None] | None = None) -> None:
-        self.store, self.engine, self.limits = store, engine, limits
+        self.store, self.engine, self.limits, self.store_config = store, engine, limits, store_config
         self.replicas, self.address, self.verbose = replicas, address, verbose
         self.load_error: str | None = None
         self._ready = False
         self._on_load_error = on_load_error
 
     def start(self) -> None:
-        requeued = self.store.recover()  # before any replica claims a job
-        if requeued:
-            logger.warning("re-queued %d job(s) that were running when the server stopped", len(requeued))
         threading.Thread(target=self._deploy, name="instantid-ray-deploy", daemon=True).start()
 
     def _deploy(self) -> None:
@@ -99,7 +102,7 @@ class RayService:
             deployment = GenerationReplica.options(
                 num_replicas=self.replicas,
                 ray_actor_options={"num_cpus": 1, "num_gpus": _replica_gpus(self.engine.config.load.device)})
-            serve.run(deployment.bind(self.engine.config, str(self.store.root), self.limits.result_ttl_s), name=APP_NAME,
+            serve.run(deployment.bind(self.engine.config, self.store_config, self.limits.result_ttl_s), name=APP_NAME,
                       route_prefix=None)
             self._ready = True
         except BaseException as err:
@@ -119,6 +122,11 @@ class RayService:
                 ray.shutdown()
 
     def not_ready(self) -> str | None:
+        from .service import store_problem
+
+        unreachable = store_problem(self.store)
+        if unreachable:
+            return unreachable
         if self.load_error:
             return f"Ray Serve deployment failed: {self.load_error}"
         return None if self._ready else "deploying replicas on Ray Serve"

@@ -110,6 +110,8 @@ class Progress(BaseModel):
 class JobView(BaseModel):
     id: str
     status: str = Field(..., description="queued | running | done | failed | cancelled")
+    attempts: int = Field(0, description="how many times a worker claimed the job (more than 1: a worker died or "
+                                         "hung and its lease expired)")
     progress: Progress
     queue_position: Optional[int] = Field(None, description="jobs ahead of this one (0 = next); null unless queued")
     error: Optional[str] = None

@@ -7,8 +7,8 @@ import threading
 from typing import Callable
 
 from .engine import Engine
-from .jobs import JobStore
 from .limits import Limits
+from .store import JobStore
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -25,9 +25,8 @@ class LocalService:
         self._on_load_error = on_load_error
 
     def start(self) -> None:
-        requeued = self.store.recover()
-        if requeued:
-            logger.warning("re-queued %d job(s) that were running when the server stopped", len(requeued))
+        # No recovery step: a job left running by a dead process goes back to the queue when its lease expires
+        # (a live lease, another process's running job, is never taken over).
         threading.Thread(target=self._load, name="instantid-load", daemon=True).start()
 
     def _load(self) -> None:
@@ -46,6 +45,9 @@ class LocalService:
 
     def not_ready(self) -> str | None:
         """None when jobs run; else why not."""
+        unreachable = store_problem(self.store)
+        if unreachable:
+            return unreachable
         if self.load_error:
             return f"model load failed: {self.load_error}"
         if not self.engine.loaded:
@@ -56,3 +58,20 @@ class LocalService:
 
     def wake(self) -> None:
         self.worker.wake()
+
+
+def store_problem(store: JobStore) -> str | None:
+    """None when the job store and its blob store answer; else what is wrong (no credentials)."""
+    from .store import StoreUnavailable
+
+    try:
+        store.ping()
+    except StoreUnavailable as err:
+        logger.warning("%s", err)
+        return f"the job store ({store.kind}) is unreachable; retry later"
+    try:
+        store.blobs.ping()
+    except Exception as err:
+        logger.warning("blob store %s unreachable: %s", store.blobs.describe(), err)
+        return f"the blob store ({store.blobs.kind}) is unreachable; retry later"
+    return None

@@ -6,9 +6,9 @@ from pydantic import ValidationError
 
 from ..errors import InstantIDError
 from .errors import ApiError
-from .jobs import Job, QueueFull
 from .limits import Limits
 from .schemas import FILE_FIELDS, GenerationFields, JobRequest
+from .store import Job, QueueFull
 
 SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 

@@ -14,9 +14,6 @@ Every Linear is drawn from N(0, 1/fan_in) and every tensor diffusers initialises
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,7 +27,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5TokenizerFast
 
 from instantid.testing.architectures import tiny_clip_text_config
-from instantid.testing.tiny import TinyPaths, byte_level_clip_tokenizer
+from instantid.testing.tiny import TinyPaths, built_once, byte_level_clip_tokenizer, default_cache_dir, random_lora_layers
 
 # Part of the cache key: bump when the builder's output changes.
 BUILDER_VERSION = 1
@@ -143,37 +140,16 @@ def tiny_flux_cached(*, seed: int = 0, embedding_dim: int = FACE_EMBEDDING_DIM,
                      cache_dir: str | Path | None = None) -> TinyPaths:
     """``build_tiny_flux`` once per (seed, embedding_dim), kept under ``cache_dir`` (default
     ``$XDG_CACHE_HOME/instantid/tiny``)."""
-    if cache_dir is None:
-        cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instantid" / "tiny"
-    cache_dir = Path(cache_dir)
-    target = cache_dir / f"flux-v{BUILDER_VERSION}-emb{embedding_dim}-seed{seed}"
-    if not target.is_dir():
-        # Built beside the target and renamed: a reader never sees a half-written folder.
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
-        build_tiny_flux(staging, seed=seed, embedding_dim=embedding_dim)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise
-            shutil.rmtree(staging, ignore_errors=True)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = built_once(cache_dir / f"flux-v{BUILDER_VERSION}-emb{embedding_dim}-seed{seed}",
+                        lambda staging: build_tiny_flux(staging, seed=seed, embedding_dim=embedding_dim))
     return TinyPaths(target, target / "base", target / "InfuseNetModel", target / "image_proj_model.bin")
-
 
 
 def build_tiny_flux_lora(base_dir: str | Path, out_path: str | Path, *, rank: int = 4, seed: int = 0) -> Path:
     """A random LoRA for the tiny FLUX transformer at `base_dir`, saved as diffusers FLUX LoRA safetensors."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
     transformer = FluxTransformer2DModel.from_pretrained(Path(base_dir) / "transformer")
-    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    generator = torch.Generator().manual_seed(seed)
-    # peft starts lora_B at zero (a no-op LoRA); random B makes the LoRA change the output.
-    layers = {k: torch.randn(v.shape, generator=generator) * 0.1
-              for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer)).items()}
+    layers = random_lora_layers(transformer, rank=rank, seed=seed)
     out_path = Path(out_path)
     FluxPipeline.save_lora_weights(out_path.parent, transformer_lora_layers=layers, weight_name=out_path.name)
     return out_path

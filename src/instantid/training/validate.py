@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..models.face_paths import FLUX, for_family
+from ..pipelines.condition import FaceCondition, face_condition
 from ..pipelines.flux import FluxInstantIDMixin
-from ..pipelines.from_photos import FaceCondition, face_condition
 from .data import make_buckets, nearest_bucket
 from .flux import DEFAULT_VALIDATION_GUIDANCE as FLUX_VALIDATION_GUIDANCE
 
