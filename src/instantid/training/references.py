@@ -13,8 +13,10 @@ of such samples is reported, never hidden.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the training flags import this module; numpy stays out of `--help`
+    import numpy as np
 
 from .errors import TrainingConfigError
 
