@@ -58,7 +58,12 @@ def test_the_base_variant_is_exactly_the_frozen_base():
     recognizer = world.ToyRecognizer(seed=0)
     text = ToyTextEncoder(0)
     got = generate(components.pipe, task, text, recognizer, adapter_scale=0.0, identitynet_scale=0.0, steps=3)
+    fresh_branch = generate(components.pipe, task, text, recognizer, adapter_scale=1.0, identitynet_scale=0.0, steps=3)
+    with torch.no_grad():  # a trained branch: non-zero values
+        for block in components.transformer.transformer_blocks:
+            block.attn.processor.to_v_ip[0].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
     with_face = generate(components.pipe, task, text, recognizer, adapter_scale=1.0, identitynet_scale=0.0, steps=3)
+    at_zero = generate(components.pipe, task, text, recognizer, adapter_scale=0.0, identitynet_scale=0.0, steps=3)
 
     plain = toy_transformer(0)
     plain.load_state_dict(base.state_dict())
@@ -69,7 +74,8 @@ def test_the_base_variant_is_exactly_the_frozen_base():
     reference_pipe = flux_instantid_pipeline(plain, idle)
     reference_pipe.load_ip_adapter_instantid({"image_proj": _released(components.pipe.face_projection)})
     expected = generate(reference_pipe, task, text, recognizer, adapter_scale=0.0, identitynet_scale=0.0, steps=3)
-    assert torch.equal(got, expected)
+    assert torch.equal(got, expected) and torch.equal(at_zero, expected)
+    assert torch.equal(fresh_branch, expected)  # a fresh branch is a no-op (zero values): training starts at the base
     assert not torch.allclose(with_face, expected)
 
 
