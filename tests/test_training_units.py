@@ -17,7 +17,7 @@ from instantid.models.adapter import (
 )
 from instantid.models.architectures import released_adapter_shapes
 from instantid.testing.tiny import build_tiny_instantid, random_adapter_state_dict
-from instantid.training.args import parse_args
+from instantid.training.args import num_tokens, parse_args
 from instantid.training.checkpoints import list_checkpoints, rotate_checkpoints
 from instantid.training.data import BucketBatchSampler, make_buckets, nearest_bucket, plan_crop
 from instantid.training.errors import TrainingConfigError
@@ -170,7 +170,7 @@ def test_default_options_train_what_the_released_pipeline_loads(tmp_path):
     with torch.device("meta"):
         unet = UNet2DConditionModel(**full_sdxl_unet_config())
     shapes = released_adapter_shapes(unet, embedding_dim=512, resampler_width=args.resampler_width,
-                                     num_tokens=args.num_tokens)
+                                     num_tokens=num_tokens(args, "sdxl"))
     proj = shapes["image_proj"]
     assert proj["latents"] == (1, 16, 1280) and proj["proj_in.weight"] == (1280, 512)
     assert proj["proj_out.weight"] == (2048, 1280) and proj["layers.0.0.to_kv.weight"] == (2560, 1280)
@@ -205,12 +205,12 @@ def test_fresh_adapter_is_reproducible_and_starts_from_the_unets_keys(tiny_pipe)
 
 
 def test_condition_dropout_uses_the_cfg_negatives():
-    from instantid.training.loop import _drop_conditions
+    from instantid.training.conditioning import drop_conditions
 
     text = {"text_states": torch.ones(3, 4, 2), "pooled_text": torch.ones(3, 5)}
     empty = {"text_states": torch.zeros(1, 4, 2), "pooled_text": torch.zeros(1, 5)}
     faces = torch.ones(3, 8)
-    dropped_text, dropped_faces = _drop_conditions(text, faces, torch.tensor([True, False, False]),
+    dropped_text, dropped_faces = drop_conditions(text, faces, torch.tensor([True, False, False]),
                                                    torch.tensor([False, False, True]), empty)
     assert dropped_text["text_states"][0].abs().sum() == 0 and dropped_text["text_states"][1:].eq(1).all()
     assert dropped_text["pooled_text"][0].abs().sum() == 0

@@ -46,8 +46,8 @@ def fresh_face_adapter_state_dict(transformer) -> dict[str, torch.Tensor]:
     projection (add_k_proj, IP-Adapter's choice), each to_v_ip zero. Zero values because diffusers' FLUX
     processor adds the branch's output to the image stream as is, with no output projection or gate: copies
     of the text value projection there put full-size vectors into every double block at step 0 (measured in
-    benchmarks/learning_flux: the frozen base's loss tripled and the branch never recovered), while zero
-    values start the branch as a no-op that grows, as IdentityNet's zero projections do."""
+    benchmarks/learning_flux: the loss at step 0 tripled and the trained branch lowered identity accuracy),
+    while zero values start the branch as a no-op that grows, as IdentityNet's zero projections do."""
     state = {}
     for i, block in enumerate(transformer.transformer_blocks):
         for part in ("weight", "bias"):

@@ -27,6 +27,15 @@ FAMILIES = ("auto", "sdxl", "sd15", "flux")
 WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")  # diffusers' training_utils names
 
 
+# Face tokens of a fresh Resampler when --num_tokens is not given: InstantID's 16, InfiniteYou's 8.
+DEFAULT_NUM_TOKENS = {"sdxl": 16, "sd15": 16, "flux": 8}
+
+
+def num_tokens(args: argparse.Namespace, family: str) -> int:
+    """--num_tokens, or the family's default (DEFAULT_NUM_TOKENS)."""
+    return args.num_tokens or DEFAULT_NUM_TOKENS[family]
+
+
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """Every `instantid train` option (shared by the CLI and `parse_args`)."""
     data = p.add_argument_group("data and models")

@@ -38,3 +38,15 @@ def added_conditions(family: str, text: dict[str, torch.Tensor], time_ids: torch
     if family != SDXL:
         return None
     return {"text_embeds": text["pooled_text"], "time_ids": time_ids.to(text["pooled_text"])}
+
+
+def drop_conditions(text: dict, faces, drop_text, drop_face, empty_text: dict | None):
+    """Samples with dropped text get the empty caption's embedding; dropped faces become zeros (the CFG negative)."""
+    if drop_face.any():
+        faces = torch.where(drop_face[:, None], torch.zeros_like(faces), faces)
+    if drop_text.any():
+        if empty_text is None:
+            raise ValueError("text dropout needs the empty caption's embedding")
+        text = {key: torch.where(drop_text.view(-1, *[1] * (value.dim() - 1)), empty_text[key].to(value), value)
+                for key, value in text.items()}
+    return text, faces

@@ -38,16 +38,14 @@ from ..models.flux_face_adapter import (
 from ..models.face_paths import FLUX
 from ..models.flux_identitynet import INFUSENET_GUIDANCE
 from .errors import TrainingConfigError
-from .model import TrainingComponents
+from .args import DEFAULT_NUM_TOKENS, num_tokens
+from .components import TrainingComponents
 
 logger = logging.getLogger(__name__)
 
 # InfiniteYou's release layout inside a checkpoint / output folder.
 IDENTITYNET_DIR = "InfuseNetModel"
 ADAPTER_FILES = {"bin": "image_proj_model.bin", "safetensors": "image_proj_model.safetensors"}
-# InfiniteYou's sizes for a fresh model: 8 face tokens; InfuseNet with 4 double and 10 single blocks.
-DEFAULT_NUM_TOKENS = 8
-DEFAULT_IDENTITYNET_LAYERS, DEFAULT_IDENTITYNET_SINGLE_LAYERS = 4, 10
 DEFAULT_RESOLUTION = 1024
 DEFAULT_VALIDATION_GUIDANCE = 3.5
 WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")
@@ -143,7 +141,7 @@ def load_flux_components(args, base_dir: Path, embedding_dim: int, weight_dtype:
     saved = load_flux_adapter_file(args.adapter) if args.adapter else None
     return assemble_flux_components(
         pipe, embedding_dim, weight_dtype, device, saved=saved, seed=args.seed, resampler_width=args.resampler_width,
-        num_tokens=args.num_tokens or DEFAULT_NUM_TOKENS, adapter_branch=args.adapter_branch,
+        num_tokens=num_tokens(args, FLUX), adapter_branch=args.adapter_branch,
         gradient_checkpointing=args.gradient_checkpointing, objective=FlowObjective.from_args(args))
 
 
@@ -193,7 +191,7 @@ def fresh_image_proj_state_dict(embedding_dim: int, token_width: int, width: int
 
 
 def assemble_flux_components(pipe, embedding_dim: int, weight_dtype: torch.dtype, device, *, saved: dict | None = None,
-                             seed: int = 0, resampler_width: int = 1280, num_tokens: int = DEFAULT_NUM_TOKENS,
+                             seed: int = 0, resampler_width: int = 1280, num_tokens: int = DEFAULT_NUM_TOKENS[FLUX],
                              adapter_branch: bool = False, gradient_checkpointing: bool = False,
                              objective: FlowObjective = FlowObjective()) -> FluxTrainingComponents:
     """Make a FluxInstantIDPipeline trainable: load the Resampler (from `saved` = {"image_proj", ["ip_adapter"]},
@@ -279,8 +277,7 @@ def compute_flux_loss(components: FluxTrainingComponents, model, batch: dict, ge
     """Flow-matching MSE between (noise - x_0) and InstantID-on-FLUX's prediction for one batch."""
     from diffusers.training_utils import compute_loss_weighting_for_sd3
 
-    from .conditioning import encode_captions, encode_images
-    from .loop import _drop_conditions
+    from .conditioning import drop_conditions, encode_captions, encode_images
 
     device = components.device
     vae = components.vae
@@ -296,7 +293,7 @@ def compute_flux_loss(components: FluxTrainingComponents, model, batch: dict, ge
     noise = torch.randn(latents.shape, generator=generator).to(device)
     timesteps, sigmas = sample_noise_levels(components, size, generator)
     drop_text, drop_face = (torch.rand(2, size, generator=generator) < torch.tensor([[text_dropout], [face_dropout]]))
-    text, faces = _drop_conditions(text, faces, drop_text.to(device), drop_face.to(device), empty_text)
+    text, faces = drop_conditions(text, faces, drop_text.to(device), drop_face.to(device), empty_text)
 
     sigma = sigmas.to(device).view(-1, 1, 1, 1)
     noisy = (1.0 - sigma) * latents + sigma * noise

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .conditioning import added_conditions, encode_captions, encode_images
+from .conditioning import added_conditions, drop_conditions, encode_captions, encode_images
 from .flux import FLUX, compute_flux_loss
-from .model import TrainingComponents
+from .components import TrainingComponents
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def compute_loss(components: TrainingComponents, model, batch: dict, generator: 
     noise = torch.randn(latents.shape, generator=generator).to(device)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
     drop_text, drop_face = (torch.rand(2, size, generator=generator) < torch.tensor([[text_dropout], [face_dropout]]))
-    text, faces = _drop_conditions(text, faces, drop_text.to(device), drop_face.to(device), empty_text)
+    text, faces = drop_conditions(text, faces, drop_text.to(device), drop_face.to(device), empty_text)
 
     noisy = scheduler.add_noise(latents, noise, timesteps)
     if scheduler.config.prediction_type == "v_prediction":
@@ -67,18 +67,6 @@ def compute_loss(components: TrainingComponents, model, batch: dict, generator: 
     prediction = model(noisy, timesteps, text["text_states"], faces, batch["kps_image"].to(device),
                        added_conditions(components.family, text, batch["time_ids"].to(device)))
     return F.mse_loss(prediction.float(), target.float())
-
-
-def _drop_conditions(text: dict, faces, drop_text, drop_face, empty_text: dict | None):
-    """Samples with dropped text get the empty caption's embedding; dropped faces become zeros (the CFG negative)."""
-    if drop_face.any():
-        faces = torch.where(drop_face[:, None], torch.zeros_like(faces), faces)
-    if drop_text.any():
-        if empty_text is None:
-            raise ValueError("text dropout needs the empty caption's embedding")
-        text = {key: torch.where(drop_text.view(-1, *[1] * (value.dim() - 1)), empty_text[key].to(value), value)
-                for key, value in text.items()}
-    return text, faces
 
 
 @torch.no_grad()

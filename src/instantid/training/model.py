@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +18,6 @@ import torch
 from ..models.adapter import AdapterStateDict, load_adapter_state_dict, resampler_shape
 from ..models.architectures import (
     RELEASED_CONDITIONING_CHANNELS,
-    RESAMPLER_NUM_TOKENS,
     SDXL,
     cross_attention_modules,
     embedding_size_problem,
@@ -27,6 +25,8 @@ from ..models.architectures import (
     released_adapter_shapes,
 )
 from ..models.face_paths import FLUX
+from .args import num_tokens
+from .components import TrainingComponents
 from .errors import TrainingConfigError
 
 logger = logging.getLogger(__name__)
@@ -80,30 +80,6 @@ def mark_trainable(unet, identitynet, frozen: list[torch.nn.Module]) -> None:
         module.train()
 
 
-@dataclass
-class TrainingComponents:
-    family: str  # SDXL or SD15 (FLUX: training/flux.py's FluxTrainingComponents)
-    pipe: object  # the InstantID inference pipeline holding every module below
-    model: InstantIDTrainingModel
-    noise_scheduler: object
-    weight_dtype: torch.dtype  # of the frozen weights
-
-    @property
-    def unet(self):
-        return self.pipe.unet
-
-    @property
-    def identitynet(self):
-        return self.pipe.controlnet
-
-    @property
-    def vae(self):
-        return self.pipe.vae
-
-    def text_encoders(self) -> list:
-        return [m for m in (self.pipe.text_encoder, getattr(self.pipe, "text_encoder_2", None)) if m is not None]
-
-
 def load_components(args, embedding_dim: int, weight_dtype: torch.dtype, device):
     """Base model (a diffusers folder or Hub id), IdentityNet and face adapter, ready to train on `device`:
     TrainingComponents, or for a FLUX base the family's own (training/flux.py)."""
@@ -123,7 +99,7 @@ def load_components(args, embedding_dim: int, weight_dtype: torch.dtype, device)
     pipe = pipeline_class(family).from_pretrained(base_dir, unet=unet, vae=vae, controlnet=identitynet)
     adapter = load_adapter_state_dict(args.adapter) if args.adapter else None
     return assemble_components(pipe, family, embedding_dim, weight_dtype, device, adapter=adapter, seed=args.seed,
-                               resampler_width=args.resampler_width, num_tokens=args.num_tokens or RESAMPLER_NUM_TOKENS,
+                               resampler_width=args.resampler_width, num_tokens=num_tokens(args, family),
                                gradient_checkpointing=args.gradient_checkpointing)
 
 
