@@ -236,6 +236,7 @@ if accelerator.is_main_process:
 """
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_two_ranks_stream_disjoint_shards_covering_every_sample_once_per_epoch(converted, tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(RANKS_SCRIPT)

@@ -169,8 +169,10 @@ def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
         bad = [d for d in args.yaw if abs(d) > MAX_YAW_DEGREES]
         if bad:
             raise UsageError(f"--yaw angles must lie in [-{MAX_YAW_DEGREES:g}, {MAX_YAW_DEGREES:g}] degrees, got {bad[0]:g}")
-    if args.kps is not None and len(args.kps) != 10:
-        raise UsageError(f"--kps needs 10 numbers (5 x,y points), got {len(args.kps)}")
+    if args.kps is not None:
+        from ..face.keypoints import check_kps  # numpy and OpenCV: not at --help time
+
+        check_kps(args.kps, "--kps")
     check_lora_specs(loras)
     if values["width"] and values["height"]:  # last: its memory warning asks torch whether a GPU is there
         check_size(args, values["width"], values["height"], values["num_images_per_prompt"])

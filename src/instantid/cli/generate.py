@@ -90,7 +90,8 @@ def check_args(args) -> dict:
 
 def run(args) -> int:
     values = check_args(args)
-    from ..pipelines.from_photos import face_condition, generate_from_photos
+    from ..pipelines.condition import face_condition
+    from ..pipelines.from_photos import generate_from_photos
     from ..pipelines.variations import contact_sheet
 
     analyzer = face_analyzer(args, released_weights=True)

@@ -203,7 +203,8 @@ def generate_suite(suite: Suite, out: str | Path, *, pipe=None, analyzer=None, p
     from tqdm.auto import tqdm
 
     from ..face import get_face_analyzer
-    from ..pipelines.from_photos import face_condition, generate_from_photos
+    from ..pipelines.condition import face_condition
+    from ..pipelines.from_photos import generate_from_photos
 
     out = Path(out)
     _check_resumable(suite, out)

@@ -228,7 +228,10 @@ def load_pipeline(base: str | Path | LoadOptions = hub.DEFAULT_BASE, identitynet
         return _load_options(base, embedding_dim)
     from .schedulers import set_scheduler
 
-    device = device or default_device()
+    from ..checks import check_device
+
+    device = check_device(device)  # DeviceError naming the devices here, before anything loads
+    device = default_device() if device == "auto" else device
     dtype = dtype or default_dtype(device)
     # Resolve the small pieces first, so a missing file fails before the big download.
     adapter_path = resolve_adapter(adapter)

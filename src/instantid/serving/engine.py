@@ -87,7 +87,7 @@ class Engine:
 
     def condition(self, faces: list[Path], pose: Path | None = None, face_index: int = 0):
         """FaceCondition for the photos (raises NoFaceError / ImageReadError, typed, with the photo named)."""
-        from ..pipelines.from_photos import face_condition
+        from ..pipelines.condition import face_condition
 
         with self._face_lock:
             return face_condition(list(faces), self.analyzer, pose, face_index=face_index)

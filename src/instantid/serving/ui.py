@@ -24,6 +24,9 @@ UI_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 5.0, "controlnet_con
                "ip_adapter_scale": 0.8}
 
 
+# px: the photo inputs and the keypoints preview, so that the prompt and its button fit one screen
+PHOTO_HEIGHT, FILES_HEIGHT = 240, 150
+
 # Knobs of params.py without a dedicated control above (e.g. negative_face_noise): shown as sliders.
 _DEDICATED = {"num_inference_steps", "guidance_scale", "controlnet_conditioning_scale", "ip_adapter_scale",
               "control_guidance_start", "control_guidance_end", "seed", "width", "height", "num_images_per_prompt"}
@@ -145,20 +148,18 @@ def build(service, tiny: bool = False):
         with gr.Row():
             with gr.Column():
                 faces = gr.File(label="face photo(s) of one person", file_count="multiple", file_types=["image"],
-                                type="filepath", elem_id="faces")
+                                type="filepath", height=FILES_HEIGHT, elem_id="faces")
                 pose = gr.Image(label="pose photo (optional): face keypoints from here", type="filepath",
-                                elem_id="pose")
+                                height=PHOTO_HEIGHT, elem_id="pose")
                 face_index = gr.Number(value=knob["face_index"].default, precision=0, minimum=knob["face_index"].min,
-                                       maximum=knob["face_index"].max, elem_id="face_index", info=knob["face_index"].help,
+                                       maximum=knob["face_index"].max, elem_id="face_index",
                                        label="face in group photos (0 = largest, 1 = second largest, ...)")
                 preview_button = gr.Button("preview face keypoints", elem_id="preview")
-                keypoints = gr.Image(label="keypoints InstantID will use", interactive=False, elem_id="keypoints")
-                found = gr.Markdown(elem_id="faces_found")
                 prompt = gr.Textbox(label="prompt", value="a portrait", elem_id="prompt")
                 negative = gr.Textbox(label="negative prompt", elem_id="negative_prompt")
                 style = gr.Dropdown(list(knob["style"].choices), value=knob["style"].default, label="style",
                                     elem_id="style")
-                run = gr.Button("generate", variant="primary", elem_id="generate")  # by the prompt, not below the fold
+                run = gr.Button("generate", variant="primary", elem_id="generate")  # by the prompt, on the first screen
                 with gr.Accordion("advanced", open=tiny):
                     identitynet = param_slider("controlnet_conditioning_scale", "IdentityNet strength", 0.05, 1.5)
                     adapter = param_slider("ip_adapter_scale", "adapter strength", 0.05, 1.5)
@@ -207,7 +208,10 @@ def build(service, tiny: bool = False):
                                      "them here.")
                     if notes:
                         gr.Markdown(" ".join(notes))
-            with gr.Column():
+            with gr.Column():  # what comes out: the keypoints preview, the images and their parameters
+                keypoints = gr.Image(label="keypoints InstantID will use", interactive=False, height=PHOTO_HEIGHT,
+                                     elem_id="keypoints")
+                found = gr.Markdown(elem_id="faces_found")
                 gallery = gr.Gallery(label="results", format="png", columns=2, elem_id="gallery")
                 used_seed = gr.Number(label="seed used", interactive=False, elem_id="used_seed")
                 parameters = gr.Code(label="parameters (also in each PNG's `parameters` text chunk)",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..pipelines.from_photos import FaceCondition, face_condition
+from ..pipelines.condition import FaceCondition, face_condition
 from .data import make_buckets, nearest_bucket
 
 logger = logging.getLogger(__name__)
