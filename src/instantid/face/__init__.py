@@ -24,6 +24,8 @@ __all__ = [
 BACKENDS = {
     "antelopev2": ("instantid.face.antelopev2", "AntelopeV2FaceAnalyzer"),
     "dlib": ("instantid.face.dlib_backend", "DlibFaceAnalyzer"),
+    # the FLUX (InfiniteYou) weights' face path: antelopev2 detection, facexlib ArcFace unit-norm embedding
+    "infiniteyou": ("instantid.face.infiniteyou", "InfiniteYouFaceAnalyzer"),
 }
 
 

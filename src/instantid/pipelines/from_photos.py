@@ -22,6 +22,15 @@ from .results import GenerationResult, concat_images, result_parameters
 logger = logging.getLogger(__name__)
 
 
+def _check_flux_options(controls, prompt_weighting: bool, face_detail: str) -> None:
+    """What the FLUX family does not offer (yet), refused before any step runs."""
+    refused = [name for name, asked in (("extra ControlNets (--canny/--depth/--openpose)", bool(controls)),
+                                        ("prompt weighting", prompt_weighting),
+                                        ("the face-detail pass", face_detail != "off")) if asked]
+    if refused:
+        raise UsageError(f"the FLUX family does not support {', '.join(refused)}; leave them out for FLUX models")
+
+
 def _series(condition: FaceCondition, interpolate: FaceCondition | None, weights, yaw) -> list[tuple[str, FaceCondition]]:
     """(label, condition) per variant: one plain, or an identity-interpolation / head-pose series."""
     from .variations import interpolate_embeddings, turn_head
@@ -66,11 +75,18 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     from .face_detail import checked_options, detail_images
     from .styles import get_style
 
-    values, kwargs, seed = resolve_call(kwargs)  # seed None: the caller's `generator` is used
+    from ..models.architectures import family_of_pipeline
+    from ..models.face_paths import check_face_path, for_family
+
+    family = family_of_pipeline(pipe)
+    values, kwargs, seed = resolve_call(kwargs, family=family)  # seed None: the caller's `generator` is used
     face_detail, face_detail_strength = checked_options(face_detail, face_detail_strength,
                                                         values["num_inference_steps"])
+    if family == "flux":
+        _check_flux_options(controls, prompt_weighting, face_detail)
     condition = as_face_condition(face_photos, analyzer, pose_photo, face_index=face_index)
     backend = analyzer.name if analyzer is not None else condition.backend
+    check_face_path(family, backend)
     check_embedding_size(condition.embedding, pipe, backend)
     if interpolate is not None:
         interpolate = as_face_condition(interpolate, analyzer)
@@ -102,7 +118,7 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
         if seed is not None:  # every variant starts from the same noise
             call["generator"] = seeded_generator(seed)
         call[getattr(pipe, "control_image_argument", "image")] = [kps_image, *control_images] if controls else kps_image
-        output = pipe(image_embeds=variant.embedding, width=width, height=height, **call)
+        output = pipe(image_embeds=for_family(family, variant.embedding), width=width, height=height, **call)
         generated = output.images
         images, detailed = detail_images(pipe, generated, [(variant.embedding, variant.scaled_kps(width, height))],
                                          mode=face_detail, strength=face_detail_strength, prompt=prompt,
@@ -113,7 +129,7 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     parameters = result_parameters(
         prompt, negative_prompt, seed, {"width": width, "height": height, **values}, detail_passes=passes,
         style=style, prompt_weighting=prompt_weighting, control_scales=[c.scale for c in controls],
-        scheduler=type(pipe.scheduler).__name__, face_backend=backend,
+        scheduler=type(pipe.scheduler).__name__, family=family, face_backend=backend,
         kps=np.asarray(condition.kps, dtype=float).round(2).tolist(), pose_size=list(condition.pose_size),
         face_index=face_index, face_detail=face_detail, face_detail_strength=face_detail_strength)
     if interpolate is not None:

@@ -181,6 +181,10 @@ class InstantIDMixin:
         """Validate a raw face embedding ([E], [1, E] or [n, E]; call_checks.check_embedding) -> float32 [1, n, E]."""
         dim = self.face_embedding_dim
         emb = torch.as_tensor(check_embedding(image_embeds, dim).astype(np.float32, copy=False))
+        from ..models.architectures import family_of_pipeline
+        from ..models.face_paths import check_raw_embedding
+
+        check_raw_embedding(emb.numpy(), family_of_pipeline(self))  # not FLUX's unit-norm ArcFace embedding
         return emb.reshape(1, -1, dim)
 
     def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,

@@ -14,7 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from ..params import JOB_PARAMS_BY_NAME, PARAMS_BY_NAME, TINY_DEFAULTS
+from ..params import JOB_PARAMS_BY_NAME, PARAMS_BY_NAME, TINY_DEFAULTS, family_default, family_skip
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -73,12 +73,16 @@ def build(service, tiny: bool = False):
     kinds = list(engine.control_kinds)  # extra ControlNets loaded at start: a photo and a strength each
     default_scheduler = engine.default_scheduler
     knob = JOB_PARAMS_BY_NAME  # per-job knobs: choices, ranges and help from the parameter table
+    family = getattr(engine, "family", "sdxl")
+    not_here = family_skip(family)  # the table's knobs for another family (FLUX: no adapter scale; SDXL: no true CFG)
+    extra_knobs = [name for name in EXTRA_KNOBS if name not in not_here]
 
     def param_slider(name: str, label: str, step: float, maximum: float | None = None, value=None):
         param = PARAMS_BY_NAME[name]
-        default = value if value is not None else UI_DEFAULTS.get(name, param.default)
+        family_value = family_default(name, family) if family == "flux" else UI_DEFAULTS.get(name, param.default)
+        default = value if value is not None else family_value
         return gr.Slider(param.min, maximum if maximum is not None else param.max, value=default, step=step,
-                         label=label, info=param.help, elem_id=name)
+                         label=label, info=param.help, elem_id=name, visible=name not in not_here)
 
     def preview(faces, pose, face_index):
         if not faces:
@@ -101,18 +105,19 @@ def build(service, tiny: bool = False):
             raise gr.Error("upload at least one face photo")
         if service.not_ready():
             raise gr.Error(f"not ready yet: {service.not_ready()}; try again in a moment")
-        extra_knobs, rest = rest[:len(EXTRA_KNOBS)], rest[len(EXTRA_KNOBS):]
+        extra_values, rest = rest[:len(extra_knobs)], rest[len(extra_knobs):]
         control_photos, control_scales, lora_scales = rest[:len(kinds)], rest[len(kinds):2 * len(kinds)], \
             rest[2 * len(kinds):]
         seed = random.randrange(2**31) if randomize else int(seed)
         fields = {"prompt": prompt, "negative_prompt": negative_prompt or "", "style": style,
-                  "controlnet_conditioning_scale": identitynet_scale, "ip_adapter_scale": adapter_scale,
+                  "controlnet_conditioning_scale": identitynet_scale,
+                  "ip_adapter_scale": None if "ip_adapter_scale" in not_here else adapter_scale,
                   "control_guidance_start": control_start, "control_guidance_end": control_end,
                   "num_inference_steps": int(steps), "guidance_scale": guidance, "seed": seed,
                   "width": int(width) or None, "height": int(height) or None, "num_images_per_prompt": int(num_images),
                   "scheduler": None if scheduler == "default" else scheduler, "face_index": int(face_index or 0),
                   "face_detail": face_detail, "face_detail_strength": face_detail_strength,
-                  **dict(zip(EXTRA_KNOBS, extra_knobs))}
+                  **dict(zip(extra_knobs, extra_values))}
         if engine.loras:
             fields["loras"] = as_text({lora.name: float(scale) for lora, scale in zip(engine.loras, lora_scales)})
         files = {"face": [Path(f).read_bytes() for f in faces]}
@@ -143,7 +148,8 @@ def build(service, tiny: bool = False):
         return images, parameters_text(job.parameters), seed
 
     with gr.Blocks(title="InstantID") as demo:
-        gr.Markdown("# InstantID\nUpload face photos of one person, describe the picture, generate."
+        gr.Markdown("# InstantID" + (" on FLUX (InfiniteYou)" if family == "flux" else "")
+                    + "\nUpload face photos of one person, describe the picture, generate."
                     + (" *Tiny random model: the images are noise.*" if tiny else ""))
         with gr.Row():
             with gr.Column():
@@ -170,7 +176,8 @@ def build(service, tiny: bool = False):
                     guidance = param_slider("guidance_scale", "guidance (CFG)", 0.1, 20)
                     scheduler = gr.Dropdown([(f"server default ({default_scheduler or 'the base model’s'})", "default"),
                                              *[(name, name) for name in knob["scheduler"].choices]], value="default",
-                                            label="scheduler (sampler)", elem_id="scheduler")
+                                            label="scheduler (sampler)", elem_id="scheduler",
+                                            visible=family != "flux")  # FLUX keeps its flow-matching sampler
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="seed")
                         randomize = gr.Checkbox(value=False, label="random seed", elem_id="randomize")
@@ -182,7 +189,7 @@ def build(service, tiny: bool = False):
                     num_images = param_slider("num_images_per_prompt", "images", 1, service.limits.max_images)
                     # any other knob of the parameter table, as a slider with the table's range and help
                     extra = [param_slider(name, name.replace("_", " "), 1 if PARAMS_BY_NAME[name].type is int else 0.05)
-                             for name in EXTRA_KNOBS]
+                             for name in extra_knobs]
                     with gr.Row():
                         face_detail = gr.Radio(list(knob["face_detail"].choices), value=knob["face_detail"].default,
                                                elem_id="face_detail", info=knob["face_detail"].help,
