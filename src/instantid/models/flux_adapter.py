@@ -30,7 +30,15 @@ _HEAD_DIM = 64
 def load_image_proj_state_dict(source) -> dict[str, torch.Tensor]:
     """The Resampler state dict of `image_proj_model.bin` (or a .safetensors with `image_proj.` prefixes,
     or an already loaded `{"image_proj": ...}` dict), read with `weights_only=True` and checked."""
+    return load_face_adapter_parts(source)[IMAGE_PROJ]
+
+
+def load_face_adapter_parts(source) -> dict[str, dict[str, torch.Tensor]]:
+    """`{"image_proj": Resampler}` of such a file, plus `{"ip_adapter": ...}` when it also holds the optional
+    adapter branch inside the DiT that `instantid train --family flux --adapter_branch` writes
+    (models/flux_face_adapter.py: keys `transformer_blocks.<i>.to_k_ip.weight` ...)."""
     from ..checks import check_input_file
+    from .flux_face_adapter import is_flux_adapter_state_dict
 
     if isinstance(source, dict):
         state_dict, where = source, "the face projection state dict"
@@ -55,17 +63,18 @@ def load_image_proj_state_dict(source) -> dict[str, torch.Tensor]:
         keys = sorted(map(str, state_dict))[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
         raise CheckpointError(f"{where}: expected InfiniteYou's image_proj_model.bin layout, a dict with the key "
                               f"'image_proj' (the Resampler), got {keys}")
-    if "ip_adapter" in state_dict:
+    if "ip_adapter" in state_dict and not is_flux_adapter_state_dict(state_dict["ip_adapter"]):
         raise CheckpointError(
             f"{where} is an SDXL/SD1.5 InstantID face adapter (it holds UNet 'ip_adapter' weights); the FLUX "
             "pipeline takes InfiniteYou's image_proj_model.bin (ByteDance/InfiniteYou, infu_flux_v1.0/<variant>/)")
-    extra = sorted(set(state_dict) - {IMAGE_PROJ})
+    extra = sorted(set(state_dict) - {IMAGE_PROJ, "ip_adapter"})
     if extra:
         raise CheckpointError(f"{where}: unexpected parts {extra[:5]} beside 'image_proj'; this is not "
                               "InfiniteYou's image_proj_model.bin")
-    check_adapter_values(state_dict, where, parts=(IMAGE_PROJ,))
+    parts = tuple(part for part in (IMAGE_PROJ, "ip_adapter") if part in state_dict)
+    check_adapter_values(state_dict, where, parts=parts)
     resampler_shape(state_dict[IMAGE_PROJ])  # keys and ranks
-    return state_dict[IMAGE_PROJ]
+    return {part: state_dict[part] for part in parts}
 
 
 def check_fits_identitynet(image_proj: dict[str, torch.Tensor], token_width: int) -> ResamplerShape:

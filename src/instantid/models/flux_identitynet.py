@@ -31,6 +31,7 @@ from diffusers import FluxControlNetModel, FluxTransformer2DModel
 from diffusers.models.controlnets.controlnet_flux import FluxControlNetOutput
 
 from .controlnet_skip import is_zero_scale
+from .flux_face_adapter import face_adapter_kwargs, has_face_adapter
 
 # InfiniteYou's wrapper feeds InfuseNet's guidance embedding this value, not the DiT's guidance.
 INFUSENET_GUIDANCE = 1.0
@@ -39,20 +40,25 @@ INFUSENET_GUIDANCE = 1.0
 class FluxFaceConditioning:
     """One call's IdentityNet inputs: `tokens` [1, T, D] (expanded to the call's rows), the guidance value
     for IdentityNet's guidance embedding, and how many DiT passes of the current step still take IdentityNet's
-    residuals (1 after IdentityNet runs: the cond pass). Made per call; used by one thread."""
+    residuals (1 after IdentityNet runs: the cond pass). With the optional adapter branch in the DiT
+    (models/flux_face_adapter.py), `adapter_negative` holds the tokens of no face (the Resampler of a zero
+    embedding) for the passes without residuals (true CFG's negative). Made per call; used by one thread."""
 
-    __slots__ = ("tokens", "guidance", "passes_with_residuals")
+    __slots__ = ("tokens", "guidance", "passes_with_residuals", "adapter_negative")
 
-    def __init__(self, tokens: torch.Tensor, guidance: float = INFUSENET_GUIDANCE) -> None:
+    def __init__(self, tokens: torch.Tensor, guidance: float = INFUSENET_GUIDANCE,
+                 adapter_negative: torch.Tensor | None = None) -> None:
         if tokens.ndim != 3 or tokens.shape[0] != 1:
             raise ValueError(f"face tokens must be [1, tokens, width], got {tuple(tokens.shape)}")
         self.tokens = tokens
         self.guidance = float(guidance)
         self.passes_with_residuals = 0
+        self.adapter_negative = adapter_negative
 
-    def tokens_like(self, states: torch.Tensor) -> torch.Tensor:
-        """The face tokens for text states of that batch (same dtype and device)."""
-        return self.tokens.to(states).expand(states.shape[0], -1, -1)
+    def tokens_like(self, states: torch.Tensor, negative: bool = False) -> torch.Tensor:
+        """The face tokens (or, `negative`, the no-face ones) for text states of that batch (same dtype and device)."""
+        tokens = self.adapter_negative if negative and self.adapter_negative is not None else self.tokens
+        return tokens.to(states).expand(states.shape[0], -1, -1)
 
 
 _CONDITIONING: ContextVar[FluxFaceConditioning | None] = ContextVar("instantid_flux_face", default=None)
@@ -150,10 +156,14 @@ class FluxIdentityTransformer2DModel(_SavedAsStock, FluxTransformer2DModel):
                 controlnet_blocks_repeat: bool = False):
         conditioning = _CONDITIONING.get()
         if conditioning is not None:
-            if conditioning.passes_with_residuals > 0:
-                conditioning.passes_with_residuals -= 1
-            else:
+            negative_pass = conditioning.passes_with_residuals <= 0
+            if negative_pass:
                 controlnet_block_samples = controlnet_single_block_samples = None
+            else:
+                conditioning.passes_with_residuals -= 1
+            if has_face_adapter(self):  # the optional adapter branch reads the face tokens (no face when negative)
+                face = conditioning.tokens_like(encoder_hidden_states, negative=negative_pass)
+                joint_attention_kwargs = {**(joint_attention_kwargs or {}), **face_adapter_kwargs(face)}
         return super().forward(hidden_states, encoder_hidden_states=encoder_hidden_states,
                                pooled_projections=pooled_projections, timestep=timestep, img_ids=img_ids,
                                txt_ids=txt_ids, guidance=guidance, joint_attention_kwargs=joint_attention_kwargs,

@@ -25,7 +25,8 @@ from diffusers import FluxControlNetModel, FluxControlNetPipeline, FluxTransform
 from PIL import Image
 
 from ..errors import CheckpointError, EmbeddingError, UsageError
-from ..models.flux_adapter import build_face_projection, load_image_proj_state_dict
+from ..models.flux_adapter import build_face_projection, load_face_adapter_parts
+from ..models.flux_face_adapter import has_face_adapter, install_face_adapter, remove_face_adapter
 from ..params import FAMILY_SIZE_MULTIPLE
 from ..models.flux_identitynet import (
     INFUSENET_GUIDANCE,
@@ -116,16 +117,23 @@ class FluxInstantIDMixin:
         `image_emb_dim` and `num_tokens` are accepted for symmetry with the SDXL pipeline; the real values
         are read from the checkpoint's shapes. The FLUX DiT has no adapter branch, so there is no scale.
         """
-        image_proj = load_image_proj_state_dict(model_ckpt)
-        projection = build_face_projection(image_proj, self.identitynet.config.joint_attention_dim,
+        parts = load_face_adapter_parts(model_ckpt)
+        projection = build_face_projection(parts["image_proj"], self.identitynet.config.joint_attention_dim,
                                            dtype=self.identitynet.dtype)
         found = (projection.proj_in.in_features, projection.latents.shape[1])
         if (image_emb_dim, num_tokens) != found:
             logger.info("face projection has %d-d input and %d tokens (read from its weights; arguments ignored)", *found)
         self._face_projection = projection
+        # The optional adapter branch inside the DiT (instantid train --adapter_branch); InfiniteYou's files have none.
+        if "ip_adapter" in parts:
+            install_face_adapter(self.transformer, found[1], parts["ip_adapter"])
+        elif has_face_adapter(self.transformer):
+            remove_face_adapter(self.transformer)
 
     def unload_ip_adapter_instantid(self) -> None:
         self._face_projection = None
+        if has_face_adapter(self.transformer):
+            remove_face_adapter(self.transformer)
 
     @property
     def face_projection(self) -> torch.nn.Module:
@@ -158,7 +166,9 @@ class FluxInstantIDMixin:
         """The face embedding through the Resampler: [1, tokens, joint_attention_dim], float32 inputs as loaded."""
         projection = self.face_projection.to(self._execution_device)
         weight = next(projection.parameters())
-        embedding = self.face_embedding_tensor(image_embeds).to(device=weight.device, dtype=weight.dtype)
+        embedding = self.face_embedding_tensor(image_embeds) if image_embeds is not None \
+            else torch.zeros(1, 1, self.face_embedding_dim)  # None: no face (the adapter branch's negative)
+        embedding = embedding.to(device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             return projection(embedding)
 
@@ -197,10 +207,12 @@ class FluxInstantIDMixin:
         if call.get("control_image") is None:
             call["control_image"] = Image.new("RGB", (call["width"], call["height"]))  # InfiniteYou's "no keypoints"
         tokens = self.face_tokens(image_embeds)
+        # The adapter branch's negative (true-CFG) pass sees no face: the Resampler's tokens of a zero embedding.
+        no_face = self.face_tokens(None) if has_face_adapter(self.transformer) else None
         to_pil = call.get("output_type", "pil") == "pil"
         if to_pil:  # PIL images are made from the float output, so NaN is seen, not saved black
             call["output_type"] = "np"
-        with flux_face_conditioning(FluxFaceConditioning(tokens, identitynet_guidance)):
+        with flux_face_conditioning(FluxFaceConditioning(tokens, identitynet_guidance, adapter_negative=no_face)):
             output = stock_call(**call)
         if call.get("output_type") == "latent":
             return output
