@@ -13,10 +13,12 @@ of such samples is reported, never hidden.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import TrainingConfigError
+
+if TYPE_CHECKING:  # the option parser imports this module: no numpy at startup
+    import numpy as np
 
 MODES = ("same", "other")
 
