@@ -53,6 +53,36 @@ def tiny_pipe(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_flux_paths(tmp_path_factory):
+    """The tiny random FLUX family (InfiniteYou's layout), built once per session into a temporary cache."""
+    from instantid.testing.tiny_flux import tiny_flux_cached
+
+    return tiny_flux_cached(cache_dir=tmp_path_factory.getbasetemp() / "xdg-cache" / "instantid" / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_flux_pipe(tiny_flux_paths):
+    """A tiny random FLUX InstantID pipeline, loaded as the drop-in usage shows; one per test module."""
+    from diffusers import FluxControlNetModel
+
+    from instantid import FluxInstantIDPipeline
+
+    pipe = FluxInstantIDPipeline.from_pretrained(
+        tiny_flux_paths.base, controlnet=FluxControlNetModel.from_pretrained(tiny_flux_paths.identitynet))
+    pipe.load_ip_adapter_instantid(tiny_flux_paths.adapter)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def fake_arcface(tmp_path_factory) -> Path:
+    """A fake facexlib ArcFace checkpoint (IR-SE50, random weights, saved like the real .pth), once per session."""
+    from instantid.testing.fake_arcface import build_fake_arcface
+
+    return build_fake_arcface(tmp_path_factory.mktemp("arcface"))
+
+
+@pytest.fixture(scope="session")
 def blank(tmp_path_factory) -> Path:
     """A plain-colour photo with no face."""
     path = tmp_path_factory.mktemp("blank") / "blank.png"

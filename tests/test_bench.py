@@ -35,7 +35,7 @@ def test_cases_stages_and_ratios(tiny_run):
     # Two steps: the half window runs IdentityNet once when idle steps are skipped, twice when not.
     assert cases["stock ControlNet, end 0.5"]["controlnet_runs"] == 2
     assert cases["InstantID, end 0.5"]["controlnet_runs"] == 1
-    assert cases["InstantID, end 0.5, without skip"]["controlnet_runs"] == 2
+    assert cases["InstantID, end 0.5, without idle-step-skipping"]["controlnet_runs"] == 2
     ours = cases["InstantID, end 1"]
     assert set(ours["stage_median_s"]) == {"prompt_encoding", "face_projection", "unet", "controlnet", "vae_decode"}
     assert "face_projection" not in cases["stock ControlNet, end 1"]["stage_median_s"]

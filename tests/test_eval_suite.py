@@ -122,3 +122,27 @@ def test_the_sdxl_example_suite_is_valid():
     assert not suite.tiny and suite.face_backend == "antelopev2"
     assert len(suite.jobs()) == 4 * 4 * 4 * (3 + 1)  # the count docs/evaluation.md gives
     assert suite.settings["noise 0.35"]["negative_face_noise"] == 0.35
+
+
+FLUX_SUITE = Path(__file__).resolve().parents[1] / "examples" / "eval_suite_flux_tiny.json"
+
+
+@pytest.mark.slow
+def test_flux_suite_generates_and_scores(tmp_path_factory):
+    """`eval --suite` on the FLUX family (tiny, dlib path): every image made with FLUX's knobs, a report written."""
+    from instantid.testing.tiny import build_tiny_clip
+
+    root = tmp_path_factory.mktemp("flux-suite")
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+        code = main(["eval", "--suite", str(FLUX_SUITE), "--out", str(out), "--recognizer", "dlib", "--clip-model",
+                     str(build_tiny_clip(root / "tiny-clip")), "--no-progress"])
+    assert code == 0
+    suite = load_suite(FLUX_SUITE)
+    jobs = suite.jobs()
+    assert len(jobs) == 2 * 1 * 1 * 3 and all(job.path(out).is_file() for job in jobs)
+    made = json.loads(Image.open(next(job.path(out) for job in jobs if job.setting == "true cfg 3")).text["parameters"])
+    assert made["true_cfg_scale"] == 3.0
+    summary = list(csv.DictReader(open(out / "report" / "summary.csv")))
+    assert [row["setting"] for row in summary] == ["infiniteyou", "true cfg 3"]

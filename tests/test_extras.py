@@ -73,17 +73,12 @@ def test_extra_controlnet_is_not_run_outside_its_window(tiny, photos):
     call = dict(image=[draw_kps((64, 64), KPS), canny], controlnet_conditioning_scale=[0.8, 0.3],
                 control_guidance_end=[1.0, 0.5], num_inference_steps=4)
     try:
-        skipped = generate(pipe, **call)
-        ran_with_skip = len(runs)
-        pipe.skip_zero_scale_controlnets = False
-        runs.clear()
-        full = generate(pipe, **call)
-        ran_without_skip = len(runs)
+        generate(pipe, **call)
     finally:
-        pipe.skip_zero_scale_controlnets = True
         hook.remove()
-    assert torch.equal(skipped, full)
-    assert (ran_with_skip, ran_without_skip) == (2, 4)
+    # 2 of 4 steps: the extra ControlNet skips outside its own window like IdentityNet (that skipping is
+    # bit-identical: test_pipeline's test_controlnet_is_not_run_outside_its_window_and_output_is_identical)
+    assert len(runs) == 2
 
 
 def test_lora_changes_output_and_scale_zero_is_no_lora(tiny):

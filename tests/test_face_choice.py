@@ -13,7 +13,7 @@ from instantid.errors import FaceTooSmallError, NoFaceError
 from instantid.face.choice import SAME_PERSON_THRESHOLD, describe_choice, different_people
 from instantid.face.small_faces import MIN_FACE_SIDE, check_usable, detect_faces, face_side
 from instantid.face.types import sort_largest_first
-from instantid.pipelines.from_photos import face_condition
+from instantid.pipelines.condition import face_condition
 
 
 @pytest.fixture(scope="module")

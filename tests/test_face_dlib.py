@@ -107,18 +107,6 @@ def astronaut_image(photos) -> Image.Image:
     return Image.open(photos["astronaut"]).convert("RGB")
 
 
-def test_cmyk_jpeg(dlib_analyzer, astronaut_image, tmp_path):
-    path = tmp_path / "cmyk.jpg"
-    astronaut_image.convert("CMYK").save(path)
-    assert len(dlib_analyzer.detect(path)) == 1
-
-
-def test_16_bit_png(dlib_analyzer, astronaut_image, tmp_path):
-    path = tmp_path / "deep.png"
-    Image.fromarray(np.asarray(astronaut_image.convert("L")).astype(np.uint16) * 257).save(path)
-    assert len(dlib_analyzer.detect(path)) == 1
-
-
 def test_rgba_png(dlib_analyzer, astronaut_image, tmp_path):
     rgba = astronaut_image.convert("RGBA")
     alpha = np.full((512, 512), 255, np.uint8)

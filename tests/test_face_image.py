@@ -76,6 +76,13 @@ def test_zero_byte_file(tmp_path):
         load_image(path)
 
 
+def test_zero_size_special_file_with_content_is_not_called_empty():
+    # /proc files report 0 bytes but have content: not "empty", but not an image either
+    with pytest.raises(ImageReadError) as caught:
+        load_image("/proc/cpuinfo")
+    assert "empty" not in str(caught.value) and "not an image" in str(caught.value)
+
+
 def test_truncated_jpeg(tmp_path, photos):
     path = tmp_path / "cut.jpg"
     Image.open(photos["astronaut"]).convert("RGB").save(path, quality=90)
@@ -106,6 +113,47 @@ def test_pixel_limit_refuses_and_leaves_pillow_setting_alone(tmp_path, monkeypat
     with pytest.raises(ImageReadError, match="wide.png is 400x300.*decompression bombs"):
         load_image(path)
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_decoding_in_threads_never_turns_pillows_bomb_guard_off(tmp_path, photos):
+    """Three threads decoding photos while a fourth watches Pillow's process-wide pixel limit: it never reads
+    None (the guard off), during or after; our own limit applies to our decodes only."""
+    import threading
+
+    before = Image.MAX_IMAGE_PIXELS
+    seen, stop = set(), threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.add(Image.MAX_IMAGE_PIXELS)
+
+    def decode():
+        for _ in range(5):
+            for name in ("astronaut", "grace_hopper", "t1"):
+                load_image(photos[name])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    loaders = [threading.Thread(target=decode) for _ in range(3)]
+    for thread in loaders:
+        thread.start()
+    for thread in loaders:
+        thread.join()
+    stop.set()
+    watcher.join()
+    assert seen == {before} and Image.MAX_IMAGE_PIXELS == before
+
+
+@pytest.mark.parametrize("form", ["float_tiff", "pil_f"])
+def test_float_image_holding_nan_is_refused_not_read_black(tmp_path, form):
+    pixels = np.full((64, 64), 0.5, np.float32)
+    pixels[10:20, 10:20] = np.nan
+    source = Image.fromarray(pixels, mode="F")
+    if form == "float_tiff":
+        source.save(tmp_path / "nan.tif")
+        source = tmp_path / "nan.tif"
+    with pytest.raises(ImageReadError, match="100 NaN or infinite pixel value"):
+        load_image(source)
 
 
 # --- modes -----------------------------------------------------------------------------------

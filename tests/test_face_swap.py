@@ -9,15 +9,8 @@ from PIL import Image
 
 from instantid.cli import main
 from instantid.errors import NoFaceError
-from instantid.pipelines.face_swap import (
-    crop_box,
-    face_mask,
-    mask_bounds,
-    paste_back,
-    swap_face,
-    swap_whole_image,
-    working_size,
-)
+from instantid.pipelines.face_swap import swap_face, swap_whole_image
+from instantid.pipelines.repaint import crop_box, face_mask, mask_bounds, paste_back, working_size
 from instantid.errors import StrengthError
 
 

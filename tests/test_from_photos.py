@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from instantid.errors import EmbeddingError, NoFaceError
-from instantid.pipelines.from_photos import face_condition, generate_from_photos
+from instantid.pipelines.condition import face_condition
+from instantid.pipelines.from_photos import generate_from_photos
 
 
 def test_references_are_averaged_and_keypoints_come_from_the_first(photos, dlib_analyzer):

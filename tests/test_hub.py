@@ -52,3 +52,10 @@ def test_offline_hub_id_fails_fast_with_download_hint(offline):
     assert time.monotonic() - start < 10
     message = str(err.value)
     assert "InstantX/InstantID" in message and "hf download" in message and "--adapter" in message
+
+
+def test_load_pipeline_refuses_an_unknown_device_before_loading(tmp_path):
+    from instantid.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="unknown device 'potato'.*use auto, cpu, cuda"):
+        load_pipeline(tmp_path / "no-base", tmp_path / "no-identitynet", tmp_path / "no-adapter", device="potato")

@@ -7,7 +7,7 @@ from PIL import Image
 
 from instantid.errors import StrengthError
 from instantid.face.keypoints import draw_kps
-from instantid.pipelines.face_swap import face_mask, paste_back
+from instantid.pipelines.repaint import face_mask, paste_back
 from instantid.pipelines.img2img import StableDiffusionXLInstantIDImg2ImgPipeline
 from instantid.pipelines.inpaint import StableDiffusionXLInstantIDInpaintPipeline
 

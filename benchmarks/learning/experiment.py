@@ -112,27 +112,48 @@ def _base_unchanged(base: torch.nn.Module, unet: torch.nn.Module) -> bool:
     return all(torch.equal(value, trained[key]) for key, value in base.state_dict().items())
 
 
-def run_seed(seed: int, preset_name: str, out_dir: Path) -> SeedResult:
-    """Everything for one seed; writes `out_dir/results.json` and a sample grid per variant."""
-    preset = PRESETS[preset_name]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    result = SeedResult(seed, preset_name)
+class SeedWorld(NamedTuple):
+    """One seed's world: the held-out pairs, and the training set drawn from the others."""
 
+    held_out: set
+    recognizer: ToyRecognizer
+    text: ToyTextEncoder
+    data: TrainingSet
+
+
+def seed_world(seed: int, preset) -> SeedWorld:
+    """The held-out split, training pictures, recognizer and text encoder of `seed` (also used by
+    benchmarks.learning_flux: both experiments see the same world)."""
+    expressions = preset.expressions
     held_out = held_out_pairs(seed)
     train_pairs = [(p, c) for p in range(NUM_PEOPLE) for c in COLOURS if (p, c) not in held_out]
-    pictures = draw_pictures(train_pairs, preset.poses_per_pair, np.random.default_rng([seed, 0]), preset.expressions)
+    pictures = draw_pictures(train_pairs, preset.poses_per_pair, np.random.default_rng([seed, 0]), expressions)
     recognizer = ToyRecognizer(seed, noise=preset.embedding_noise, expression_leak=preset.expression_leak)
     recognizer.remember(pictures)
     text = ToyTextEncoder(seed)
     data = TrainingSet.from_pictures(pictures, text, recognizer)
     logger.info("seed %d: %d training pictures of %d pairs; held out: %s", seed, len(pictures), len(train_pairs),
                 sorted(held_out))
+    return SeedWorld(held_out, recognizer, text, data)
 
+
+def seed_judge(seed: int, preset, result: SeedResult):
+    """The judge of `seed`, its scores on real renders recorded in `result` and logged."""
     judge, judge_report = train_judge(seed, steps=preset.judge_steps, expressions=preset.expressions)
     result.judge = asdict(judge_report)
     logger.info("seed %d: judge on real renders: identity %.3f, background %.3f, centre error %.2f px", seed,
                 judge_report.person_accuracy, judge_report.colour_accuracy, judge_report.centre_error)
+    return judge
+
+
+def run_seed(seed: int, preset_name: str, out_dir: Path) -> SeedResult:
+    """Everything for one seed; writes `out_dir/results.json` and a sample grid per variant."""
+    preset = PRESETS[preset_name]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result = SeedResult(seed, preset_name)
+    held_out, recognizer, text, data = seed_world(seed, preset)
+    judge = seed_judge(seed, preset, result)
 
     base, losses = train_base(data, preset.base, seed, label=f"seed {seed} base")
     result.losses["base"] = _loss_ends(losses)

@@ -167,30 +167,7 @@ def write_report(out_dir: Path, results_md: Path, seeds: list[int] | None = None
         "",
     ]
     lines += [f"- [{'x' if ok else ' '}] {text}" for text, ok in acceptance(results)]
-    lines += ["", "## Held-out (person, background) pairs: median over seeds", "",
-              "| variant | " + " | ".join(title for _, title, _ in METRICS) + " |",
-              "|---|" + "---:|" * len(METRICS)]
-    for v in variants:
-        cells = [fmt.format(median(results, v, metric)) for metric, _, fmt in METRICS]
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    lines += ["", f"![bar chart]({rel}/bar_chart.png)", "", "## Per seed", ""]
-    lines += ["| seed | variant | " + " | ".join(title for _, title, _ in METRICS) + " |",
-              "|---:|---|" + "---:|" * len(METRICS)]
-    for r in results:
-        for v in variants:
-            cells = [fmt.format(r["variants"][v][metric]) for metric, _, fmt in METRICS]
-            lines.append(f"| {r['seed']} | {v} | " + " | ".join(cells) + " |")
-    lines += ["", "## The judge on real renders (fresh poses, all 32 pairs)", "",
-              "| seed | identity accuracy | background accuracy | centre error (px) |", "|---:|---:|---:|---:|"]
-    for r in results:
-        j = r["judge"]
-        lines.append(f"| {r['seed']} | {j['person_accuracy']:.3f} | {j['colour_accuracy']:.3f} | {j['centre_error']:.2f} |")
-    lines += ["", "## Training losses (mean of the first / last 10% of steps) and frozen weights", "",
-              "| seed | stage | first | last | base UNet bit-identical after |", "|---:|---|---:|---:|---|"]
-    for r in results:
-        for stage, (first, last) in r["losses"].items():
-            frozen = "" if stage == "base" else str(r["frozen_unchanged"][stage])
-            lines.append(f"| {r['seed']} | {stage} | {first:.4f} | {last:.4f} | {frozen} |")
+    lines += variant_tables(results, variants, rel) + judge_and_loss_tables(results, "UNet")
     if all(r["sweep"] for r in results):
         lines += ["", "## Strength sweep on the jointly trained model (median over seeds)", "",
                   "Rows: adapter strength (`ip_adapter_scale`); columns: IdentityNet strength "
@@ -204,9 +181,54 @@ def write_report(out_dir: Path, results_md: Path, seeds: list[int] | None = None
                 cells.append(f"{np.median([r['sweep'][key]['identity'] for r in results]):.3f} / "
                              f"{np.median([r['sweep'][key]['position_error'] for r in results]):.2f}")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines += ["", f"## Samples (seed {seeds[0]})", "",
-              "Each row is one held-out pair: a reference picture (on a training background), a gap, then for "
-              f"each of {preset.eval_poses} poses the real target and the generated picture.", ""]
+    lines += samples_and_logs(results, out_dir, rel, preset.eval_poses, run)
+    bar_chart(results, out_dir / "bar_chart.png")
+    text = "\n".join(lines) + "\n"
+    results_md.write_text(text, encoding="utf-8")
+    return text
+
+
+# ---- sections shared with benchmarks.learning_flux's report ----------------------------------------
+
+def variant_tables(results: list[dict], variants: list[str], rel: str) -> list[str]:
+    """Medians per variant, the bar chart, then every seed's numbers."""
+    lines = ["", "## Held-out (person, background) pairs: median over seeds", "",
+             "| variant | " + " | ".join(title for _, title, _ in METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+    for v in variants:
+        cells = [fmt.format(median(results, v, metric)) for metric, _, fmt in METRICS]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += ["", f"![bar chart]({rel}/bar_chart.png)", "", "## Per seed", ""]
+    lines += ["| seed | variant | " + " | ".join(title for _, title, _ in METRICS) + " |",
+              "|---:|---|" + "---:|" * len(METRICS)]
+    for r in results:
+        for v in variants:
+            cells = [fmt.format(r["variants"][v][metric]) for metric, _, fmt in METRICS]
+            lines.append(f"| {r['seed']} | {v} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def judge_and_loss_tables(results: list[dict], base_name: str) -> list[str]:
+    """The judge's scores on real renders, and each stage's losses with the frozen-base check."""
+    lines = ["", "## The judge on real renders (fresh poses, all 32 pairs)", "",
+             "| seed | identity accuracy | background accuracy | centre error (px) |", "|---:|---:|---:|---:|"]
+    for r in results:
+        j = r["judge"]
+        lines.append(f"| {r['seed']} | {j['person_accuracy']:.3f} | {j['colour_accuracy']:.3f} | {j['centre_error']:.2f} |")
+    lines += ["", "## Training losses (mean of the first / last 10% of steps) and frozen weights", "",
+              f"| seed | stage | first | last | base {base_name} bit-identical after |", "|---:|---|---:|---:|---|"]
+    for r in results:
+        for stage, (first, last) in r["losses"].items():
+            frozen = "" if stage == "base" else str(r["frozen_unchanged"][stage])
+            lines.append(f"| {r['seed']} | {stage} | {first:.4f} | {last:.4f} | {frozen} |")
+    return lines
+
+
+def samples_and_logs(results: list[dict], out_dir: Path, rel: str, eval_poses: int, run: dict) -> list[str]:
+    """The first seed's sample grids, then what each seed's run printed."""
+    seeds, variants = [r["seed"] for r in results], list(results[0]["variants"])
+    lines = ["", f"## Samples (seed {seeds[0]})", "",
+             "Each row is one held-out pair: a reference picture (on a training background), a gap, then for "
+             f"each of {eval_poses} poses the real target and the generated picture.", ""]
     for v in variants:
         lines += [f"**{v}**", "", f"![{v}]({rel}/seed{seeds[0]}/{grid_file_name(v)})", ""]
     references = out_dir.parent / "results-references"
@@ -220,7 +242,4 @@ def write_report(out_dir: Path, results_md: Path, seeds: list[int] | None = None
             lines += ["```", log.read_text(encoding="utf-8").rstrip(), "```", ""]
     if run:
         lines += ["```", f"all seeds done in {run['minutes']:.1f} min", "```", ""]
-    bar_chart(results, out_dir / "bar_chart.png")
-    text = "\n".join(lines) + "\n"
-    results_md.write_text(text, encoding="utf-8")
-    return text
+    return lines

@@ -44,6 +44,15 @@ def _errno_message(path, err: OSError, what: str) -> str:
     return f"{what} {path} cannot be read ({err.strerror or err}); check the path"
 
 
+def _has_content(path) -> bool:
+    """Whether a file that stat calls 0 bytes has content after all (a virtual file such as /proc/cpuinfo)."""
+    try:
+        with open(path, "rb") as file:
+            return bool(file.read(1))
+    except OSError:
+        return False  # unreadable: the permission check below names it
+
+
 def check_input_file(path, what: str = "file", *, error: type = InputFileError, allow_empty: bool = False) -> Path:
     """`path` as a Path when it is an existing, regular, non-empty file; else `error` with what it is instead."""
     try:
@@ -57,7 +66,7 @@ def check_input_file(path, what: str = "file", *, error: type = InputFileError, 
     for test, kind in _KINDS:
         if test(info.st_mode):
             raise error(f"{what} {path} is {kind}, not a regular file; pass a file saved on disk")
-    if not allow_empty and info.st_size == 0:
+    if not allow_empty and info.st_size == 0 and not _has_content(path):
         raise error(f"{what} {path} is empty (0 bytes); re-export or re-download it")
     if not os.access(path, os.R_OK):
         raise error(f"{what} {path}: permission denied; check the file's permissions")

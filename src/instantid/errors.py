@@ -37,8 +37,8 @@ class UsageError(InstantIDError, ValueError):
     """Options or arguments that contradict each other or are out of range."""
 
 
-class FaceIndexError(InstantIDError, IndexError):
-    """A face index past the number of faces found."""
+class FaceIndexError(NoFaceError, IndexError):
+    """A face index past the number of faces found (no such face)."""
 
 
 class RegionError(InstantIDError, ValueError):

@@ -11,7 +11,7 @@ from .errors import LimitError
 # Output pixels (width x height) per model family: past these a step takes minutes and memory grows
 # with the square of the latent tokens in self-attention. SDXL is trained at ~1 MP; 4 MP is already
 # a lot. --tiny is a smoke test: random weights, the image is noise either way.
-OUTPUT_PIXEL_CAPS = {"tiny": 512 * 512, "sd15": 1024 * 1024, "sdxl": 2048 * 2048}
+OUTPUT_PIXEL_CAPS = {"tiny": 512 * 512, "sd15": 1024 * 1024, "sdxl": 2048 * 2048, "flux": 2048 * 2048}
 OUTPUT_PIXELS_ENV = "INSTANTID_MAX_OUTPUT_PIXELS"
 # Reference photos per identity, and prompt length in characters (CLIP reads 77 tokens; the rest is
 # dropped unless --prompt-weighting; 10000 characters is far past any real prompt).
@@ -25,8 +25,8 @@ MAX_KPS_COORDINATE = 1_000_000
 
 # Rough bytes of working memory per output pixel and image in a denoising step (activations of UNet +
 # ControlNet with CFG in float32), and the weights; used for the estimate printed with a refusal.
-_BYTES_PER_PIXEL = {"tiny": 600, "sd15": 20_000, "sdxl": 12_000}  # tiny: 8.8 GB seen at 4096x4096
-_WEIGHT_BYTES = {"tiny": 50e6, "sd15": 3e9, "sdxl": 10e9}
+_BYTES_PER_PIXEL = {"tiny": 600, "sd15": 20_000, "sdxl": 12_000, "flux": 16_000}  # tiny: 8.8 GB seen at 4096x4096
+_WEIGHT_BYTES = {"tiny": 50e6, "sd15": 3e9, "sdxl": 10e9, "flux": 43e9}  # flux: InfiniteYou bf16, ~43 GB
 
 
 def output_pixel_cap(family: str, override: int | None = None) -> int:

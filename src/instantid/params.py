@@ -88,7 +88,28 @@ GENERATION_PARAMS: tuple[Param, ...] = (
     Param("negative_face_noise", "--negative-face-noise", float, 0.0,
           "noise in the CFG negative face embedding against burned, over-saturated faces (0 = released "
           "behaviour; try 0.35)", 0.0, 5.0),
+    Param("true_cfg_scale", "--true-cfg-scale", float, 1.0,
+          "FLUX only: true classifier-free guidance with the negative prompt, an extra DiT pass per step when > 1 "
+          "(1 = off, InfiniteYou's default; try 4 with a --negative-prompt)", 1.0, 20.0),
 )
+
+# Model families: the table's defaults are SDXL's; a family overrides some and takes only its own knobs.
+# FLUX's are InfiniteYou's (30 steps, distilled guidance 3.5, IdentityNet at 1.0 over the whole run).
+FAMILY_DEFAULTS = {"flux": {"num_inference_steps": 30, "guidance_scale": 3.5, "controlnet_conditioning_scale": 1.0,
+                            "control_guidance_start": 0.0, "control_guidance_end": 1.0}}
+FAMILY_ONLY = {"ip_adapter_scale": ("sdxl", "sd15"), "negative_face_noise": ("sdxl", "sd15"), "true_cfg_scale": ("flux",)}
+FAMILIES = ("sdxl", "sd15", "flux")
+FAMILY_SIZE_MULTIPLE = {"flux": 16}  # FLUX packs 2x2 patches of an 8x-downsampled latent
+
+
+def family_skip(family: str | None) -> frozenset:
+    """The table's parameters that do not apply to `family` (None: the SDXL / SD1.5 table as before)."""
+    family = family or "sdxl"
+    return frozenset(name for name, families in FAMILY_ONLY.items() if family not in families)
+
+
+def family_default(name: str, family: str | None):
+    return FAMILY_DEFAULTS.get(family or "sdxl", {}).get(name, PARAMS_BY_NAME[name].default)
 
 PARAMS_BY_NAME = {p.name: p for p in GENERATION_PARAMS}
 # Identity interpolation series (`interpolate=` / --interpolate): one image per weight, 0 = the first identity.
@@ -108,20 +129,25 @@ FACE_DETAIL_STRENGTH = 0.4  # moderate: keeps the face's colours and layout, re-
 MAX_FACE_INDEX = 31  # the N-th largest face of a group photo; more faces than that are not a portrait
 
 # Face analysis backend of every command that analyses faces (--face-backend; face/backend_rule.py applies it).
-FACE_BACKEND_CHOICES = ("auto", "antelopev2", "dlib")
-FACE_BACKEND_RULE = ("auto = antelopev2 where the released weights are used (generate, swap, multi, serve, ui), dlib "
+FACE_BACKEND_CHOICES = ("auto", "antelopev2", "dlib", "infiniteyou")
+FACE_BACKEND_RULE = ("auto = antelopev2 where the released weights are used (generate, swap, multi, serve, ui; "
+                     "infiniteyou, i.e. antelopev2 detection + facexlib ArcFace, for the FLUX family), dlib "
                      "elsewhere and with --tiny (offline, free); for eval, every recognizer available")
 
 
-def face_backend_name(choice: str = "auto", *, released_weights: bool = False, tiny: bool = False) -> str:
-    """FACE_BACKEND_RULE: the backend `choice` names (antelopev2 or dlib as given; `auto` = antelopev2 where
-    the released weights are used and not tiny random ones, else dlib). Kept here, beside the rule's text,
-    so a parser can state it and a command apply it without importing the face libraries."""
+def face_backend_name(choice: str = "auto", *, released_weights: bool = False, tiny: bool = False,
+                      family: str | None = None) -> str:
+    """FACE_BACKEND_RULE: the backend `choice` names (as given; `auto` = the family's released face path,
+    antelopev2 or for FLUX infiniteyou, where the released weights are used and not tiny random ones, else
+    dlib). Kept here, beside the rule's text, so a parser can state it and a command apply it without
+    importing the face libraries."""
     if choice not in FACE_BACKEND_CHOICES:
         raise ValueError(f"unknown face backend {choice!r}; choose one of {', '.join(FACE_BACKEND_CHOICES)}")
     if choice != "auto":
         return choice
-    return "antelopev2" if released_weights and not tiny else "dlib"
+    if not released_weights or tiny:
+        return "dlib"
+    return "infiniteyou" if family == "flux" else "antelopev2"
 LORA_SCALE_RANGE = (-5.0, 5.0)  # negative scales are how "slider" LoRAs are used
 
 
@@ -163,37 +189,45 @@ def split_params(kwargs: dict) -> tuple[dict, dict]:
             {k: v for k, v in kwargs.items() if k not in PARAMS_BY_NAME})
 
 
-def resolve(given: dict | None = None, skip=frozenset()) -> dict:
-    """Every parameter of the table (less `skip`): the given value, else the table's default; range-checked.
+def resolve(given: dict | None = None, skip=frozenset(), family: str | None = None) -> dict:
+    """Every parameter of the table (less `skip` and those not for `family`): the given value, else the family's
+    default (the table's); range-checked.
 
     Raises UsageError naming the flag and the allowed range, or the contradicting pair."""
     from .errors import UsageError
 
     given = dict(given or {})
     values = {}
+    not_for_family = family_skip(family)
     for param in GENERATION_PARAMS:
-        if param.name in skip:
+        if param.name in skip or param.name in not_for_family:
             if given.get(param.name) is not None:
-                raise UsageError(f"{param.name} ({param.flag}) does not apply here")
+                where = f"to {(family or 'sdxl/sd15').upper()} models" if param.name in not_for_family else "here"
+                raise UsageError(f"{param.name} ({param.flag}) does not apply {where}")
             continue
         value = given.get(param.name)
-        value = param.default if value is None else value
+        value = family_default(param.name, family) if value is None else value
         values[param.name] = None if value is None else param.type(param.check(value))
+    multiple = FAMILY_SIZE_MULTIPLE.get(family or "sdxl")
+    for name in ("width", "height"):
+        if multiple and values.get(name) is not None and values[name] % multiple:
+            raise UsageError(f"{PARAMS_BY_NAME[name].flag} must be a multiple of {multiple} pixels for "
+                             f"{family.upper()} models, got {values[name]}")
     start, end = values.get("control_guidance_start"), values.get("control_guidance_end")
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--control-start ({start}) must be below --control-end ({end})")
     return values
 
 
-def generation_values(given: dict, *, tiny: bool = False, skip=frozenset()) -> dict:
+def generation_values(given: dict, *, tiny: bool = False, skip=frozenset(), family: str | None = None) -> dict:
     """The table's values (less `skip`) for a front end's options: given (None = not given), else TINY_DEFAULTS
-    with `tiny`, else the table's defaults; checked by `resolve`. Keys of `given` outside the table are ignored."""
+    with `tiny`, else the family's defaults; checked by `resolve`. Keys of `given` outside the table are ignored."""
     chosen = {}
     for param in GENERATION_PARAMS:
         if param.name not in skip:
             value = given.get(param.name)
             chosen[param.name] = TINY_DEFAULTS.get(param.name) if value is None and tiny else value
-    return resolve(chosen, skip=skip)
+    return resolve(chosen, skip=skip, family=family)
 
 
 def seeded_generator(seed: int):
@@ -203,12 +237,12 @@ def seeded_generator(seed: int):
     return torch.Generator("cpu").manual_seed(int(seed))
 
 
-def resolve_call(kwargs: dict, skip=frozenset()) -> tuple[dict, dict, int | None]:
+def resolve_call(kwargs: dict, skip=frozenset(), family: str | None = None) -> tuple[dict, dict, int | None]:
     """Split a high-level entry's keywords: (the table's parameters resolved, less `seed`; the other pipeline
     keywords, with `generator` made from the seed unless one is given; the seed, or None when a generator was
     given)."""
     given, rest = split_params(kwargs)
-    values = resolve(given, skip=skip)
+    values = resolve(given, skip=skip, family=family)
     seed = values.pop("seed")
     if rest.get("generator") is None:
         rest["generator"] = seeded_generator(seed)

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -23,15 +24,14 @@ from serve_server import free_port
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ui_url(tmp_path_factory, tiny_lora):
+@contextmanager
+def ui_process(state: Path, *options: str):
+    """`instantid ui --tiny OPTIONS` on a free port; yields its URL once it answers."""
     pytest.importorskip("gradio")
     port = free_port()
-    state = tmp_path_factory.mktemp("ui")
     log = open(state / "ui.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "instantid", "ui", "--tiny", "--port", str(port), "--state-dir",
-                                str(state / "state"), "--controlnet", "canny", "--lora", f"{tiny_lora}:0.5"],
-                               stdout=log, stderr=subprocess.STDOUT,
+                                str(state / "state"), *options], stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -51,8 +51,8 @@ def ui_url(tmp_path_factory, tiny_lora):
         process.wait(30)
 
 
-@pytest.fixture(scope="module")
-def page(ui_url):
+@contextmanager
+def browser_page(url: str):
     playwright_api = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -60,10 +60,22 @@ def page(ui_url):
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(ui_url)
+        page.goto(url)
         page.wait_for_selector("#generate")
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def ui_url(tmp_path_factory, tiny_lora):
+    with ui_process(tmp_path_factory.mktemp("ui"), "--controlnet", "canny", "--lora", f"{tiny_lora}:0.5") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(ui_url):
+    with browser_page(ui_url) as page:
+        yield page
 
 
 def test_generate_sits_by_the_prompt(page):
@@ -140,3 +152,32 @@ def test_generate_in_the_browser(page, photos, tmp_path_factory):
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"screenshot: {screenshot}")
     assert screenshot.stat().st_size > 10000
+
+
+@pytest.fixture(scope="module")
+def flux_page(tmp_path_factory):
+    """`instantid ui --tiny --family flux` in the browser."""
+    with ui_process(tmp_path_factory.mktemp("ui-flux"), "--family", "flux") as url, browser_page(url) as page:
+        yield page
+
+
+def test_flux_generate_in_the_browser(flux_page, photos):
+    """A FLUX job from the UI: FLUX's knobs (true CFG; no adapter strength, no sampler choice), FLUX defaults."""
+    page = flux_page
+    assert page.locator("#ip_adapter_scale").count() == 0 or not page.locator("#ip_adapter_scale").is_visible()
+    assert page.locator("#true_cfg_scale").is_visible()
+    page.locator("#faces input[type=file]").set_input_files(str(photos["astronaut"]))
+    page.locator("#num_inference_steps input[type=number]").fill("2")
+    page.locator("#num_inference_steps input[type=number]").press("Enter")
+    page.locator("#prompt textarea").fill("a portrait, cinematic")
+    page.wait_for_timeout(500)
+    page.click("#generate")
+    page.wait_for_selector("#gallery img", timeout=120000)
+    page.wait_for_function("document.querySelector('#parameters').innerText.includes('\"command\": \"serve\"')",
+                           timeout=30000)
+    source = page.locator("#gallery img").first.get_attribute("src")
+    png = Image.open(io.BytesIO(page.request.get(urljoin(page.url, source)).body()))
+    parameters = json.loads(png.text["parameters"])
+    assert parameters["family"] == "flux" and parameters["num_inference_steps"] == 2
+    assert parameters["guidance_scale"] == 3.5 and parameters["controlnet_conditioning_scale"] == 1.0
+    assert parameters["true_cfg_scale"] == 1.0 and "ip_adapter_scale" not in parameters

@@ -15,13 +15,16 @@ examples:
   instantid bench --random-weights --arch sdxl --size 256 --steps 6 --dtype bfloat16 --runs 3
   instantid bench --random-weights --arch sdxl --offload --pipelines instantid --control-end 1.0
   instantid bench --arch sdxl --base stabilityai/stable-diffusion-xl-base-1.0   # real weights (downloads)
+  instantid bench --family flux                    # FLUX memory profiles on the tiny family: one case each
+  instantid bench --family flux --base black-forest-labs/FLUX.1-dev --size 1024 --steps 30 --memory-profiles full 8bit
 
 Runs stock SDXL, the stock SDXL ControlNet pipeline and InstantID on the same modules at equal settings,
 interleaved (A B C A B C ...), and prints medians, per-stage seconds (prompt encoding, face projection,
 UNet, ControlNet/IdentityNet, VAE decode), peak memory (RSS; CUDA peaks on a GPU) and time ratios.
 --random-weights builds the architecture with random weights: nothing is downloaded, timings and memory are
 real, images are noise. Speed options (--attention, --channels-last, --compile, --offload, --vae-tiling,
---vae-slicing, --num-images) apply to every compared pipeline alike."""
+--vae-slicing, --num-images) apply to every compared pipeline alike. --family flux times the FLUX family's
+memory profiles instead (bench/flux.py): seconds per image, peak memory and the latent cost of each."""
 
 
 def add_parser(subparsers) -> None:
@@ -31,6 +34,12 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("bench", help="time and memory of InstantID vs the stock pipelines",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..pipelines.memory import PROFILES
+
+    p.add_argument("--family", choices=("sdxl", "flux"), default="sdxl",
+                   help="sdxl: InstantID against the stock pipelines (default); flux: one case per FLUX memory profile")
+    p.add_argument("--memory-profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES), metavar="PROFILE",
+                   help=f"FLUX profiles to measure (default all: {', '.join(PROFILES)})")
     p.add_argument("--arch", choices=list(ARCHES), default="tiny",
                    help="sdxl: the full SDXL + IdentityNet + adapter architecture; tiny: the test models (default)")
     p.add_argument("--random-weights", action="store_true",
@@ -92,7 +101,20 @@ def settings_from_args(args):
     )
 
 
+def flux_settings_from_args(args):
+    from ..bench.flux import FluxBenchSettings
+
+    real = bool(args.base or args.identitynet or args.adapter) and not args.random_weights
+    size = args.size or (1024 if real else 128)
+    return FluxBenchSettings(profiles=tuple(args.memory_profiles), tiny=not real, base=args.base,
+                             identitynet=args.identitynet, adapter=args.adapter, width=args.width or size,
+                             height=args.height or size, steps=args.steps or (30 if real else 4), runs=args.runs,
+                             warmup=args.warmup, device=args.device, dtype=args.dtype, seed=args.seed)
+
+
 def run(args) -> int:
+    if args.family == "flux":
+        return _run_flux(args)
     settings = settings_from_args(args)  # checked (BenchSettings) before torch and diffusers load
     from ..bench.session import run_bench
 
@@ -111,5 +133,24 @@ def run(args) -> int:
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(result.markdown + "\n", encoding="utf-8")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def _run_flux(args) -> int:
+    settings = flux_settings_from_args(args)
+    from ..bench.flux import run_flux_bench
+    from ..pipelines.loading import set_loading_output
+
+    set_loading_output(verbose=args.verbose, progress_bars=False)
+    table, record = run_flux_bench(settings)
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table + "\n", encoding="utf-8")
         print(f"wrote {args.markdown}")
     return 0

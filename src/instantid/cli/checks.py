@@ -37,7 +37,12 @@ def add_limit_options(p: argparse.ArgumentParser) -> None:
 
 
 def model_family(args) -> str:
-    return "tiny" if getattr(args, "tiny", False) else "sdxl"
+    """The family whose output cap applies (instantid.limits): tiny, flux or sdxl."""
+    if getattr(args, "tiny", False):
+        return "tiny"
+    from .common import family_of_args
+
+    return "flux" if hasattr(args, "identitynet") and family_of_args(args) == "flux" else "sdxl"
 
 
 def check_size(args, width: int, height: int, images: int, smaller: str = "--width/--height") -> None:
@@ -142,7 +147,9 @@ def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
     check_prompt(args.prompt)
     check_prompt(args.negative_prompt, "--negative-prompt")
     check_model_options(args)
-    values = generation_values(vars(args), tiny=args.tiny)
+    from .common import family_of_args
+
+    values = generation_values(vars(args), tiny=args.tiny, family=family_of_args(args))
     get_style(args.style, args.styles_file)
     problems = []
     for face in args.face:  # unreadable references are skipped later, but not all of them
@@ -169,8 +176,10 @@ def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
         bad = [d for d in args.yaw if abs(d) > MAX_YAW_DEGREES]
         if bad:
             raise UsageError(f"--yaw angles must lie in [-{MAX_YAW_DEGREES:g}, {MAX_YAW_DEGREES:g}] degrees, got {bad[0]:g}")
-    if args.kps is not None and len(args.kps) != 10:
-        raise UsageError(f"--kps needs 10 numbers (5 x,y points), got {len(args.kps)}")
+    if args.kps is not None:
+        from ..face.keypoints import check_kps  # numpy and OpenCV: not at --help time
+
+        check_kps(args.kps, "--kps")
     check_lora_specs(loras)
     if values["width"] and values["height"]:  # last: its memory warning asks torch whether a GPU is there
         check_size(args, values["width"], values["height"], values["num_images_per_prompt"])
@@ -182,6 +191,11 @@ def check_common_args(args, photos=()) -> None:
     check_prompt(args.prompt)
     check_prompt(getattr(args, "negative_prompt", None), "--negative-prompt")
     check_model_options(args)
+    from .common import family_of_args
+
+    if family_of_args(args) == "flux":
+        raise UsageError("face swap and several identities are not available for the FLUX family yet; use "
+                         "`instantid generate --family flux`, or the SDXL family here")
     for scale in getattr(args, "scale", None) or []:
         check_positive_finite(scale, "--scale", allow_zero=True)
     for flag, path in photos:

@@ -46,12 +46,35 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"IdentityNet: Hub id or ControlNetModel folder (default {RELEASED_REPO})")
     p.add_argument("--adapter", default=RELEASED_REPO,
                    help=f"face adapter: ip-adapter.bin / .safetensors file or Hub id (default {RELEASED_REPO})")
+    add_family_options(p)
     add_face_backend_options(p)
     add_param_option(p, JOB_PARAMS_BY_NAME["scheduler"])
     add_speed_options(p)
     p.add_argument("--tiny", action="store_true",
                    help="tiny random weights (no download; the image is noise): checks an install offline; "
                         "defaults to 128x128 and 4 steps (default off)")
+
+
+def add_family_options(p: argparse.ArgumentParser) -> None:
+    """--family, and the FLUX family's --memory and --variant."""
+    from ..pipelines.memory import PROFILES
+
+    p.add_argument("--family", choices=("auto", "sdxl", "flux"), default="auto",
+                   help="model family: sdxl (InstantID; SD1.5 is read from IdentityNet), flux (InfiniteYou-FLUX: default "
+                        "models black-forest-labs/FLUX.1-dev + ByteDance/InfiniteYou), or auto = read from --identitynet "
+                        "(default auto; with --tiny, sdxl)")
+    p.add_argument("--memory", choices=tuple(PROFILES), default="full",
+                   help="FLUX memory profile: " + "; ".join(f"{p.name} = {p.summary}" for p in PROFILES.values())
+                        + " (default full)")
+    p.add_argument("--variant", choices=("aes_stage2", "sim_stage1"), default="aes_stage2",
+                   help="InfiniteYou variant: aes_stage2 (aesthetics, text alignment) or sim_stage1 (higher identity "
+                        "similarity) (default aes_stage2)")
+
+
+def family_of_args(args) -> str:
+    """The family the model options name (LoadOptions.resolved_family), before anything loads."""
+    return LoadOptions(identitynet=args.identitynet, tiny=getattr(args, "tiny", False),
+                       family=getattr(args, "family", "auto")).resolved_family()
 
 
 def add_generation_options(p: argparse.ArgumentParser, skip=frozenset()) -> None:
@@ -72,14 +95,19 @@ def add_face_backend_options(p: argparse.ArgumentParser, *, legacy_backend_flag:
                    help="antelopev2 model folder: DIR/models/antelopev2/*.onnx or DIR/*.onnx (default: "
                         "$INSTANTID_FACE_MODELS, then the Hugging Face cache); with --face-backend dlib, a folder of its "
                         ".dat files (default: the face_recognition_models package)")
+    p.add_argument("--arcface", metavar="FILE",
+                   help="facexlib's ArcFace weights (recognition_arcface_ir_se50.pth) for --face-backend infiniteyou "
+                        "(default: $INSTANTID_ARCFACE, $INSTANTID_FACE_MODELS, facexlib's weights folder, "
+                        "~/.cache/instantid/facexlib, then the Hugging Face cache)")
 
 
 def face_analyzer(args, *, released_weights: bool = False):
     """The analyzer --face-backend and --face-models name (face/backend_rule.py's rule for `auto`)."""
     from ..face.backend_rule import analyzer_for
 
+    family = family_of_args(args) if hasattr(args, "identitynet") else None
     return analyzer_for(args.face_backend, args.face_models, released_weights=released_weights,
-                        tiny=getattr(args, "tiny", False))
+                        tiny=getattr(args, "tiny", False), family=family, arcface=getattr(args, "arcface", None))
 
 
 def load_options(args, controlnets=(), loras=()) -> LoadOptions:
@@ -88,7 +116,8 @@ def load_options(args, controlnets=(), loras=()) -> LoadOptions:
                        controlnets=tuple(str(c) for c in controlnets), loras=tuple(loras), tiny=args.tiny,
                        device=args.device, dtype=args.dtype, scheduler=args.scheduler, offload=args.offload,
                        channels_last=args.channels_last, compile=args.compile, vae_tiling=args.vae_tiling,
-                       vae_slicing=args.vae_slicing)
+                       vae_slicing=args.vae_slicing, family=getattr(args, "family", "auto"),
+                       memory=getattr(args, "memory", "full"), variant=getattr(args, "variant", "aes_stage2"))
 
 
 def quiet_loading(verbose: bool) -> None:

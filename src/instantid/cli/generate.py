@@ -8,7 +8,8 @@ from ..params import JOB_PARAMS_BY_NAME, generation_values
 from ..pipelines.loading import parse_lora_spec
 from . import face_detail
 from .checks import add_limit_options, check_generate_args, check_size, finite_list, limit_kwargs
-from .common import add_generation_options, add_model_options, add_param_option, face_analyzer, load_from_args, write_pngs
+from .common import (add_generation_options, add_model_options, add_param_option, face_analyzer, family_of_args,
+                     load_from_args, write_pngs)
 
 EXAMPLE = """\
 example:
@@ -18,9 +19,12 @@ example:
   instantid generate --face me.jpg --prompt "a (red:1.3) scarf" --prompt-weighting --lora style.safetensors:0.7 --out s.png
   instantid generate --face a.jpg --interpolate b.jpg --weights 0,0.5,1 --prompt "a portrait" --out mix.png
   instantid generate --tiny --face me.jpg --prompt "smoke test" --out tiny.png   # offline, random weights
+  instantid generate --family flux --face me.jpg --prompt "a portrait, cinematic" --memory 8bit --out flux.png
+  instantid generate --tiny --family flux --face me.jpg --prompt "smoke test" --out tiny-flux.png
 
 Without --tiny the released InstantX/InstantID weights and SDXL base 1.0 are used (downloaded once into the
-Hugging Face cache), with the antelopev2 face models (see `instantid faces --help`)."""
+Hugging Face cache), with the antelopev2 face models (see `instantid faces --help`). With --family flux,
+InfiniteYou-FLUX v1.0 on FLUX.1-dev (non-commercial weights), with antelopev2 detection and facexlib's ArcFace."""
 
 
 def add_parser(subparsers) -> None:
@@ -82,7 +86,7 @@ def _extra_controls(args) -> list:
 def check_args(args) -> dict:
     """Everything that needs no model (files, --out, model paths, sizes, styles, LoRAs: cli/checks.py; the
     face-detail pass). Returns the generation parameter values."""
-    values = generation_values(vars(args), tiny=args.tiny)
+    values = generation_values(vars(args), tiny=args.tiny, family=family_of_args(args))
     face_detail.check(args, values)
     check_generate_args(args, [parse_lora_spec(spec) for spec in args.lora])
     return values
@@ -90,7 +94,8 @@ def check_args(args) -> dict:
 
 def run(args) -> int:
     values = check_args(args)
-    from ..pipelines.from_photos import face_condition, generate_from_photos
+    from ..pipelines.condition import face_condition
+    from ..pipelines.from_photos import generate_from_photos
     from ..pipelines.variations import contact_sheet
 
     analyzer = face_analyzer(args, released_weights=True)

@@ -109,7 +109,7 @@ def engine_config(args):
     options = load_options(args, controlnets=[getattr(args, f"{kind}_model") for kind in kinds],
                            loras=[parse_lora_spec(spec) for spec in args.lora])
     return EngineConfig(load=options, face_backend=args.face_backend, face_models=args.face_models,
-                        control_kinds=kinds)
+                        arcface=getattr(args, "arcface", None), control_kinds=kinds)
 
 
 def limits_from_args(args):

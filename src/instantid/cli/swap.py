@@ -33,7 +33,7 @@ repaints the whole target (img2img) with the identity at the target face's keypo
 _NOT_FOR_SWAP = {"width", "height", "num_images_per_prompt"}
 STRENGTH_DEFAULTS = SWAP_STRENGTH
 TINY_WORKING_SIZE = 128
-MIN_WORKING_SIZE = 64  # one step of the working-size grid (face_swap.SIZE_MULTIPLE)
+MIN_WORKING_SIZE = 64  # one step of the working-size grid (repaint.SIZE_MULTIPLE)
 MASK_OUT_SUFFIXES = (".png",)
 
 
@@ -121,7 +121,7 @@ def run(args) -> int:
     values, strength, working_size = check_args(args)  # before any model
     from ..checks import write_atomically
     from ..pipelines import face_swap
-    from ..pipelines.from_photos import face_condition
+    from ..pipelines.condition import face_condition
 
     analyzer = face_analyzer(args, released_weights=True)
     # Faces first: a target or face photo without a face fails in seconds, before any model loads (the

@@ -10,9 +10,12 @@ examples:
   instantid train --data_dir data/ --output_dir run1/ --mixed_precision bf16 --gradient_checkpointing
   accelerate launch --num_processes 8 -m instantid train --data_dir data/ --output_dir run1/ --mixed_precision bf16
   instantid train --data_dir data/ --output_dir run1/ --resume_from_checkpoint latest
+  instantid train --family flux --base black-forest-labs/FLUX.1-dev --data_dir data/ --output_dir flux1/ \\
+      --mixed_precision bf16 --gradient_checkpointing --use_8bit_adam [--adapter_branch]
 
-The base family (SD1.5 or SDXL) is read from --base; the embedding size from the data (dlib 128-d,
-antelopev2 512-d). Results load directly for generation:
+The base family (SD1.5, SDXL or FLUX) is read from --base; the embedding size from the data (dlib 128-d,
+antelopev2 512-d, infiniteyou 512-d). FLUX runs write InfiniteYou's layout (InfuseNetModel/ +
+image_proj_model.bin). Results load directly for generation:
   instantid generate --base BASE --identitynet run1/ControlNetModel --adapter run1/ip-adapter.bin \\
       --face-backend dlib --face me.jpg --prompt "..." --out out.png
 See docs/training.md for memory needs and multi-GPU use."""

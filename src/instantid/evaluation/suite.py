@@ -141,8 +141,11 @@ def load_suite(path: str | Path) -> Suite:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise UsageError('suite: "seeds" must be a non-empty list of integers >= 0')
     model = data.get("model", {})
-    if not isinstance(model, dict) or set(model) - {"tiny", "base", "identitynet", "adapter", "device", "dtype"}:
-        raise UsageError('suite: "model" takes tiny, base, identitynet, adapter, device, dtype')
+    model_keys = ("tiny", "base", "identitynet", "adapter", "device", "dtype", "family", "memory", "variant")
+    if not isinstance(model, dict) or set(model) - set(model_keys):
+        raise UsageError(f'suite: "model" takes {", ".join(model_keys)}')
+    if model.get("family", "auto") not in ("auto", "sdxl", "flux"):
+        raise UsageError('suite: "model" "family" is auto, sdxl or flux')
     tiny = bool(model.get("tiny"))
     common = {"width": TINY_SIZE if tiny else DEFAULT_SIZE, "height": TINY_SIZE if tiny else DEFAULT_SIZE,
               **({"num_inference_steps": TINY_STEPS} if tiny else {}), **data.get("common", {})}
@@ -152,7 +155,7 @@ def load_suite(path: str | Path) -> Suite:
     settings = {name: _check_setting(name, {**common, **values}) for name, values in raw_settings.items()}
     if len({_slug(s) for s in settings}) < len(settings) or len({_slug(p) for p in people}) < len(people):
         raise UsageError("suite: setting and person names must stay distinct as folder names")
-    backend = data.get("face_backend", "dlib" if tiny else "antelopev2")
+    backend = data.get("face_backend", "dlib" if tiny else "infiniteyou" if model.get("family") == "flux" else "antelopev2")
     folder = path.parent
     return Suite(name=str(data.get("name", path.stem)),
                  people={name: [_resolve_photo(str(p), folder) for p in photos] for name, photos in people.items()},
@@ -173,24 +176,20 @@ def _check_resumable(suite: Suite, out: Path) -> None:
     kept.write_text(json.dumps(suite.source, indent=2) + "\n", encoding="utf-8")
 
 
+def load_options(suite: Suite):
+    """The LoadOptions the suite's "model" names (tiny random weights, or the family's released ones by default)."""
+    from ..pipelines.loading import LoadOptions
+
+    given = {key: value for key, value in suite.model.items() if value is not None}
+    return LoadOptions(**{key: str(value) if key in ("base", "identitynet", "adapter") else value
+                          for key, value in given.items()})
+
+
 def load_suite_pipeline(suite: Suite, analyzer):
     """The pipeline the suite's "model" names (tiny random weights, or the released ones by default)."""
-    import torch
-
-    from ..pipelines.hub import DEFAULT_BASE, RELEASED_REPO
     from ..pipelines.loading import load_pipeline
 
-    model = suite.model
-    if suite.tiny:
-        from ..testing.tiny import tiny_instantid_cached
-
-        tiny = tiny_instantid_cached(embedding_dim=analyzer.embedding_dim)
-        base, identitynet, adapter = tiny.base, tiny.identitynet, tiny.adapter
-    else:
-        base = model.get("base", DEFAULT_BASE)
-        identitynet, adapter = model.get("identitynet", RELEASED_REPO), model.get("adapter", RELEASED_REPO)
-    dtype = getattr(torch, model["dtype"]) if model.get("dtype") else None
-    pipe = load_pipeline(base, identitynet, adapter, device=model.get("device"), dtype=dtype)
+    pipe = load_pipeline(load_options(suite), embedding_dim=analyzer.embedding_dim)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -203,7 +202,8 @@ def generate_suite(suite: Suite, out: str | Path, *, pipe=None, analyzer=None, p
     from tqdm.auto import tqdm
 
     from ..face import get_face_analyzer
-    from ..pipelines.from_photos import face_condition, generate_from_photos
+    from ..pipelines.condition import face_condition
+    from ..pipelines.from_photos import generate_from_photos
 
     out = Path(out)
     _check_resumable(suite, out)
@@ -227,7 +227,10 @@ def generate_suite(suite: Suite, out: str | Path, *, pipe=None, analyzer=None, p
             seed = job.seed
             condition = conditions[job.person] if job.person else some_condition
             if job.person is None:
-                values.update(NO_IDENTITY_SCALES)
+                from ..models.architectures import family_of_pipeline
+                from ..params import family_skip
+
+                values.update({k: v for k, v in NO_IDENTITY_SCALES.items() if k not in family_skip(family_of_pipeline(pipe))})
             prompt = suite.prompts[job.prompt_index]
             # The library entry `instantid generate` runs: unset parameters take params.py's defaults, as there.
             result = generate_from_photos(pipe, condition, prompt, analyzer=analyzer, seed=seed,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import FaceIndexError, NoFaceError
-from .image import describe_source, load_image
+from ..errors import FaceIndexError
+from .choice import pick_face
+from .image import load_image
 from .keypoints import draw_kps
 from .types import KEYPOINT_NAMES, Face, FaceAnalyzer
 
@@ -23,6 +24,8 @@ __all__ = [
 BACKENDS = {
     "antelopev2": ("instantid.face.antelopev2", "AntelopeV2FaceAnalyzer"),
     "dlib": ("instantid.face.dlib_backend", "DlibFaceAnalyzer"),
+    # the FLUX (InfiniteYou) weights' face path: antelopev2 detection, facexlib ArcFace unit-norm embedding
+    "infiniteyou": ("instantid.face.infiniteyou", "InfiniteYouFaceAnalyzer"),
 }
 
 
@@ -43,17 +46,6 @@ def analyze_faces(image, backend: str = "antelopev2", analyzer: FaceAnalyzer | N
 def get_reference_face(
     image, index: int = 0, analyzer: FaceAnalyzer | None = None, backend: str = "antelopev2", **kwargs
 ) -> Face:
-    """The `index`-th largest face (0 = largest, the released code's choice). Raises NoFaceError."""
-    faces = analyze_faces(image, backend=backend, analyzer=analyzer, **kwargs)
-    name = describe_source(image)
-    if not faces:
-        raise NoFaceError(
-            f"no face found in {name}; use a photo where the face is clearly visible, frontal, at least "
-            "~80 px wide"
-        )
-    if not -len(faces) <= index < len(faces):
-        raise FaceIndexError(
-            f"face index {index} is out of range: {name} has {len(faces)} face(s), numbered 0 to "
-            f"{len(faces) - 1} from largest to smallest"
-        )
-    return faces[index]
+    """The `index`-th largest face (0 = largest, the released code's choice), found as every entry finds it
+    (choice.pick_face: the small-face retry, the choice logged). Raises NoFaceError / FaceIndexError."""
+    return pick_face(analyzer or get_face_analyzer(backend, **kwargs), image, index, flag="index")

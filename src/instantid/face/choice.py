@@ -1,5 +1,9 @@
 """Which face of a photo is used, said out loud; and a check that several reference photos show one person.
 
+`pick_face` is the one way every entry (generate's references and pose photo, swap's target, the
+multi-identity layout, the service) picks a face: detection with the small-face retry (small_faces.py),
+faces numbered largest first, the choice logged, errors naming the photo.
+
 Group photos: faces are numbered largest first (ties: detector score, then position; see
 types.sort_largest_first). When a photo has several faces the choice is logged with its number and box,
 and how to pick another (--face-index / face_index=).
@@ -17,7 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .types import Face
+from ..errors import FaceIndexError, NoFaceError
+from .image import describe_source
+from .small_faces import detect_faces
+from .types import Face, FaceAnalyzer
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +55,36 @@ def report_choice(faces: Sequence[Face], index: int, name: str, flag: str | None
     """Log which face is used when the photo has more than one (never a silent choice)."""
     if len(faces) > 1:
         logger.warning(describe_choice(faces, index, name, flag))
+
+
+NO_FACE_HINT = "; use a photo where the face is clearly visible, frontal, at least ~80 px wide"
+
+
+def pick_faces(analyzer: FaceAnalyzer, image, count: int, *, what: str | None = None,
+               need: str = "are needed") -> list[Face]:
+    """The `count` largest faces of `image` (largest first; found with the small-face retry); NoFaceError naming
+    the photo (`what`, default its name) when it has fewer: "<what> has N face(s) but <count> <need>"."""
+    faces = detect_faces(analyzer, image)
+    if len(faces) < count:
+        raise NoFaceError(f"{what or describe_source(image)} has {len(faces)} face(s) but {count} {need}")
+    return faces[:count]
+
+
+def pick_face(analyzer: FaceAnalyzer, image, index: int = 0, *, what: str | None = None,
+              flag: str | None = "--face-index", need: str = NO_FACE_HINT) -> Face:
+    """The `index`-th largest face of `image` (0 = largest, the released code's choice; ties: types.
+    sort_largest_first), found with the small-face retry and logged when the photo has several (`flag`: how
+    to pick another). NoFaceError when there is none, FaceIndexError when `index` is past the last."""
+    what = what or describe_source(image)
+    faces = detect_faces(analyzer, image)
+    if not faces:
+        raise NoFaceError(f"no face found in {what}{need}")
+    if not -len(faces) <= index < len(faces):
+        raise FaceIndexError(f"face index {index} is out of range: {what} has {len(faces)} face(s), numbered 0 to "
+                             f"{len(faces) - 1} from largest to smallest"
+                             + (f"; pick one with {flag} N" if flag else ""))
+    report_choice(faces, index, what, flag)
+    return faces[index]
 
 
 def cosine(a, b) -> float:

@@ -6,8 +6,8 @@ Rules every backend relies on:
   dropped. Greyscale, palette, CMYK and 16-bit images become 8-bit RGB.
 - Arrays are taken as RGB (not OpenCV's BGR): HxW, HxWx1, HxWx3 or HxWx4; uint8, uint16, or float
   in [0, 1].
-- Pillow's decompression-bomb guard is replaced by our own, larger limit (MAX_PIXELS) so that
-  big-but-real photos (e.g. 20000x20000) load; `load_for_detection` decodes large JPEGs at
+- Our files are opened with our own, larger pixel limit (MAX_PIXELS) in place of Pillow's bomb check, so
+  big-but-real photos (e.g. 20000x20000) load; Pillow's process-wide setting is never touched; `load_for_detection` decodes large JPEGs at
   1/2, 1/4 or 1/8 scale (Pillow's `draft`), and large PNGs strip by strip (png_strips.py), so they
   never sit in memory at full size. Other formats are decoded whole: above FULL_DECODE_MAX_PIXELS
   they are refused with the fix (convert to JPEG or PNG), which keeps analysing any accepted photo
@@ -190,8 +190,7 @@ def _open_file(path) -> Iterator[Image.Image]:
     name = describe_source(path)
     path = io.BytesIO(path) if isinstance(path, bytes) else check_input_file(path, "image file")
     try:
-        with _pillow_bomb_check_off():
-            image = Image.open(path, formats=ALLOWED_FORMATS)
+        image = _open_allowed_format(path)
     except Image.UnidentifiedImageError:
         raise ImageReadError(
             f"{name} is not an image in a format read here ({formats_read()}); save it as JPEG or PNG and try again"
@@ -211,19 +210,18 @@ def _decode(image: Image.Image, name: str, fit_within: int | None) -> tuple[Imag
     original_long_side = max(image.size)
     pixels = image.width * image.height
     try:
-        with _pillow_bomb_check_off():
-            if fit_within is not None and original_long_side > fit_within:
-                reduced = _decode_reduced(image, name, fit_within)
-                if reduced is not None:
-                    return reduced, original_long_side
-                if pixels > FULL_DECODE_MAX_PIXELS:
-                    raise LimitError(
-                        f"{name} is {image.width}x{image.height} ({pixels / 1e6:.0f} MP) in a form ({image.format}"
-                        f"{', interlaced' if image.info.get('interlace') else ''}) that must be decoded whole, above the "
-                        f"{FULL_DECODE_MAX_PIXELS / 1e6:.0f} MP limit for that; save it as JPEG or non-interlaced PNG, "
-                        "or downscale it")
-            image.load()
-            return _to_rgb(_exif_upright(image, name)), original_long_side
+        if fit_within is not None and original_long_side > fit_within:
+            reduced = _decode_reduced(image, name, fit_within)
+            if reduced is not None:
+                return reduced, original_long_side
+            if pixels > FULL_DECODE_MAX_PIXELS:
+                raise LimitError(
+                    f"{name} is {image.width}x{image.height} ({pixels / 1e6:.0f} MP) in a form ({image.format}"
+                    f"{', interlaced' if image.info.get('interlace') else ''}) that must be decoded whole, above the "
+                    f"{FULL_DECODE_MAX_PIXELS / 1e6:.0f} MP limit for that; save it as JPEG or non-interlaced PNG, "
+                    "or downscale it")
+        image.load()
+        return _to_rgb(_exif_upright(image, name), name), original_long_side
     except LimitError:
         raise
     except MemoryError:
@@ -245,7 +243,7 @@ def _decode_reduced(image: Image.Image, name: str, fit_within: int) -> Image.Ima
         # Ask libjpeg for a reduced-scale decode that is still at least the fitted size.
         image.draft("RGB", (max(1, int(image.width * factor)), max(1, int(image.height * factor))))
         image.load()
-        return _to_rgb(_exif_upright(image, name))
+        return _to_rgb(_exif_upright(image, name), name)
     if image.width * image.height > STRIP_DECODE_ABOVE_PIXELS and png_strips.can_stream(image):
         orientation = _orientation(image, name)
         reduced = png_strips.decode_reduced(image, max(1, int(1 / factor)), _to_rgb)
@@ -287,12 +285,12 @@ def _exif_upright(image: Image.Image, name: str) -> Image.Image:
         return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb(image: Image.Image, name: str | None = None) -> Image.Image:
     """8-bit RGB; transparency composited on white."""
     if image.mode == "RGB":
         return image
     if image.mode in _HIGH_DEPTH_MODES:
-        return Image.fromarray(_high_depth_to_uint8(np.asarray(image))).convert("RGB")
+        return Image.fromarray(_high_depth_to_uint8(np.asarray(image), name)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -300,8 +298,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def _high_depth_to_uint8(values: np.ndarray) -> np.ndarray:
+def _high_depth_to_uint8(values: np.ndarray, name: str | None = None) -> np.ndarray:
     """16-bit / 32-bit greyscale to 8 bits. Pillow's own convert would clip, not rescale."""
+    _refuse_non_finite(values, name or "the image")
     values = values.astype(np.float64)
     peak = float(values.max()) if values.size else 0.0
     if peak <= 1.0 and values.dtype.kind == "f":
@@ -313,6 +312,15 @@ def _high_depth_to_uint8(values: np.ndarray) -> np.ndarray:
     else:
         scaled = values * (255.0 / peak)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _refuse_non_finite(values: np.ndarray, name: str) -> None:
+    """Float pixels that are NaN or infinite (an array, a float TIFF, a PIL "F" image) are refused, never read
+    as black."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        bad = int(values.size - np.isfinite(values).sum())
+        raise ImageReadError(f"{name} has {bad} NaN or infinite pixel value(s); fix or drop those pixels "
+                             "(e.g. np.nan_to_num) before face analysis")
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:
@@ -336,10 +344,7 @@ def _array_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            bad = int(array.size - np.isfinite(array).sum())
-            raise ImageReadError(f"{name} has {bad} NaN or infinite pixel value(s); fix or drop those pixels "
-                                 "(e.g. np.nan_to_num) before face analysis")
+        _refuse_non_finite(array, name)
         low, high = float(np.nanmin(array)), float(np.nanmax(array))
         if not np.isfinite(array).all() or low < -_FLOAT_TOLERANCE or high > 1 + _FLOAT_TOLERANCE:
             raise ImageReadError(
@@ -366,16 +371,28 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
     return (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
 
 
-@contextlib.contextmanager
-def _pillow_bomb_check_off() -> Iterator[None]:
-    """Turn off Pillow's global pixel limit while we open/decode; `_check_pixel_count` replaces it.
-
-    Pillow's default (~179 MP hard limit) would reject real 400 MP photos. Not thread-safe: it swaps
-    a module global for the duration of one open/decode.
-    """
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+def _open_allowed_format(path) -> Image.Image:
+    """`Image.open(path, formats=ALLOWED_FORMATS)` without Pillow's decompression-bomb check, which reads a
+    process-wide setting: our own limit (MAX_PIXELS, `_check_pixel_count`) replaces it for our opens only,
+    and Pillow's guard stays on for everything else in the process. The plugins are asked in Pillow's way
+    (each format's `accept` on the first bytes, then its opener); UnidentifiedImageError when none takes it."""
+    Image.init()
+    fp = open(path, "rb")
     try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+        prefix = fp.read(16)
+        for name in ALLOWED_FORMATS:
+            factory, accept = Image.OPEN[name]
+            if accept is not None and accept(prefix) is not True:
+                continue
+            fp.seek(0)
+            try:
+                image = factory(fp, os.fspath(path))
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # not this format after all (as Image.open does)
+            image._exclusive_fp = True  # closing the image closes the file
+            return image
+    except BaseException:
+        fp.close()
+        raise
+    fp.close()
+    raise Image.UnidentifiedImageError(f"cannot identify image file {os.fspath(path)!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -28,24 +27,40 @@ def _canvas_size(image_or_size) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def check_kps(kps, what: str = "keypoints", error: type | None = None) -> np.ndarray:
+    """The one five-keypoint validator: five finite (x, y) points (any [5, 2] or 10-number form) -> [5, 2]
+    float64; `error` (default UsageError) naming `what` otherwise."""
+    from ..errors import UsageError
+
+    error = error or UsageError
+    try:
+        raw = np.asarray(kps)
+        if raw.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {raw.dtype}")
+        points = raw.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise error(f"{what} must be five finite, real (x, y) points (10 numbers), got {type(kps).__name__} ({err})") from None
+    if points.size != 10 or not np.isfinite(points).all():
+        got = f"{points.size} numbers" if points.size != 10 else "NaN or infinite values"
+        raise error(f"{what} must be five finite (x, y) points (10 numbers), got {got}")
+    return points.reshape(5, 2)
+
+
 def draw_kps(image_or_size, kps) -> Image.Image:
     """Render five keypoints the way the released InstantID code does (IdentityNet's condition).
 
     `image_or_size`: the image the keypoints belong to (only its size is used) or (width, height).
     `kps`: [5, 2] array-like of (x, y) in left eye, right eye, nose, left mouth, right mouth order.
     """
+    import cv2  # here, not at import: the CLI checks keypoints (check_kps) before anything heavy loads
+
     from ..errors import UsageError
 
+    kps = check_kps(kps, "draw_kps' keypoints")
     try:
-        raw = np.asarray(kps)
-        if raw.dtype.kind not in "iuf":
-            raise TypeError(f"dtype {raw.dtype}")
-        kps = raw.astype(np.float64).reshape(-1, 2)
         width, height = _canvas_size(image_or_size)
     except (TypeError, ValueError) as err:
-        raise UsageError(f"draw_kps needs a size (width, height) and five real (x, y) keypoints ({err})") from None
-    if kps.shape[0] != 5 or not np.isfinite(kps).all():
-        raise UsageError(f"draw_kps needs five finite (x, y) keypoints, got array of shape {kps.shape}")
+        raise UsageError(f"draw_kps needs a size (width, height) ({err})") from None
     _check_canvas(width, height, kps)
     # A float canvas, so the dimming below rounds exactly as the released rendering does.
     canvas = np.zeros((height, width, 3), dtype=np.float64)

@@ -125,6 +125,10 @@ def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
             raise CheckpointError(f"{path}: not a readable safetensors file ({err}); download it again") from err
     else:
         state_dict = _load_pickle_safely(path)
+    if isinstance(state_dict, dict) and set(state_dict) == {"image_proj"}:
+        raise CheckpointError(f"{path} is InfiniteYou's FLUX face projection (image_proj_model.bin: a Resampler and no "
+                              "UNet adapter weights); load it into FluxInstantIDPipeline (--family flux), not an "
+                              "SDXL/SD1.5 pipeline")
     if not isinstance(state_dict, dict) or set(state_dict) != set(PARTS):
         keys = sorted(state_dict)[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
         raise CheckpointError(
@@ -135,9 +139,9 @@ def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
     return state_dict
 
 
-def check_adapter_values(state_dict: AdapterStateDict, source="the adapter") -> None:
+def check_adapter_values(state_dict: AdapterStateDict, source="the adapter", parts=PARTS) -> None:
     """Each part a dict of floating-point tensors, all finite: NaN/inf weights would give black images."""
-    for part in PARTS:
+    for part in parts:
         entries = state_dict[part]
         if not isinstance(entries, dict):
             raise CheckpointError(f"{source}: '{part}' holds a {type(entries).__name__}, not a dict of named tensors "

@@ -57,7 +57,9 @@ def family_of_config(config: Mapping[str, Any] | Any) -> str:
 
 
 def family_of_pipeline(pipe) -> str:
-    """SDXL or SD15 for a loaded pipeline, from its UNet's config."""
+    """SDXL or SD15 for a loaded pipeline, from its UNet's config; "flux" for a FLUX (DiT) pipeline."""
+    if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is not None:
+        return "flux"
     return family_of_config(pipe.unet.config)
 
 

@@ -7,6 +7,9 @@ ControlNet, with the text states, and IdentityNet uses the face tokens in their 
 layout). Other ControlNets beside it keep seeing the text. Outside `face_conditioning` it uses the
 states it is given (training passes the face tokens directly).
 
+The call's face inputs live in a context variable (set with a token, reset on exit), never on the model:
+two threads, or a call made inside another, each see only their own.
+
 Regions (`IdentityNetRegion`, "enhance face region" and multi-identity, see pipelines/face_region.py):
 one ControlNet pass per region, with that region's face tokens, keypoint image and scale, each pass's
 residuals multiplied by the region mask resized to the residual's resolution, then summed.
@@ -15,6 +18,7 @@ residuals multiplied by the region mask resized to the residual's resolution, th
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -67,34 +71,37 @@ def resize_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(mask[None, None].float(), size=tuple(like.shape[-2:]), mode="area").to(like)
 
 
+# id(IdentityNet model) -> (face tokens, regions) of the call running in this context.
+_FACE_INPUTS: ContextVar[dict[int, tuple[FaceTokens, tuple[IdentityNetRegion, ...]]]] = ContextVar(
+    "instantid_identitynet_face_inputs", default={})
+
+
 class IdentityNetModel(IdleSkippingControlNetModel):
     """InstantID's IdentityNet (skips idle steps like IdleSkippingControlNetModel)."""
 
-    face_tokens: FaceTokens | None = None
-    regions: tuple[IdentityNetRegion, ...] = ()
-
     @contextmanager
     def face_conditioning(self, tokens: FaceTokens, regions: Sequence[IdentityNetRegion] = ()) -> Iterator[None]:
-        """One pipeline call's face inputs: set on entry, cleared on exit."""
-        self.face_tokens, self.regions = tokens, tuple(regions)
+        """One pipeline call's face inputs, for this context only: set on entry, restored on exit."""
+        token = _FACE_INPUTS.set({**_FACE_INPUTS.get(), id(self): (tokens, tuple(regions))})
         try:
             yield
         finally:
-            self.face_tokens, self.regions = None, ()
+            _FACE_INPUTS.reset(token)
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
                 class_labels=None, timestep_cond=None, attention_mask=None, added_cond_kwargs=None,
                 cross_attention_kwargs=None, guess_mode: bool = False, return_dict: bool = True):
-        if self.face_tokens is not None:
-            encoder_hidden_states = self.face_tokens.like(encoder_hidden_states)
+        face_tokens, regions = _FACE_INPUTS.get().get(id(self), (None, ()))
+        if face_tokens is not None:
+            encoder_hidden_states = face_tokens.like(encoder_hidden_states)
         common = dict(class_labels=class_labels, timestep_cond=timestep_cond, attention_mask=attention_mask,
                       added_cond_kwargs=added_cond_kwargs, cross_attention_kwargs=cross_attention_kwargs,
                       guess_mode=guess_mode)
-        if not self.regions:
+        if not regions:
             return super().forward(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
                                    return_dict=return_dict, **common)
         total_down, total_mid = None, None
-        for region in self.regions:
+        for region in regions:
             states = encoder_hidden_states if region.tokens is None else region.tokens.like(encoder_hidden_states)
             cond = controlnet_cond if region.control_image is None else \
                 region.control_image.to(controlnet_cond).expand(controlnet_cond.shape[0], -1, -1, -1)

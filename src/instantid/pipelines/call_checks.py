@@ -23,12 +23,14 @@ _COUNTS = ("num_inference_steps", "num_images_per_prompt")
 
 
 def check_call(image_embeds, ip_adapter_scale, kwargs: dict) -> None:
-    check_embedding(image_embeds)
+    """The call's knobs and counts (the embedding is checked against the adapter by face_embedding_tensor)."""
+    if image_embeds is None:
+        raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
     if ip_adapter_scale is not None:
-        _check_values("ip_adapter_scale", ip_adapter_scale)
+        check_knob("ip_adapter_scale", ip_adapter_scale)
     for name in _TABLE_CHECKED:
         if kwargs.get(name) is not None:
-            _check_values(name, kwargs[name])
+            check_knob(name, kwargs[name])
     for name in _COUNTS:
         value = kwargs.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
@@ -40,8 +42,10 @@ def check_call(image_embeds, ip_adapter_scale, kwargs: dict) -> None:
             raise UsageError(f"{name} must be a positive multiple of 8 pixels, got {value!r}")
 
 
-def _check_values(name: str, value) -> None:
-    """A number (or a list of numbers, one per ControlNet / adapter) that the table's range admits."""
+def check_knob(name: str, value):
+    """The one check of a knob of the parameter table in a library call: a number (or a list of numbers, one per
+    ControlNet / adapter) that the table's range admits; UsageError naming the keyword and the flag. Returns
+    `value`."""
     param = PARAMS_BY_NAME[name]
     values = value if isinstance(value, (list, tuple)) else [value]
     if not values:
@@ -53,10 +57,13 @@ def _check_values(name: str, value) -> None:
             param.check(item)
         except UsageError as err:
             raise UsageError(f"{name}: {err}".replace(f"{name}: {param.flag}", f"{name} ({param.flag})")) from None
+    return value
 
 
-def check_embedding(image_embeds) -> None:
-    """A real, finite, plausibly sized face embedding: a vector (or a few), not a scalar."""
+def check_embedding(image_embeds, dim: int | None = None, source: str | None = None) -> np.ndarray:
+    """The one embedding validator: a real, finite face embedding of plausible values, a vector (or a few), not
+    a scalar; with `dim` (the adapter's input size) also [E], [1, E] or [n, E] with E = dim (`source` names what
+    gave it in that message, e.g. "the 'dlib' face backend gives"). Returns it as a numpy array."""
     if image_embeds is None:
         raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
     if hasattr(image_embeds, "detach"):  # torch tensor
@@ -82,3 +89,10 @@ def check_embedding(image_embeds) -> None:
     if largest > MAX_EMBEDDING_ABS:
         raise EmbeddingError(f"image_embeds holds values up to {largest:g}, far outside any face model's range "
                              f"(|value| <= {MAX_EMBEDDING_ABS:g}); pass the raw embedding from instantid.face")
+    if dim is not None and (array.shape[-1] != dim or array.size % dim):
+        from ..models.architectures import embedding_size_problem
+
+        raise EmbeddingError(embedding_size_problem(array.shape[-1], dim, source or
+                                                    f"image_embeds (shape {tuple(array.shape)}) has")
+                             or f"image_embeds has shape {tuple(array.shape)}; give [E], [1, E] or [n, E] with E = {dim}")
+    return array

@@ -2,7 +2,7 @@
 
 In full-body or wide shots the face covers few latent pixels (8 px per latent at SDXL), so it comes out
 small and mushy. After generation, when the face's long side is below `threshold` (default 256 px), the
-face is repainted the way face swap does it (face_swap.repaint_face): a crop with context around it,
+face is repainted the way face swap does it (repaint.repaint_face): a crop with context around it,
 upscaled to the working size, inpainted with InstantID at a moderate `strength` with the SAME face embedding
 and the keypoints mapped into the crop, and pasted back with a feathered mask. Pixels outside the mask are
 returned exactly as they were.
@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UsageError
+from ..face.keypoints import check_kps
 from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH, FACE_DETAIL_THRESHOLD
 
 # Declared with the other parameters (instantid.params), shared with the CLI.
@@ -41,15 +42,13 @@ class FaceDetailResult:
     ran: bool
     face_box: np.ndarray  # [x1, y1, x2, y2] estimated from the keypoints, image pixels
     reason: str  # why it ran or not, for logs
-    repainted: object | None = field(default=None, repr=False)  # face_swap.RepaintedFace when it ran
+    repainted: object | None = field(default=None, repr=False)  # repaint.RepaintedFace when it ran
 
 
 def face_box_from_kps(kps, image_size: tuple[int, int] | None = None) -> np.ndarray:
     """A face box [x1, y1, x2, y2] around five keypoints (see FACE_BOX_PER_KPS_SPAN), clipped to
     `image_size` (width, height) when given."""
-    kps = np.asarray(kps, dtype=np.float64).reshape(-1, 2)
-    if kps.shape[0] != 5 or not np.isfinite(kps).all():
-        raise UsageError(f"the face-detail pass needs five finite (x, y) keypoints, got shape {kps.shape}")
+    kps = check_kps(kps, "the face-detail pass's keypoints")
     eyes = np.linalg.norm(kps[1] - kps[0])
     eyes_to_mouth = np.linalg.norm((kps[3] + kps[4]) / 2 - (kps[0] + kps[1]) / 2)
     side = max(FACE_BOX_PER_KPS_SPAN * max(eyes, eyes_to_mouth), 2.0)
@@ -101,7 +100,7 @@ def face_detail(pipe, image: Image.Image, embedding, kps, *, prompt: str = "", m
     so (see should_run). `working_side`: long side of the repainted crop (default: the image's long side,
     the size the model was run at). Other keywords go to the inpainting call (`generator`,
     `num_inference_steps`, `guidance_scale`, scales, `negative_prompt`, `negative_face_noise`, ...)."""
-    from .face_swap import repaint_face
+    from .repaint import repaint_face
     from .strength import check_strength
 
     strength = check_strength(strength)

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import RegionError
-from ..face.keypoints import draw_kps
+from ..face.keypoints import check_kps, draw_kps
+from ..models.adapter_scales import per_face_scales
 from ..models.identitynet import FaceTokens, IdentityNetRegion
 from .boxes import Box, check_box  # noqa: F401  (check_box: part of this module's API)
 
@@ -196,7 +197,7 @@ def regional_conditioning(pipe, call: dict, *, cfg: bool, rows: int, face_region
     prepared = [IdentityNetRegion(mask, float(r.scale), _region_tokens(pipe, r.embedding, rows, cfg, negative),
                                   _prepared_cond(pipe, draw_kps(size, r.kps), size) if r.kps is not None else None)
                 for r, mask in zip(regions, masks)]
-    with per_face_adapter_scales(pipe, [r.scale for r in regions]):
+    with per_face_scales(pipe.unet, [r.scale for r in regions]):  # this call only
         yield prepared
 
 
@@ -205,9 +206,7 @@ def _check_region(region: IdentityRegion, mask: torch.Tensor, size: tuple[int, i
         raise RegionError(f"region {index} scale must be a number >= 0, got {region.scale}")
     if region.kps is None:
         return
-    kps = np.asarray(region.kps, dtype=np.float64).reshape(-1, 2)
-    if kps.shape[0] != 5 or not np.isfinite(kps).all():
-        raise RegionError(f"region {index} keypoints must be five (x, y) points, got shape {kps.shape}")
+    kps = check_kps(region.kps, f"region {index}'s keypoints", RegionError)
     cx, cy = kps.mean(axis=0)
     row = int(np.clip(cy / size[1] * mask.shape[0], 0, mask.shape[0] - 1))
     col = int(np.clip(cx / size[0] * mask.shape[1], 0, mask.shape[1] - 1))
@@ -242,23 +241,6 @@ def _region_tokens(pipe, embedding, rows: int, cfg: bool, negative=None) -> Face
         neg = torch.zeros_like(face) if negative is None else negative.reshape(face.shape).to(face)
         tokens = proj(torch.cat([neg, face]))
     return FaceTokens.for_batch(tokens[:1], tokens[1:], rows, cfg)
-
-
-@contextmanager
-def per_face_adapter_scales(pipe, factors: Sequence[float]) -> Iterator[None]:
-    """Scale each masked face "image" of the adapter by its factor (on top of the call's adapter scale)."""
-    processors = [p for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
-    saved = [p.scale for p in processors]
-    for processor in processors:
-        if len(processor.scale) != 1 or isinstance(processor.scale[0], list):
-            raise RegionError("regions need exactly one face adapter with a single scale; "
-                              "unload other IP-Adapters first")
-        processor.scale = [[processor.scale[0] * float(f) for f in factors]]
-    try:
-        yield
-    finally:
-        for processor, previous in zip(processors, saved):
-            processor.scale = previous
 
 
 def _prepared_cond(pipe, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:

@@ -1,158 +1,35 @@
 """Face swap: put the person from face photo(s) into a target photo, changing only the face.
 
-1. find the target face (face analysis) and build a soft mask around it (an ellipse grown from the face
-   box, feathered by a Gaussian blur: exactly 0 beyond the blur);
-2. crop around the mask with some context and resize the crop to a working size (long side 1024 for SDXL,
-   multiples of 64), where the model works best whatever the photo's size;
-3. inpaint the crop: the face photo's identity, placed at the target face's keypoints;
-4. paste back: alpha-blend the result with the feathered mask, so every pixel where the mask is 0 keeps
-   its original value exactly.
-
-The helpers of each step are small pure functions; `swap_face` ties them together. `swap_whole_image`
+`swap_face` finds the target face (face/choice.pick_face) and repaints it with the identity
+(repaint.repaint_face: mask, crop, inpaint, paste back; every pixel outside the mask kept exactly). `swap_whole_image`
 is the img2img variant: the whole target repainted at `strength`, the identity at the target's face.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
-import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import NoFaceError, RegionError, UsageError
-from ..face.choice import report_choice
+from ..face.choice import pick_face
 from ..face.image import DEFAULT_DETECT_MAX_SIDE, describe_source, image_size, load_at_least, load_image
 from ..face.keypoints import draw_kps
-from ..face.small_faces import detect_faces
 from ..face.types import Face, FaceAnalyzer
-from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PROMPT, SWAP_STRENGTH, SWAP_WORKING_SIDE, resolve_call
-from .from_photos import FaceCondition, as_face_condition, check_embedding_size
-from .results import GenerationResult
+from ..params import SWAP_PROMPT, SWAP_STRENGTH, resolve_call
+from .condition import FaceCondition, as_face_condition, check_embedding_size
+from .repaint import CROP_CONTEXT, FEATHER, MASK_GROW, WORKING_SIDE, check_mask_shape, repaint_face
+from .results import GenerationResult, result_parameters
 from .sizing import default_output_size
 
-# The defaults are declared with the other parameters (instantid.params), shared with the CLI.
 DEFAULT_PROMPT = SWAP_PROMPT
-WORKING_SIDE = SWAP_WORKING_SIDE
-SIZE_MULTIPLE = 64
-MASK_GROW = SWAP_MASK_GROW
-FEATHER = SWAP_FEATHER
-CROP_CONTEXT = 2.0  # crop side = this times the mask's larger side, so the model sees head and shoulders
 DEFAULT_STRENGTH = SWAP_STRENGTH["face"]
 # The output size comes from the target (or the working size); one image per call.
 _NOT_SWAP_PARAMS = frozenset({"width", "height", "num_images_per_prompt"})
 
 
-# ---- pure helpers
-
-
-def face_mask(image_size: tuple[int, int], bbox, grow: float = MASK_GROW, feather: float = FEATHER) -> np.ndarray:
-    """A float32 HxW mask in [0, 1]: 1 on an ellipse around the face box grown by `grow`, fading to 0 over
-    `feather` x the face size, exactly 0 beyond."""
-    width, height = image_size
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    check_mask_shape(grow, feather)
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
-        raise RegionError(f"the face box ({x1:g},{y1:g},{x2:g},{y2:g}) is empty or not finite; pass x1 < x2, y1 < y2")
-    face_side = max(x2 - x1, y2 - y1)
-    centre = (int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2)))
-    axes = (max(1, int(round((x2 - x1) * grow / 2))), max(1, int(round((y2 - y1) * grow / 2))))
-    radius = int(math.ceil(feather * face_side))
-    # Drawn and blurred in a window around the ellipse plus the blur's reach: beyond it the mask is 0 anyway
-    # (the blur's zero border stands for it; the same mask to float rounding), so a 100 MP photo costs the
-    # face's work, not the photo's.
-    reach = radius + 2
-    left, top = max(0, centre[0] - axes[0] - reach), max(0, centre[1] - axes[1] - reach)
-    right, bottom = min(width, centre[0] + axes[0] + reach + 1), min(height, centre[1] + axes[1] + reach + 1)
-    mask = np.zeros((height, width), dtype=np.float32)
-    if right <= left or bottom <= top:
-        return mask  # the face lies outside the photo
-    window = np.zeros((bottom - top, right - left), dtype=np.float32)
-    cv2.ellipse(window, (centre[0] - left, centre[1] - top), axes, 0, 0, 360, 1.0, -1)
-    if radius > 0:
-        # A finite Gaussian kernel: the soft edge reaches exactly `radius` px beyond the ellipse, no further.
-        window = cv2.GaussianBlur(window, (2 * radius + 1, 2 * radius + 1), radius / 2,
-                                  borderType=cv2.BORDER_CONSTANT)
-        # Drop the kernel's invisible far tail (a clean boundary for "unchanged" pixels) and its rounding
-        # below 1 inside (fully replaced pixels).
-        window[window < 1e-3] = 0.0
-        window[window > 1 - 1e-3] = 1.0
-    mask[top:bottom, left:right] = window
-    return mask
-
-
-def check_mask_shape(grow: float, feather: float) -> None:
-    """`grow` a finite number > 0 and `feather` a finite number >= 0 (UsageError naming the CLI flags)."""
-    for name, value, low_ok in (("grow (--mask-grow)", grow, False), ("feather (--feather)", feather, True)):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{name} must be a number, got {value!r}") from None
-        if not math.isfinite(number) or number < 0 or (number == 0 and not low_ok):
-            raise UsageError(f"{name} must be a finite number {'>= 0' if low_ok else '> 0'}, got {value!r}")
-
-
-def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """The box (x1, y1, x2, y2), end exclusive, holding every pixel where `mask` > 0."""
-    rows, cols = np.nonzero(mask > 0)
-    if rows.size == 0:
-        raise RegionError("the face mask is empty (the face box lies outside the photo); check the face box or keypoints")
-    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
-
-
-def crop_box(bounds: tuple[int, int, int, int], image_size: tuple[int, int],
-             context: float = CROP_CONTEXT) -> tuple[int, int, int, int]:
-    """A square-ish crop around `bounds` with `context` x its larger side, inside the image, that always
-    contains `bounds`."""
-    width, height = image_size
-    x1, y1, x2, y2 = bounds
-    side = max(x2 - x1, y2 - y1) * max(context, 1.0)
-    crop_w, crop_h = min(width, int(math.ceil(side))), min(height, int(math.ceil(side)))
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left = int(round(min(max(cx - crop_w / 2, 0), width - crop_w)))
-    top = int(round(min(max(cy - crop_h / 2, 0), height - crop_h)))
-    left, top = min(left, x1), min(top, y1)  # rounding must not cut the mask
-    right, bottom = max(left + crop_w, x2), max(top + crop_h, y2)
-    return left, top, min(right, width), min(bottom, height)
-
-
-def working_size(crop_size: tuple[int, int], long_side: int = WORKING_SIDE,
-                 multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
-    """(width, height) the model paints a crop at: long side `long_side`, both multiples of `multiple`."""
-    width, height = crop_size
-    scale = long_side / max(width, height)
-    return (max(multiple, int(round(width * scale / multiple)) * multiple),
-            max(multiple, int(round(height * scale / multiple)) * multiple))
-
-
-def paste_back(original: np.ndarray, generated: Image.Image, box: tuple[int, int, int, int],
-               mask: np.ndarray) -> np.ndarray:
-    """`generated` (the painted crop, any size) resized onto `box` of `original` and alpha-blended with
-    `mask` (HxW of `original`). Pixels where the mask is 0 are returned unchanged, bit for bit."""
-    x1, y1, x2, y2 = box
-    if mask[:y1].any() or mask[y2:].any() or mask[:, :x1].any() or mask[:, x2:].any():
-        raise ValueError("the mask reaches outside the pasted box; the crop must contain the whole mask")
-    patch = np.asarray(generated.convert("RGB").resize((x2 - x1, y2 - y1), Image.LANCZOS), dtype=np.float32)
-    alpha = mask[y1:y2, x1:x2, None].astype(np.float32)
-    region = original[y1:y2, x1:x2].astype(np.float32)
-    blended = np.clip(np.rint(region * (1 - alpha) + patch * alpha), 0, 255).astype(np.uint8)
-    out = original.copy()
-    out[y1:y2, x1:x2] = np.where(alpha > 0, blended, original[y1:y2, x1:x2])
-    return out
-
-
 def target_face(target: np.ndarray, analyzer: FaceAnalyzer, name: str, index: int = 0) -> Face:
-    """The `index`-th largest face of the target photo, or a NoFaceError saying which photo."""
-    faces = detect_faces(analyzer, target)  # looks closer for small faces (face/small_faces.py)
-    if not faces:
-        raise NoFaceError(f"no face found in the target photo {name}: face swap needs a visible face to replace "
-                          "(frontal, not tiny)")
-    if not 0 <= index < len(faces):
-        raise NoFaceError(f"the target photo {name} has {len(faces)} face(s); --target-index must be 0 to "
-                          f"{len(faces) - 1} (largest first), got {index}")
-    report_choice(faces, index, f"the target photo {name}", "--target-index")
-    return faces[index]
+    """The `index`-th largest face of the target photo (face/choice.pick_face), errors naming the photo."""
+    return pick_face(analyzer, target, index, what=f"the target photo {name}", flag="--target-index",
+                     need=": face swap needs a visible face to replace (frontal, not tiny)")
 
 
 # ---- the pipelines
@@ -170,7 +47,7 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
               grow: float = MASK_GROW, feather: float = FEATHER, context: float = CROP_CONTEXT,
               **call_kwargs) -> GenerationResult:
     """Replace the face in `target_photo` with the person in `face_photos` (embeddings averaged; or pass
-    their FaceCondition from from_photos.face_condition).
+    their FaceCondition from condition.face_condition).
 
     `pipe`: any InstantID pipeline (SDXL or SD1.5); an inpainting one is made from it (sharing its weights) if needed.
     Generation parameters (instantid.params: steps, scales, control window, seed) default from that table;
@@ -191,45 +68,13 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
     repainted = repaint_face(pipe, target, face.bbox, face.kps, condition.embedding, prompt=prompt,
                              strength=strength, working_side=working_side, grow=grow, feather=feather,
                              context=context, **values, **call_kwargs)
-    parameters = {"region": "face", "prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"),
-                  "seed": seed, "strength": strength, **values, "target_index": target_index,
-                  "working_size": working_side, "mask_grow": grow, "feather": feather,
-                  "crop_box": list(repainted.crop_box),
-                  "face_backend": analyzer.name if analyzer is not None else condition.backend}
+    parameters = result_parameters(prompt, call_kwargs.get("negative_prompt"), seed, values, region="face",
+                                   strength=strength, target_index=target_index, working_size=working_side,
+                                   mask_grow=grow, feather=feather, crop_box=list(repainted.crop_box),
+                                   face_backend=analyzer.name if analyzer is not None else condition.backend)
     return GenerationResult(images=[repainted.image], parameters=parameters, condition=condition,
                             mask=repainted.mask, crop_box=repainted.crop_box, target_face=face,
                             painted=repainted.painted)
-
-
-@dataclass
-class RepaintedFace:
-    image: Image.Image  # the whole photo with the face repainted
-    mask: np.ndarray  # the feathered blend mask, HxW float32 in [0, 1]
-    crop_box: tuple[int, int, int, int]  # where the model painted, in photo pixels
-    painted: Image.Image = field(repr=False)  # the model's crop, before paste-back
-    crop_kps: np.ndarray = field(repr=False)  # the keypoints the model was given, in the painted crop's pixels
-
-
-def repaint_face(pipe, photo: np.ndarray, bbox, kps, embedding, *, prompt: str, strength: float,
-                 working_side: int = WORKING_SIDE, grow: float = MASK_GROW, feather: float = FEATHER,
-                 context: float = CROP_CONTEXT, **call_kwargs) -> RepaintedFace:
-    """Steps 2-4 of the module docstring for the face at `bbox` / `kps` of `photo` (HxWx3 uint8): crop with
-    context, resize to the working size, inpaint with `embedding` at the keypoints mapped into the crop,
-    paste back with the feathered mask. `pipe` must be an inpainting pipeline (inpaint_pipeline_for)."""
-    height, width = photo.shape[:2]
-    mask = face_mask((width, height), bbox, grow, feather)
-    box = crop_box(mask_bounds(mask), (width, height), context)
-    x1, y1, x2, y2 = box
-    work_w, work_h = working_size((x2 - x1, y2 - y1), working_side)
-    crop = Image.fromarray(photo[y1:y2, x1:x2]).resize((work_w, work_h), Image.LANCZOS)
-    # The model repaints everywhere the blend mask is non-zero.
-    paint_mask = Image.fromarray(((mask[y1:y2, x1:x2] > 0) * 255).astype(np.uint8)).resize((work_w, work_h),
-                                                                                           Image.NEAREST)
-    crop_kps = (np.asarray(kps, dtype=np.float64) - [x1, y1]) * [work_w / (x2 - x1), work_h / (y2 - y1)]
-    painted = pipe(prompt=prompt, image=crop, mask_image=paint_mask, control_image=draw_kps((work_w, work_h), crop_kps),
-                   image_embeds=embedding, strength=strength, width=work_w, height=work_h, **call_kwargs).images[0]
-    return RepaintedFace(image=Image.fromarray(paste_back(photo, painted, box, mask)), mask=mask, crop_box=box,
-                         painted=painted, crop_kps=crop_kps)
 
 
 def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt: str = DEFAULT_PROMPT,
@@ -256,8 +101,8 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
     output = pipe(prompt=prompt, image=Image.fromarray(target).resize((width, height), Image.LANCZOS),
                   control_image=draw_kps((width, height), kps), image_embeds=condition.embedding,
                   strength=strength, width=width, height=height, **values, **call_kwargs)
-    parameters = {"region": "image", "prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"),
-                  "seed": seed, "strength": strength, "width": width, "height": height, **values,
-                  "target_index": target_index,
-                  "face_backend": analyzer.name if analyzer is not None else condition.backend}
+    parameters = result_parameters(prompt, call_kwargs.get("negative_prompt"), seed,
+                                   {"width": width, "height": height, **values}, region="image", strength=strength,
+                                   target_index=target_index,
+                                   face_backend=analyzer.name if analyzer is not None else condition.backend)
     return GenerationResult(images=output.images, parameters=parameters, condition=condition, target_face=face)

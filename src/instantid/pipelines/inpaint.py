@@ -2,7 +2,7 @@
 
 Only the white part of `mask_image` is repainted, with the face from `image_embeds` placed at the
 keypoints of `control_image`. The stock pipeline re-decodes the whole picture, so pixels outside the mask
-change slightly; face_swap.paste_back puts the original pixels back exactly.
+change slightly; repaint.paste_back puts the original pixels back exactly.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ The mixin's `__call__` only validates and prepares inputs, then calls the stock 
 1. the face embedding goes in as the IP-Adapter image embedding; the CFG negative is the embedding of
    zeros, as in the released code (or of noise: negative_noise.py);
 2. the call's face tokens (and region inputs, see face_region.py) go to IdentityNet for this call;
-3. `ip_adapter_scale` applies to one call, and the output size is capped for large condition images;
+3. `ip_adapter_scale` applies to one call (models/adapter_scales.py: the shared processors are never
+   changed), and the output size is capped for large condition images;
 4. every call's output size is checked against the model family's pixel cap (instantid.limits), and an
-   output holding NaN is a GenerationError, never a black image (results.checked_output): every library
+   output holding NaN is a GenerationError, never a black image (output_check.py): every library
    entry (generate_from_photos, swap, multi-identity, the face-detail pass) calls a pipeline, so they all
    share these two checks.
 """
@@ -24,14 +25,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-from contextlib import ExitStack, contextmanager
+import threading
+import weakref
+from contextlib import ExitStack
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CheckpointError, EmbeddingError, UsageError
+from ..errors import CheckpointError, UsageError
 from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
+from ..models.adapter_scales import adapter_scale, install_call_scaled_processors
 from ..models.call_constants import (
     constant_inputs_computed_once,
     install_call_constant_modules,
@@ -39,13 +43,30 @@ from ..models.call_constants import (
 )
 from ..models.controlnet_skip import IdleSkippingControlNetModel
 from ..models.identitynet import FaceTokens, IdentityNetModel
-from .call_checks import check_call
+from .call_checks import check_call, check_embedding
 from .face_region import regional_conditioning
-from .results import checked_output
+from .output_check import checked_output
 from .negative_noise import negative_face_embedding
 from .sizing import default_output_size
 
 logger = logging.getLogger(__name__)
+
+# The stock pipelines keep a call's state on shared objects (the scheduler's step index and history, the
+# pipeline's _guidance_scale, _cross_attention_kwargs, ...): two calls at once on the same weights would mix
+# them. Every pipeline sharing a UNet (from_pipe variants included) takes that UNet's lock for the whole
+# call; re-entrant, so a step callback may call the pipeline. InstantID's own per-call state (face tokens,
+# regions, adapter scales, call constants) is in context variables, never on the modules.
+_CALL_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_CALL_LOCKS_GUARD = threading.Lock()
+
+
+def call_lock(unet: torch.nn.Module) -> threading.RLock:
+    """The lock every InstantID pipeline call on `unet` holds (one call at a time per set of weights)."""
+    with _CALL_LOCKS_GUARD:
+        lock = _CALL_LOCKS.get(unet)
+        if lock is None:
+            lock = _CALL_LOCKS[unet] = threading.RLock()
+        return lock
 
 
 class InstantIDMixin:
@@ -123,6 +144,7 @@ class InstantIDMixin:
         if getattr(self.unet, "encoder_hid_proj", None) is not None:
             self.unload_ip_adapter()  # one face adapter at a time
         self.load_ip_adapter(state_dict, subfolder=None, weight_name=None, image_encoder_folder=None)
+        install_call_scaled_processors(self.unet)  # before the call-constant layers: it re-declares the processors
         install_call_constant_modules(self.unet)
         self.set_ip_adapter_scale(scale)
 
@@ -156,21 +178,13 @@ class InstantIDMixin:
     # ---- the call
 
     def face_embedding_tensor(self, image_embeds) -> torch.Tensor:
-        """Validate a raw face embedding ([E], [1, E] or [n, E]) -> float32 tensor [1, n, E]."""
+        """Validate a raw face embedding ([E], [1, E] or [n, E]; call_checks.check_embedding) -> float32 [1, n, E]."""
         dim = self.face_embedding_dim
-        try:
-            emb = torch.as_tensor(np.asarray(image_embeds, dtype=np.float32) if not torch.is_tensor(image_embeds)
-                                  else image_embeds.detach().float().cpu())
-        except (TypeError, ValueError) as err:
-            raise EmbeddingError(f"image_embeds must be an array of numbers, got {type(image_embeds).__name__}") from err
-        if emb.numel() == 0 or emb.shape[-1] != dim or emb.numel() % dim:
-            from ..models.architectures import embedding_size_problem  # the one embedding-size check
+        emb = torch.as_tensor(check_embedding(image_embeds, dim).astype(np.float32, copy=False))
+        from ..models.architectures import family_of_pipeline
+        from ..models.face_paths import check_raw_embedding
 
-            raise EmbeddingError(embedding_size_problem(emb.shape[-1] if emb.ndim else 0, dim,
-                                                        f"image_embeds (shape {tuple(emb.shape)}) has")
-                                 or f"image_embeds has shape {tuple(emb.shape)}; give [E], [1, E] or [n, E] with E = {dim}")
-        if not torch.isfinite(emb).all():
-            raise EmbeddingError("image_embeds contains NaN or infinite values; recompute the face embedding")
+        check_raw_embedding(emb.numpy(), family_of_pipeline(self))  # not FLUX's unit-norm ArcFace embedding
         return emb.reshape(1, -1, dim)
 
     def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,
@@ -186,14 +200,18 @@ class InstantIDMixin:
         `max_output_pixels` raises (or lowers) the output pixel cap for this call (default: $INSTANTID_MAX_OUTPUT_PIXELS,
         else the model family's cap in instantid.limits). An output with NaN pixels raises GenerationError."""
         check_call(image_embeds, ip_adapter_scale, {**kwargs, "negative_face_noise": negative_face_noise})
-        if image_embeds is None:
-            raise EmbeddingError("image_embeds (the face embedding) is required; get it from instantid.face")
         if kwargs.get("ip_adapter_image_embeds") is not None or kwargs.get("ip_adapter_image") is not None:
             raise UsageError("pass the face as image_embeds, not ip_adapter_image / ip_adapter_image_embeds")
         if not hasattr(self.identitynet, "face_conditioning"):
             raise UsageError(f"the pipeline's ControlNet {self.identitynet_index} is a {type(self.identitynet).__name__}, "
                              "not IdentityNet: pass ControlNets when building the pipeline (or through "
                              "pipe.register_modules(controlnet=...)), not by assigning pipe.controlnet")
+        with call_lock(self.unet):  # one call at a time per set of weights (see call_lock)
+            return self._locked_call(args, image_embeds, ip_adapter_scale, face_region_mask, identity_regions,
+                                     negative_face_noise, max_output_pixels, kwargs)
+
+    def _locked_call(self, args, image_embeds, ip_adapter_scale, face_region_mask, identity_regions,
+                     negative_face_noise, max_output_pixels, kwargs):
         stock_call = super().__call__
         signature = inspect.signature(stock_call)
         call = signature.bind_partial(*args, **kwargs).arguments
@@ -219,7 +237,7 @@ class InstantIDMixin:
         face_tokens = FaceTokens.for_batch(tokens[:1], tokens[1:], rows, cfg)
 
         with ExitStack() as stack:
-            stack.enter_context(self._adapter_scale(ip_adapter_scale))
+            stack.enter_context(adapter_scale(self.unet, ip_adapter_scale))
             regions = stack.enter_context(regional_conditioning(
                 self, call, cfg=cfg, rows=rows, face_region_mask=face_region_mask, identity_regions=identity_regions))
             stack.enter_context(self.identitynet.face_conditioning(face_tokens, regions))
@@ -276,18 +294,3 @@ class InstantIDMixin:
         width, height = call.get("width"), call.get("height")
         if width and height:
             check_output_size(int(width), int(height), images, family_of_pipeline(self), max_output_pixels)
-
-    @contextmanager
-    def _adapter_scale(self, scale: float | None):
-        """Set the adapter scale for one call, then restore exactly what was there."""
-        if scale is None:
-            yield
-            return
-        processors = [p for p in self.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
-        saved = [list(p.scale) if isinstance(p.scale, list) else p.scale for p in processors]
-        self.set_ip_adapter_scale(scale)
-        try:
-            yield
-        finally:
-            for processor, previous in zip(processors, saved):
-                processor.scale = previous

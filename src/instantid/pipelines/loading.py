@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, WeightsNotFoundError
 from . import hub
+from .loading_steps import default_device, default_dtype, load_loras
 
 if TYPE_CHECKING:  # torch loads with the models; building LoadOptions needs none of it
     import torch
@@ -49,6 +50,29 @@ class LoadOptions:
     compile: bool = False
     vae_tiling: bool = False
     vae_slicing: bool = False
+    family: str = "auto"  # "auto" (read from IdentityNet's config, or the FLUX release's Hub id), "sdxl"/"sd15", "flux"
+    memory: str = "full"  # FLUX memory profile (pipelines/memory.py)
+    variant: str = "aes_stage2"  # InfiniteYou variant (FLUX)
+
+    def resolved_family(self) -> str:
+        """"flux" or the UNet families' "sdxl" (SD1.5 is told apart from IdentityNet once it loads), from the
+        options alone: named, or read from a local IdentityNet folder's config.json, or the FLUX release's id."""
+        from .flux_loading import INFINITEYOU_REPO, looks_like_flux_identitynet
+
+        if self.family != "auto":
+            return self.family
+        if not self.tiny and (str(self.identitynet) == INFINITEYOU_REPO or looks_like_flux_identitynet(self.identitynet)):
+            return "flux"
+        return "sdxl"
+
+    def family_models(self) -> tuple[str, str, str]:
+        """(base, identitynet, adapter) with the SDXL release's defaults replaced by the FLUX release's for FLUX."""
+        if self.resolved_family() != "flux":
+            return self.base, self.identitynet, self.adapter
+        from .flux_loading import FLUX_BASE, INFINITEYOU_REPO
+
+        swap = {hub.DEFAULT_BASE: FLUX_BASE, hub.RELEASED_REPO: INFINITEYOU_REPO}
+        return tuple(swap.get(str(spec), spec) for spec in (self.base, self.identitynet, self.adapter))
 
     def model_names(self, *, local_paths: bool = True) -> dict:
         """The models as the user named them: Hub ids and paths as given, "tiny" for tiny random weights.
@@ -66,8 +90,12 @@ class LoadOptions:
                 return spec
             return PurePath(spec.rstrip("/\\")).name
 
-        return {"base": name(self.base), "identitynet": name(self.identitynet), "adapter": name(self.adapter),
-                "controlnets": [name(c, c in defaults) for c in self.controlnets], "tiny": self.tiny}
+        base, identitynet, adapter = self.family_models()
+        names = {"base": name(base), "identitynet": name(identitynet), "adapter": name(adapter),
+                 "controlnets": [name(c, c in defaults) for c in self.controlnets], "tiny": self.tiny}
+        if self.resolved_family() == "flux":
+            names.update(family="flux", memory=self.memory, variant=self.variant)
+        return names
 
 
 def parse_lora_spec(spec: str) -> tuple[str, float]:
@@ -94,22 +122,6 @@ def set_loading_output(*, verbose: bool = False, progress_bars: bool = True) -> 
         transformers_logging.set_verbosity_error()
     for library in (diffusers_logging, transformers_logging):
         (library.enable_progress_bar if progress_bars else library.disable_progress_bar)()
-
-
-def default_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def default_dtype(device: str) -> torch.dtype:
-    import torch
-
-    return torch.float16 if device in ("cuda", "mps") else torch.float32
 
 
 def load_controlnet(spec: str | Path, dtype: torch.dtype | None = None, *, subfolder: str | None = None,
@@ -166,24 +178,6 @@ def pipeline_class(arch: str):
     raise ValueError(f"unknown architecture '{arch}'; choose sdxl or sd15")
 
 
-def load_loras(pipe, loras: list[tuple[str, float]]) -> None:
-    """Load LoRAs (file, folder or Hub id) through diffusers/peft and set their scales."""
-    names = []
-    for index, (spec, _) in enumerate(loras):
-        name = f"lora_{index}"
-        try:
-            pipe.load_lora_weights(str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec,
-                                   adapter_name=name)
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
-            raise CheckpointError(
-                f"'{spec}' could not be loaded as a LoRA for this base model ({err.__class__.__name__}: "
-                f"{str(err)[:200]}). Pass a diffusers/kohya LoRA .safetensors made for this architecture"
-            ) from err
-        names.append(name)
-    if names:
-        pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
-
-
 def resolve_adapter(spec: str | Path = hub.RELEASED_REPO) -> Path:
     return hub.resolve_file(spec, filename=hub.RELEASED_ADAPTER_FILE, what="face adapter", hint="with --adapter")
 
@@ -228,7 +222,10 @@ def load_pipeline(base: str | Path | LoadOptions = hub.DEFAULT_BASE, identitynet
         return _load_options(base, embedding_dim)
     from .schedulers import set_scheduler
 
-    device = device or default_device()
+    from ..checks import check_device
+
+    device = check_device(device)  # DeviceError naming the devices here, before anything loads
+    device = default_device() if device == "auto" else device
     dtype = dtype or default_dtype(device)
     # Resolve the small pieces first, so a missing file fails before the big download.
     adapter_path = resolve_adapter(adapter)
@@ -247,8 +244,39 @@ def load_pipeline(base: str | Path | LoadOptions = hub.DEFAULT_BASE, identitynet
     return pipe
 
 
+def _load_flux_options(options: LoadOptions, embedding_dim: int):
+    """The FLUX family's pipeline for the options (pipelines/flux_loading.py); UNet-only switches refused."""
+    import torch
+
+    from ..errors import UsageError
+    from .flux_loading import load_flux_pipeline
+
+    unsupported = [flag for flag, on in (("--scheduler", options.scheduler), ("--channels-last", options.channels_last),
+                                         ("--compile", options.compile), ("extra ControlNets", options.controlnets))
+                   if on]
+    if unsupported:
+        raise UsageError(f"the FLUX family does not support {', '.join(unsupported)}; leave them out for FLUX models")
+    base, identitynet, adapter = options.family_models()
+    if options.tiny:
+        from ..testing.tiny_flux import tiny_flux_cached
+
+        tiny = tiny_flux_cached(embedding_dim=embedding_dim)
+        base, identitynet, adapter = tiny.base, tiny.identitynet, tiny.adapter
+    memory = "offload" if options.offload and options.memory == "full" else options.memory
+    device = default_device() if options.device == "auto" else options.device
+    pipe = load_flux_pipeline(str(base), str(identitynet), str(adapter), variant=options.variant, device=device,
+                              dtype=None if options.dtype == "auto" else getattr(torch, options.dtype), memory=memory,
+                              loras=list(options.loras), vae_tiling=options.vae_tiling)
+    if options.vae_slicing:
+        pipe.vae.enable_slicing()
+    return pipe
+
+
 def _load_options(options: LoadOptions, embedding_dim: int):
     import torch
+
+    if options.resolved_family() == "flux":
+        return _load_flux_options(options, embedding_dim)
 
     from .conditions import CONDITION_KINDS
     from .speed import SpeedOptions, apply_to_modules

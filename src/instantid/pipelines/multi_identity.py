@@ -13,14 +13,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import NoFaceError
+from ..face.choice import pick_faces
 from ..face.keypoints import draw_kps, scale_kps
 from ..face.types import Face, FaceAnalyzer
 from ..errors import RegionError
 from .boxes import Box, check_boxes  # noqa: F401  (check_boxes: part of this module's API)
 from .face_region import IdentityRegion
-from .from_photos import face_condition
-from .results import GenerationResult
+from .condition import face_condition
+from .results import GenerationResult, result_parameters
 from .sizing import default_output_size
 
 # A layout face's region: its box grown by this factor around its centre (head, hair, a bit of shoulders).
@@ -123,13 +123,11 @@ def _layout_regions(layout_photo, analyzer: FaceAnalyzer, count: int, size: tupl
     to the output size."""
     from ..face.image import describe_source, image_size
 
-    faces = analyzer.detect(layout_photo)
-    if len(faces) < count:
-        raise NoFaceError(f"the layout photo {describe_source(layout_photo)} has {len(faces)} face(s) but {count} face "
-                          "photos were given; use a layout with one visible face per identity, or fewer photos")
+    faces = pick_faces(analyzer, layout_photo, count, what=f"the layout photo {describe_source(layout_photo)}",
+                       need="face photos were given; use a layout with one visible face per identity, or fewer photos")
     layout_size = image_size(layout_photo)
     size = size or default_output_size(layout_size)
-    people = sorted(faces[:count], key=lambda f: float(f.bbox[0] + f.bbox[2]))  # largest `count`, left to right
+    people = sorted(faces, key=lambda f: float(f.bbox[0] + f.bbox[2]))  # largest `count`, left to right
     sx, sy = size[0] / layout_size[0], size[1] / layout_size[1]
     boxes = [expand_box(np.asarray(f.bbox, dtype=np.float64) * [sx, sy, sx, sy], LAYOUT_REGION_EXPAND, size)
              for f in people]
@@ -177,13 +175,12 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
                                      mode=face_detail, strength=face_detail_strength, prompt=prompt,
                                      negative_prompt=call_kwargs.get("negative_prompt"), seed=seed,
                                      values={**values, **call_kwargs})
-    parameters = {"prompt": prompt, "negative_prompt": call_kwargs.get("negative_prompt"), "seed": seed,
-                  "width": width, "height": height, **values,
-                  "regions": [[float(v) for v in identity.region] if isinstance(identity.region, (tuple, list))
-                              else "mask" for identity in identities],
-                  "scales": [float(identity.scale) for identity in identities], "face_detail": face_detail,
-                  "face_detail_strength": face_detail_strength}
-    if detailed:
-        parameters["face_detail_passes"] = [f"{'repainted' if p.ran else 'skipped'} ({p.reason})" for p in detailed]
+    parameters = result_parameters(
+        prompt, call_kwargs.get("negative_prompt"), seed, {"width": width, "height": height, **values},
+        detail_passes=detailed,
+        regions=[[float(v) for v in identity.region] if isinstance(identity.region, (tuple, list)) else "mask"
+                 for identity in identities],
+        scales=[float(identity.scale) for identity in identities], face_detail=face_detail,
+        face_detail_strength=face_detail_strength)
     return GenerationResult(images=images if detailed else generated, parameters=parameters,
                             identities=identities)

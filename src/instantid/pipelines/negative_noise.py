@@ -21,22 +21,10 @@ import hashlib
 
 import torch
 
-from ..errors import UsageError
+from .call_checks import check_knob
 
 # Salt mixed into the fork's seed so the noise never replays the latent stream of the same seed.
 _FORK_SALT = b"instantid/negative_face_noise"
-MAX_NEGATIVE_FACE_NOISE = 5.0
-
-
-def check_noise(noise) -> float:
-    """`noise` as a float in [0, MAX_NEGATIVE_FACE_NOISE]; UsageError otherwise."""
-    try:
-        value = float(noise)
-    except (TypeError, ValueError):
-        raise UsageError(f"negative_face_noise must be a number, got {noise!r}") from None
-    if not 0.0 <= value <= MAX_NEGATIVE_FACE_NOISE:  # also refuses NaN
-        raise UsageError(f"negative_face_noise must be between 0 and {MAX_NEGATIVE_FACE_NOISE}, got {noise!r}")
-    return value
 
 
 def forked_generator(generator=None) -> torch.Generator:
@@ -53,7 +41,7 @@ def negative_face_embedding(positive: torch.Tensor, noise: float = 0.0, generato
     """The CFG negative for face embedding(s) `positive` ([batch, ...]): zeros (noise 0, as released), else
     `noise * u` with `u` ~ U[0, 1) from a generator forked from `generator` (see the module docstring),
     one draw shared by the whole batch (IdentityNet and the adapter then see the same negative)."""
-    noise = check_noise(noise)
+    noise = float(check_knob("negative_face_noise", noise))  # the parameter table's range
     if noise == 0.0:
         return torch.zeros_like(positive)
     u = torch.rand((1, *positive.shape[1:]), generator=forked_generator(generator), dtype=torch.float32)

@@ -8,7 +8,7 @@ result can be reproduced from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # type names only: this module stays free of numpy/PIL/torch at import
     import numpy as np
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # type names only: this module stays free of numpy/PIL/torch 
 
     from ..face.types import Face
     from .face_region import IdentityRegion
-    from .from_photos import FaceCondition
+    from .condition import FaceCondition
 
 
 @dataclass
@@ -57,6 +57,18 @@ class GenerationResult:
         return list(groups.items())
 
 
+def result_parameters(prompt, negative_prompt, seed: int | None, values: dict, *, detail_passes: Sequence = (),
+                      **extra) -> dict[str, Any]:
+    """The `parameters` of every entry's result, in one layout: the prompt, the seed (None when the caller gave a
+    generator), the parameter table's values, then the entry's own (`extra`, JSON-able); the face-detail
+    passes' outcomes when the pass was asked for."""
+    parameters = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, **values, **extra}
+    if detail_passes:
+        parameters["face_detail_passes"] = [f"{'repainted' if p.ran else 'skipped'} ({p.reason})"
+                                            for p in detail_passes]
+    return parameters
+
+
 def concat_images(batches: list):
     """Several pipeline outputs' `images` as one: lists joined, arrays and tensors concatenated."""
     if len(batches) == 1:
@@ -70,53 +82,3 @@ def concat_images(batches: list):
     import numpy as np
 
     return np.concatenate(list(batches))
-
-
-NAN_OUTPUT_MESSAGE = (
-    "the generated image contains NaN values (it would be saved black): usually float16 overflow in the VAE or "
-    "extreme settings; try --dtype float32 or bfloat16, or lower --guidance-scale / scales")
-
-
-def has_non_finite(images) -> bool:
-    """Whether a pipeline's float output (numpy array or torch tensor) holds NaN/inf; PIL images: False."""
-    if hasattr(images, "isfinite") and hasattr(images, "detach"):  # torch
-        return not bool(images.isfinite().all())
-    if isinstance(images, list) and images and all(hasattr(i, "dtype") for i in images):
-        return any(has_non_finite(i) for i in images)
-    import numpy as np
-
-    return isinstance(images, np.ndarray) and images.dtype.kind == "f" and not bool(np.isfinite(images).all())
-
-
-def finite_images(images) -> list:
-    """PIL images from a pipeline's float output (output_type="np", values in [0, 1]); GenerationError when any
-    pixel is NaN/inf, which would otherwise be saved as a black image."""
-    import numpy as np
-    from PIL import Image
-
-    from ..errors import GenerationError
-
-    array = np.asarray(images)
-    if array.dtype.kind != "f":
-        return list(images)
-    if has_non_finite(array):
-        raise GenerationError(NAN_OUTPUT_MESSAGE)
-    array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return [Image.fromarray(frame) for frame in array]
-
-
-def checked_output(output, *, to_pil: bool):
-    """A pipeline call's output (its dataclass, or the tuple of return_dict=False) with NaN/inf images refused:
-    the one check every InstantID pipeline call (so every entry) goes through. `to_pil`: the call ran with
-    output_type "np" in place of the default "pil"; the PIL images are made here, as diffusers makes them."""
-    from ..errors import GenerationError
-
-    images = output[0] if isinstance(output, tuple) else output.images
-    if to_pil:
-        images = finite_images(images)
-    elif has_non_finite(images):
-        raise GenerationError(NAN_OUTPUT_MESSAGE)
-    if isinstance(output, tuple):
-        return (images, *output[1:])
-    output.images = images
-    return output

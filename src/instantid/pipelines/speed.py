@@ -71,11 +71,13 @@ def use_eager_attention(module: torch.nn.Module) -> None:
         IPAdapterAttnProcessor2_0,
     )
 
+    from ..models.adapter_scales import call_scaled_class
+
     for attention in (m for m in module.modules() if isinstance(m, Attention)):
         processor = attention.processor
         if isinstance(processor, IPAdapterAttnProcessor2_0):
-            eager = IPAdapterAttnProcessor(processor.hidden_size, processor.cross_attention_dim,
-                                           processor.num_tokens, processor.scale)
+            eager = call_scaled_class(IPAdapterAttnProcessor)(processor.hidden_size, processor.cross_attention_dim,
+                                                              processor.num_tokens, processor.scale)
             eager.load_state_dict(processor.state_dict())
             first = next(processor.parameters())
             attention.set_processor(eager.to(device=first.device, dtype=first.dtype))

@@ -33,6 +33,7 @@ class EngineConfig:
     load: LoadOptions = LoadOptions()
     face_backend: str = "auto"  # params.FACE_BACKEND_CHOICES
     face_models: str | None = None
+    arcface: str | None = None  # facexlib's ArcFace weights, for the FLUX family's face path
     control_kinds: tuple[str, ...] = ()  # extra ControlNet kinds (pipelines.conditions.CONDITION_KINDS)
 
     def __post_init__(self) -> None:
@@ -53,7 +54,9 @@ class Engine:
         from .loras import server_loras
 
         self.config = config
-        analyzer = analyzer_for(config.face_backend, config.face_models, released_weights=True, tiny=config.load.tiny)
+        self.family = config.load.resolved_family()
+        analyzer = analyzer_for(config.face_backend, config.face_models, released_weights=True, tiny=config.load.tiny,
+                                family=self.family, arcface=config.arcface)
         self.analyzer = CachedFaceAnalyzer(analyzer, cache_dir=face_cache_dir)
         # dlib / onnxruntime sessions are not documented as thread-safe: one detection at a time.
         self._face_lock = threading.Lock()
@@ -73,7 +76,7 @@ class Engine:
         """Generation values: given, else --tiny's, else the parameter table's defaults (as the CLI does)."""
         from ..params import generation_values
 
-        return generation_values(given, tiny=self.config.load.tiny)
+        return generation_values(given, tiny=self.config.load.tiny, family=self.family)
 
     # ---- face analysis (cheap; used to check requests before they are queued)
 
@@ -87,7 +90,7 @@ class Engine:
 
     def condition(self, faces: list[Path], pose: Path | None = None, face_index: int = 0):
         """FaceCondition for the photos (raises NoFaceError / ImageReadError, typed, with the photo named)."""
-        from ..pipelines.from_photos import face_condition
+        from ..pipelines.condition import face_condition
 
         with self._face_lock:
             return face_condition(list(faces), self.analyzer, pose, face_index=face_index)
@@ -184,6 +187,8 @@ class Engine:
         from ..pipelines.schedulers import scheduler_from
 
         base = self._base_scheduler
+        if scheduler and self.family == "flux":
+            raise UsageError("FLUX models use their own flow-matching sampler; leave scheduler out")
         self.pipe.scheduler = scheduler_from(base.config, scheduler) if scheduler else type(base).from_config(base.config)
         if self.loras:
             self.pipe.set_adapters([lora.adapter for lora in self.loras],

@@ -24,7 +24,7 @@ class ServerLora:
     name: str  # what requests call it
     spec: str  # the --lora file, folder or Hub id (server side only)
     scale: float  # the startup scale: a request without `loras` uses it
-    adapter: str  # diffusers adapter name (loading.load_loras: lora_0, lora_1, ...)
+    adapter: str  # diffusers adapter name (loading_steps.load_loras: lora_0, lora_1, ...)
 
 
 def server_loras(specs) -> list[ServerLora]:

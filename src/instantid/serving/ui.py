@@ -14,7 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from ..params import JOB_PARAMS_BY_NAME, PARAMS_BY_NAME, TINY_DEFAULTS
+from ..params import JOB_PARAMS_BY_NAME, PARAMS_BY_NAME, TINY_DEFAULTS, family_default, family_skip
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 UI_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 5.0, "controlnet_conditioning_scale": 0.8,
                "ip_adapter_scale": 0.8}
 
+
+# px: the photo inputs and the keypoints preview, so that the prompt and its button fit one screen
+PHOTO_HEIGHT, FILES_HEIGHT = 240, 150
 
 # Knobs of params.py without a dedicated control above (e.g. negative_face_noise): shown as sliders.
 _DEDICATED = {"num_inference_steps", "guidance_scale", "controlnet_conditioning_scale", "ip_adapter_scale",
@@ -70,12 +73,16 @@ def build(service, tiny: bool = False):
     kinds = list(engine.control_kinds)  # extra ControlNets loaded at start: a photo and a strength each
     default_scheduler = engine.default_scheduler
     knob = JOB_PARAMS_BY_NAME  # per-job knobs: choices, ranges and help from the parameter table
+    family = getattr(engine, "family", "sdxl")
+    not_here = family_skip(family)  # the table's knobs for another family (FLUX: no adapter scale; SDXL: no true CFG)
+    extra_knobs = [name for name in EXTRA_KNOBS if name not in not_here]
 
     def param_slider(name: str, label: str, step: float, maximum: float | None = None, value=None):
         param = PARAMS_BY_NAME[name]
-        default = value if value is not None else UI_DEFAULTS.get(name, param.default)
+        family_value = family_default(name, family) if family == "flux" else UI_DEFAULTS.get(name, param.default)
+        default = value if value is not None else family_value
         return gr.Slider(param.min, maximum if maximum is not None else param.max, value=default, step=step,
-                         label=label, info=param.help, elem_id=name)
+                         label=label, info=param.help, elem_id=name, visible=name not in not_here)
 
     def preview(faces, pose, face_index):
         if not faces:
@@ -98,18 +105,19 @@ def build(service, tiny: bool = False):
             raise gr.Error("upload at least one face photo")
         if service.not_ready():
             raise gr.Error(f"not ready yet: {service.not_ready()}; try again in a moment")
-        extra_knobs, rest = rest[:len(EXTRA_KNOBS)], rest[len(EXTRA_KNOBS):]
+        extra_values, rest = rest[:len(extra_knobs)], rest[len(extra_knobs):]
         control_photos, control_scales, lora_scales = rest[:len(kinds)], rest[len(kinds):2 * len(kinds)], \
             rest[2 * len(kinds):]
         seed = random.randrange(2**31) if randomize else int(seed)
         fields = {"prompt": prompt, "negative_prompt": negative_prompt or "", "style": style,
-                  "controlnet_conditioning_scale": identitynet_scale, "ip_adapter_scale": adapter_scale,
+                  "controlnet_conditioning_scale": identitynet_scale,
+                  "ip_adapter_scale": None if "ip_adapter_scale" in not_here else adapter_scale,
                   "control_guidance_start": control_start, "control_guidance_end": control_end,
                   "num_inference_steps": int(steps), "guidance_scale": guidance, "seed": seed,
                   "width": int(width) or None, "height": int(height) or None, "num_images_per_prompt": int(num_images),
                   "scheduler": None if scheduler == "default" else scheduler, "face_index": int(face_index or 0),
                   "face_detail": face_detail, "face_detail_strength": face_detail_strength,
-                  **dict(zip(EXTRA_KNOBS, extra_knobs))}
+                  **dict(zip(extra_knobs, extra_values))}
         if engine.loras:
             fields["loras"] = as_text({lora.name: float(scale) for lora, scale in zip(engine.loras, lora_scales)})
         files = {"face": [Path(f).read_bytes() for f in faces]}
@@ -140,25 +148,24 @@ def build(service, tiny: bool = False):
         return images, parameters_text(job.parameters), seed
 
     with gr.Blocks(title="InstantID") as demo:
-        gr.Markdown("# InstantID\nUpload face photos of one person, describe the picture, generate."
+        gr.Markdown("# InstantID" + (" on FLUX (InfiniteYou)" if family == "flux" else "")
+                    + "\nUpload face photos of one person, describe the picture, generate."
                     + (" *Tiny random model: the images are noise.*" if tiny else ""))
         with gr.Row():
             with gr.Column():
                 faces = gr.File(label="face photo(s) of one person", file_count="multiple", file_types=["image"],
-                                type="filepath", elem_id="faces")
+                                type="filepath", height=FILES_HEIGHT, elem_id="faces")
                 pose = gr.Image(label="pose photo (optional): face keypoints from here", type="filepath",
-                                elem_id="pose")
+                                height=PHOTO_HEIGHT, elem_id="pose")
                 face_index = gr.Number(value=knob["face_index"].default, precision=0, minimum=knob["face_index"].min,
-                                       maximum=knob["face_index"].max, elem_id="face_index", info=knob["face_index"].help,
+                                       maximum=knob["face_index"].max, elem_id="face_index",
                                        label="face in group photos (0 = largest, 1 = second largest, ...)")
                 preview_button = gr.Button("preview face keypoints", elem_id="preview")
-                keypoints = gr.Image(label="keypoints InstantID will use", interactive=False, elem_id="keypoints")
-                found = gr.Markdown(elem_id="faces_found")
                 prompt = gr.Textbox(label="prompt", value="a portrait", elem_id="prompt")
                 negative = gr.Textbox(label="negative prompt", elem_id="negative_prompt")
                 style = gr.Dropdown(list(knob["style"].choices), value=knob["style"].default, label="style",
                                     elem_id="style")
-                run = gr.Button("generate", variant="primary", elem_id="generate")  # by the prompt, not below the fold
+                run = gr.Button("generate", variant="primary", elem_id="generate")  # by the prompt, on the first screen
                 with gr.Accordion("advanced", open=tiny):
                     identitynet = param_slider("controlnet_conditioning_scale", "IdentityNet strength", 0.05, 1.5)
                     adapter = param_slider("ip_adapter_scale", "adapter strength", 0.05, 1.5)
@@ -169,7 +176,8 @@ def build(service, tiny: bool = False):
                     guidance = param_slider("guidance_scale", "guidance (CFG)", 0.1, 20)
                     scheduler = gr.Dropdown([(f"server default ({default_scheduler or 'the base model’s'})", "default"),
                                              *[(name, name) for name in knob["scheduler"].choices]], value="default",
-                                            label="scheduler (sampler)", elem_id="scheduler")
+                                            label="scheduler (sampler)", elem_id="scheduler",
+                                            visible=family != "flux")  # FLUX keeps its flow-matching sampler
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="seed")
                         randomize = gr.Checkbox(value=False, label="random seed", elem_id="randomize")
@@ -181,7 +189,7 @@ def build(service, tiny: bool = False):
                     num_images = param_slider("num_images_per_prompt", "images", 1, service.limits.max_images)
                     # any other knob of the parameter table, as a slider with the table's range and help
                     extra = [param_slider(name, name.replace("_", " "), 1 if PARAMS_BY_NAME[name].type is int else 0.05)
-                             for name in EXTRA_KNOBS]
+                             for name in extra_knobs]
                     with gr.Row():
                         face_detail = gr.Radio(list(knob["face_detail"].choices), value=knob["face_detail"].default,
                                                elem_id="face_detail", info=knob["face_detail"].help,
@@ -207,7 +215,10 @@ def build(service, tiny: bool = False):
                                      "them here.")
                     if notes:
                         gr.Markdown(" ".join(notes))
-            with gr.Column():
+            with gr.Column():  # what comes out: the keypoints preview, the images and their parameters
+                keypoints = gr.Image(label="keypoints InstantID will use", interactive=False, height=PHOTO_HEIGHT,
+                                     elem_id="keypoints")
+                found = gr.Markdown(elem_id="faces_found")
                 gallery = gr.Gallery(label="results", format="png", columns=2, elem_id="gallery")
                 used_seed = gr.Number(label="seed used", interactive=False, elem_id="used_seed")
                 parameters = gr.Code(label="parameters (also in each PNG's `parameters` text chunk)",

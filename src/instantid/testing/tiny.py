@@ -140,24 +140,45 @@ def tiny_instantid_cached(
 ) -> TinyPaths:
     """``build_tiny_instantid`` once per (arch, embedding_dim, seed), kept under ``cache_dir``
     (default ``$XDG_CACHE_HOME/instantid/tiny``, i.e. ``~/.cache/instantid/tiny``)."""
-    if cache_dir is None:
-        cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        cache_dir = cache_root / "instantid" / "tiny"
-    cache_dir = Path(cache_dir)
-    target = cache_dir / f"v{BUILDER_VERSION}-{arch}-emb{embedding_dim}-seed{seed}"
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = built_once(cache_dir / f"v{BUILDER_VERSION}-{arch}-emb{embedding_dim}-seed{seed}",
+                        lambda staging: build_tiny_instantid(staging, arch=arch, embedding_dim=embedding_dim, seed=seed))
+    return TinyPaths(target, target / "base", target / "ControlNetModel", target / "ip-adapter.bin")
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/instantid/tiny (default ~/.cache/instantid/tiny)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instantid" / "tiny"
+
+
+def built_once(target: Path, build) -> Path:
+    """`target`, made by `build(folder)` unless it exists. Built beside the target and renamed: a reader never
+    sees a half-written folder, and of two concurrent builders the second simply discards its copy."""
+    target = Path(target)
     if not target.is_dir():
-        # Build beside the target and rename: a reader never sees a half-written folder, and
-        # of two concurrent builders the second simply discards its copy.
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
-        build_tiny_instantid(staging, arch=arch, embedding_dim=embedding_dim, seed=seed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        build(staging)
         try:
             staging.rename(target)
         except OSError:
             if not target.is_dir():
                 raise
             shutil.rmtree(staging, ignore_errors=True)
-    return TinyPaths(target, target / "base", target / "ControlNetModel", target / "ip-adapter.bin")
+    return target
+
+
+def random_lora_layers(model, *, rank: int = 4, seed: int = 0) -> dict:
+    """A LoRA on `model`'s attention projections (peft), in diffusers' layout, with random B: peft starts
+    lora_B at zero (a no-op LoRA), random B makes the LoRA change the output."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    generator = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=generator) * 0.1
+            for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(model)).items()}
 
 
 def _build_base_pipeline(arch: str):
@@ -269,16 +290,8 @@ def byte_level_clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer
 
 def build_tiny_lora(base_dir: str | Path, out_path: str | Path, *, rank: int = 4, seed: int = 0) -> Path:
     """A random UNet LoRA for the tiny base at `base_dir`, saved as diffusers LoRA safetensors."""
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-    from diffusers.utils import convert_state_dict_to_diffusers
-
     unet = UNet2DConditionModel.from_pretrained(Path(base_dir) / "unet")
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    generator = torch.Generator().manual_seed(seed)
-    # peft starts lora_B at zero (a no-op LoRA); random B makes the LoRA change the output.
-    layers = {k: torch.randn(v.shape, generator=generator) * 0.1
-              for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)).items()}
+    layers = random_lora_layers(unet, rank=rank, seed=seed)
     out_path = Path(out_path)
     from instantid.models.architectures import SDXL, family_of_config
 

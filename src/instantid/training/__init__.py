@@ -4,7 +4,8 @@
     train:         main(["--data_dir", ..., "--output_dir", ...])  or  train.train(args.parse_args([...]))
 
 Modules: sources (reading image-caption pairs), prepare (face records), data (dataset, buckets, crops),
-model (trainable modules on the frozen base), conditioning (frozen encoders), cache (precomputed
+model (trainable modules on the frozen base), flux (the FLUX family's components, flow-matching loss and
+InfiniteYou checkpoint layout), conditioning (frozen encoders), cache (precomputed
 features), loop (loss and loop), checkpoints (released-format export, resume, rotation), validate.
 Heavy libraries load when a function needs them.
 """

@@ -23,6 +23,8 @@ ADAPTER_FORMATS = ("bin", "safetensors")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 REPORT_TO = ("auto", "tensorboard", "none")
+FAMILIES = ("auto", "sdxl", "sd15", "flux")
+WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")  # diffusers' training_utils names
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,16 +36,38 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                       help="where checkpoints, validation images, logs and the final weights go")
     data.add_argument("--pretrained_model_name_or_path", "--base", dest="pretrained_model_name_or_path",
                       default=DEFAULT_BASE, metavar="BASE",
-                      help=f"SD1.5- or SDXL-family base, a diffusers folder or Hub id (default {DEFAULT_BASE}); "
+                      help=f"SD1.5-, SDXL- or FLUX-family base, a diffusers folder or Hub id (default {DEFAULT_BASE}); "
                            "the family is read from its config")
+    data.add_argument("--family", choices=FAMILIES, default="auto",
+                      help="base family; auto (default) reads it from --base. flux: InstantID on FLUX in InfiniteYou's "
+                           "layout (InfuseNetModel/ + image_proj_model.bin), flow-matching objective")
     data.add_argument("--identitynet", "--controlnet_model_name_or_path", dest="identitynet", default=None,
                       metavar="DIR", help="start IdentityNet from these weights (a ControlNetModel folder, e.g. the "
-                                          "released one) instead of a copy of the base UNet")
+                                          "released one; FLUX: an InfuseNetModel folder) instead of a copy of the base")
     data.add_argument("--adapter", "--pretrained_ip_adapter_path", dest="adapter", default=None, metavar="FILE",
-                      help="start the face adapter from this ip-adapter.bin / .safetensors instead of fresh weights")
+                      help="start the face adapter from this ip-adapter.bin / .safetensors (FLUX: image_proj_model.bin) "
+                           "instead of fresh weights")
     data.add_argument("--resampler_width", type=int, default=1280,
                       help="width of a fresh Resampler, a multiple of 64 (default 1280, as released)")
-    data.add_argument("--num_tokens", type=int, default=16, help="face tokens of a fresh Resampler (default 16)")
+    data.add_argument("--num_tokens", type=int, default=None,
+                      help="face tokens of a fresh Resampler (default 16; FLUX 8, as InfiniteYou)")
+
+    flux = p.add_argument_group("FLUX family (--family flux)")
+    flux.add_argument("--adapter_branch", action="store_true",
+                      help="also train InstantID's image-adapter branch inside the DiT's double-stream attention "
+                           "(diffusers' FLUX IP-Adapter processors reading the face tokens); InfiniteYou has none")
+    flux.add_argument("--identitynet_layers", type=int, default=4,
+                      help="double-stream blocks of a fresh FLUX IdentityNet, copied from the DiT's first ones (default 4)")
+    flux.add_argument("--identitynet_single_layers", type=int, default=10,
+                      help="single-stream blocks of a fresh FLUX IdentityNet (default 10, as InfuseNet)")
+    flux.add_argument("--weighting_scheme", choices=WEIGHTING_SCHEMES, default="none",
+                      help="noise-level sampling and loss weighting, as diffusers' FLUX examples (default none: uniform)")
+    flux.add_argument("--logit_mean", type=float, default=0.0, help="logit_normal's mean (default 0)")
+    flux.add_argument("--logit_std", type=float, default=1.0, help="logit_normal's std (default 1)")
+    flux.add_argument("--mode_scale", type=float, default=1.29, help="the mode scheme's scale (default 1.29)")
+    flux.add_argument("--guidance_scale", type=float, default=3.5,
+                      help="distilled-guidance value the DiT gets while training, for bases with a guidance embedding "
+                           "(FLUX.1-dev; default 3.5); schnell-type bases have none")
 
     shape = p.add_argument_group("images")
     shape.add_argument("--resolution", type=int, default=None,
@@ -105,7 +129,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     val.add_argument("--num_validation_items", type=int, default=2,
                      help="dataset items used when no --validation_image is given (default 2)")
     val.add_argument("--validation_inference_steps", type=int, default=30)
-    val.add_argument("--validation_guidance_scale", type=float, default=5.0)
+    val.add_argument("--validation_guidance_scale", type=float, default=None,
+                     help="default 5.0 (SDXL/SD1.5), 3.5 (FLUX)")
     val.add_argument("--face_models", default=None, metavar="DIR",
                      help="antelopev2 model folder, to analyse --validation_image with a 512-d dataset")
     val.add_argument("--report_to", choices=REPORT_TO, default="auto",
@@ -134,7 +159,8 @@ def check_args(args: argparse.Namespace) -> None:
 
     for name in ("train_batch_size", "num_train_epochs", "max_train_steps", "gradient_accumulation_steps",
                  "learning_rate", "resolution", "num_tokens", "checkpointing_steps", "checkpoints_total_limit",
-                 "validation_inference_steps", "num_validation_items"):
+                 "validation_inference_steps", "num_validation_items", "identitynet_layers",
+                 "identitynet_single_layers", "logit_std"):
         positive(name)
     for name in ("lr_warmup_steps", "validation_steps", "dataloader_num_workers", "max_grad_norm"):
         positive(name, allow_zero=True)
@@ -184,6 +210,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.report_to == "tensorboard" and not tensorboard_available():
         problems.append("--report_to tensorboard needs TensorBoard: pip install tensorboard "
                         "(or --report_to auto / none)")
+    if args.adapter_branch and args.family not in ("auto", "flux"):
+        problems.append("--adapter_branch is the FLUX family's option (SDXL/SD1.5 always train the adapter); "
+                        "drop it or use --family flux")
     if problems:
         raise TrainingConfigError("invalid training options:\n  " + "\n  ".join(problems))
 

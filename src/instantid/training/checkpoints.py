@@ -21,7 +21,10 @@ from ..models.adapter import (
     load_adapter_state_dict,
     save_adapter_state_dict,
 )
+from .flux import FluxInstantIDTrainingModel, export_flux_weights, import_flux_weights_
 from .model import InstantIDTrainingModel
+
+TRAINING_MODELS = (InstantIDTrainingModel, FluxInstantIDTrainingModel)
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +72,10 @@ def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
     return existing[-1][1]
 
 
-def export_weights(model: InstantIDTrainingModel, folder: str | Path, adapter_format: str = "bin") -> dict[str, Path]:
-    """Write IdentityNet and the face adapter, in the released layout, into `folder`."""
+def export_weights(model, folder: str | Path, adapter_format: str = "bin") -> dict[str, Path]:
+    """Write IdentityNet and the face adapter, in the released layout, into `folder` (FLUX: InfiniteYou's)."""
+    if isinstance(model, FluxInstantIDTrainingModel):
+        return export_flux_weights(model, folder, adapter_format)
     folder = Path(folder)
     identitynet_dir = folder / IDENTITYNET_DIR
     model.identitynet.save_pretrained(identitynet_dir, safe_serialization=True)
@@ -81,6 +86,9 @@ def export_weights(model: InstantIDTrainingModel, folder: str | Path, adapter_fo
 def import_weights_(model: InstantIDTrainingModel, folder: str | Path) -> None:
     """Overwrite the trained modules, in place (the optimizer keeps its parameters), from `folder`."""
     from diffusers import ControlNetModel
+
+    if isinstance(model, FluxInstantIDTrainingModel):
+        return import_flux_weights_(model, folder)
 
     folder = Path(folder)
     saved = ControlNetModel.from_pretrained(folder / IDENTITYNET_DIR)
@@ -100,14 +108,14 @@ def register_checkpoint_hooks(accelerator, adapter_format: str) -> None:
     def save_hook(models, weights, output_dir):
         for model in models:
             model = accelerator.unwrap_model(model)
-            if isinstance(model, InstantIDTrainingModel) and accelerator.is_main_process:
+            if isinstance(model, TRAINING_MODELS) and accelerator.is_main_process:
                 export_weights(model, output_dir, adapter_format)
         weights.clear()  # the export above is the model checkpoint
 
     def load_hook(models, input_dir):
         while models:
             model = accelerator.unwrap_model(models.pop())
-            if isinstance(model, InstantIDTrainingModel):
+            if isinstance(model, TRAINING_MODELS):
                 import_weights_(model, input_dir)
 
     accelerator.register_save_state_pre_hook(save_hook)

@@ -10,7 +10,12 @@ from ..models.architectures import SDXL
 
 @torch.no_grad()
 def encode_captions(pipe, family: str, captions: list[str], device) -> dict[str, torch.Tensor]:
-    """{"text_states": [B, 77, D]} plus, for SDXL, {"pooled_text": [B, P]} (the UNet's added text embedding)."""
+    """{"text_states": [B, 77, D]} plus, for SDXL, {"pooled_text": [B, P]} (the UNet's added text embedding);
+    FLUX: T5's states (padded to 512 tokens, as InfiniteYou's pipeline) and CLIP's pooled embedding."""
+    if family == "flux":
+        states, pooled, _ = pipe.encode_prompt(prompt=list(captions), prompt_2=None, device=device,
+                                               num_images_per_prompt=1, max_sequence_length=512)
+        return {"text_states": states, "pooled_text": pooled}
     if family == SDXL:
         states, _, pooled, _ = pipe.encode_prompt(prompt=list(captions), device=device, num_images_per_prompt=1,
                                                   do_classifier_free_guidance=False)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .conditioning import added_conditions, encode_captions, encode_images
+from .flux import FLUX, compute_flux_loss
 from .model import TrainingComponents
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,11 @@ def _to(device, batch: dict, *keys) -> dict:
 
 def compute_loss(components: TrainingComponents, model, batch: dict, generator: torch.Generator, *,
                  text_dropout: float = 0.0, face_dropout: float = 0.0, empty_text: dict | None = None) -> torch.Tensor:
-    """MSE between the noise (or v) target and InstantID's prediction for one batch."""
+    """MSE between the noise (or v) target and InstantID's prediction for one batch (FLUX: training/flux.py's
+    flow-matching loss)."""
+    if components.family == FLUX:
+        return compute_flux_loss(components, model, batch, generator, text_dropout=text_dropout,
+                                 face_dropout=face_dropout, empty_text=empty_text)
     device = components.unet.device
     latents = batch["latents"].to(device) if "latents" in batch else encode_images(components.vae, batch["pixel_values"])
     if "text_states" in batch:

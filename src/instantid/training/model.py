@@ -19,12 +19,14 @@ import torch
 from ..models.adapter import AdapterStateDict, load_adapter_state_dict, resampler_shape
 from ..models.architectures import (
     RELEASED_CONDITIONING_CHANNELS,
+    RESAMPLER_NUM_TOKENS,
     SDXL,
     cross_attention_modules,
     embedding_size_problem,
     family_of_config,
     released_adapter_shapes,
 )
+from ..models.face_paths import FLUX
 from .errors import TrainingConfigError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ def mark_trainable(unet, identitynet, frozen: list[torch.nn.Module]) -> None:
 
 @dataclass
 class TrainingComponents:
-    family: str  # SDXL or SD15
+    family: str  # SDXL or SD15 (FLUX: training/flux.py's FluxTrainingComponents)
     pipe: object  # the InstantID inference pipeline holding every module below
     model: InstantIDTrainingModel
     noise_scheduler: object
@@ -102,19 +104,26 @@ class TrainingComponents:
         return [m for m in (self.pipe.text_encoder, getattr(self.pipe, "text_encoder_2", None)) if m is not None]
 
 
-def load_components(args, embedding_dim: int, weight_dtype: torch.dtype, device) -> TrainingComponents:
-    """Base model (a diffusers folder or Hub id), IdentityNet and face adapter, ready to train on `device`."""
+def load_components(args, embedding_dim: int, weight_dtype: torch.dtype, device):
+    """Base model (a diffusers folder or Hub id), IdentityNet and face adapter, ready to train on `device`:
+    TrainingComponents, or for a FLUX base the family's own (training/flux.py)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     base_dir = resolve_base(args.pretrained_model_name_or_path)
-    family = detect_family(base_dir)
+    family = detect_family(base_dir, getattr(args, "family", "auto"))
+    if family == FLUX:
+        from .flux import load_flux_components
+
+        return load_flux_components(args, base_dir, embedding_dim, weight_dtype, device)
+    if getattr(args, "adapter_branch", False):
+        raise TrainingConfigError(f"--adapter_branch is for FLUX bases; {base_dir} is {family} (its adapter always trains)")
     unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae")
     identitynet = load_identitynet(args.identitynet, unet, vae)
     pipe = pipeline_class(family).from_pretrained(base_dir, unet=unet, vae=vae, controlnet=identitynet)
     adapter = load_adapter_state_dict(args.adapter) if args.adapter else None
     return assemble_components(pipe, family, embedding_dim, weight_dtype, device, adapter=adapter, seed=args.seed,
-                               resampler_width=args.resampler_width, num_tokens=args.num_tokens,
+                               resampler_width=args.resampler_width, num_tokens=args.num_tokens or RESAMPLER_NUM_TOKENS,
                                gradient_checkpointing=args.gradient_checkpointing)
 
 
@@ -212,12 +221,23 @@ def resolve_base(spec) -> Path:
                            allow_patterns=BASE_FILE_PATTERNS)
 
 
-def detect_family(base_dir: Path) -> str:
-    """SDXL or SD1.5 family, from the base UNet's own config (models.architectures.family_of_config)."""
+def detect_family(base_dir: Path, asked: str = "auto") -> str:
+    """SDXL or SD1.5 family, from the base UNet's own config (models.architectures.family_of_config), or
+    FLUX for a FLUX pipeline folder; `asked` (--family) must agree with it."""
+    from .flux import is_flux_base  # the FLUX family's module builds on this one
+
     unet_config = base_dir / "unet" / "config.json"
-    if not unet_config.is_file():
-        raise TrainingConfigError(f"{base_dir} is not a diffusers base model folder (no unet/config.json)")
-    return family_of_config(json.loads(unet_config.read_text(encoding="utf-8")))
+    if is_flux_base(base_dir):
+        family = FLUX
+    elif unet_config.is_file():
+        family = family_of_config(json.loads(unet_config.read_text(encoding="utf-8")))
+    else:
+        raise TrainingConfigError(f"{base_dir} is not a diffusers base model folder (no unet/config.json, nor a FLUX "
+                                  "transformer/config.json)")
+    if asked not in ("auto", family):
+        raise TrainingConfigError(f"--family {asked}, but {base_dir} is a {family} base; pass a {asked} base or "
+                                  f"--family {family} (or auto)")
+    return family
 
 
 def pipeline_class(family: str):

@@ -59,7 +59,8 @@ class PrepareOptions:
     identity_from_folder: bool = False  # a sub-folder per person names the identity
 
     def analyzer_kwargs(self) -> dict:
-        return {"model_dir": self.face_models} if self.backend == "antelopev2" and self.face_models else {}
+        # the antelopev2 pack: its own backend's, and the detector of FLUX's infiniteyou path
+        return {"model_dir": self.face_models} if self.backend in ("antelopev2", "infiniteyou") and self.face_models else {}
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import TrainingConfigError
-
-if TYPE_CHECKING:  # the option parser imports this module: no numpy at startup
+if TYPE_CHECKING:  # the training flags import this module; numpy stays out of `--help`
     import numpy as np
+
+from .errors import TrainingConfigError
 
 MODES = ("same", "other")
 

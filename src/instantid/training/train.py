@@ -27,6 +27,7 @@ from .shards import is_sharded
 from .stream import ShardedData, ShardStream, StreamPosition, make_loader
 from .data import BucketBatchSampler, InstantIDDataset, collate, make_buckets, read_prepared_dataset
 from .errors import TrainingConfigError
+from .flux import DEFAULT_RESOLUTION as FLUX_DEFAULT_RESOLUTION, FLUX
 from .loop import StepPlan, fixed_batch_loss, run_loop
 from .loss_log import LOSS_LOG, LossLog, read_losses
 from .model import load_components
@@ -164,8 +165,9 @@ def training_resolution(args, components) -> tuple[int, int]:
     """(resolution, bucket step): default resolution is the base's native one; sides are multiples of
     8 latent pixels, so every UNet level divides them."""
     vae_factor = components.pipe.vae_scale_factor
-    step = vae_factor * 8
-    resolution = args.resolution or components.unet.config.sample_size * vae_factor
+    step = vae_factor * 8  # FLUX: also a multiple of its 2x2 latent patches
+    default = FLUX_DEFAULT_RESOLUTION if components.family == FLUX else components.unet.config.sample_size * vae_factor
+    resolution = args.resolution or default
     if resolution < step:
         raise TrainingConfigError(f"--resolution {resolution} is below this base's smallest size, {step} pixels")
     return resolution, step

@@ -14,8 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..pipelines.from_photos import FaceCondition, face_condition
+from ..models.face_paths import FLUX, for_family
+from ..pipelines.condition import FaceCondition, face_condition
+from ..pipelines.flux import FluxInstantIDMixin
 from .data import make_buckets, nearest_bucket
+from .flux import DEFAULT_VALIDATION_GUIDANCE as FLUX_VALIDATION_GUIDANCE
+
+DEFAULT_VALIDATION_GUIDANCE = 5.0  # SDXL / SD1.5
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +68,17 @@ def run_validation(accelerator, pipe, cases: list[ValidationCase], global_step: 
     images = []
     for i, case in enumerate(cases):
         width, height = validation_size(case.condition, resolution, bucket_step)
+        control = pipe.control_image_argument  # FLUX pipelines call it control_image
+        embedding = case.condition.embedding
+        guidance = args.validation_guidance_scale
+        if isinstance(pipe, FluxInstantIDMixin):  # the unit-norm face path, as trained (training/flux.py)
+            embedding = for_family(FLUX, embedding)
+            guidance = FLUX_VALIDATION_GUIDANCE if guidance is None else guidance
         with accelerator.autocast():
-            image = pipe(prompt=case.prompt, image_embeds=case.condition.embedding,
-                         image=case.condition.kps_image(width, height), width=width, height=height,
+            image = pipe(prompt=case.prompt, image_embeds=embedding,
+                         **{control: case.condition.kps_image(width, height)}, width=width, height=height,
                          num_inference_steps=args.validation_inference_steps,
-                         guidance_scale=args.validation_guidance_scale,
+                         guidance_scale=DEFAULT_VALIDATION_GUIDANCE if guidance is None else guidance,
                          generator=torch.Generator("cpu").manual_seed(args.seed + i)).images[0]
         image.save(folder / f"{i:02d}-{case.name}.png")
         images.append(image)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .base import (DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, FINAL_STATES, STATES, Job, LeaseLost, QueueFull,
                    SchemaTooNew, JobStore, StoreUnavailable, new_job_id, valid_job_id)
-from .postgres import redact
+from .base import redact
 
 STORE_ENV = "INSTANTID_STORE"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -464,3 +464,18 @@ def translated(errors: tuple[type[BaseException], ...], describe):
     except errors as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StoreUnavailable(f"the job store {describe()} is unreachable ({first}); retry later") from None
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable store URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))

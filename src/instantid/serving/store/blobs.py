@@ -257,7 +257,7 @@ class FsspecBlobs(Blobs):
                 return None
 
     def describe(self) -> str:
-        from .postgres import redact
+        from .base import redact
 
         return f"fsspec {redact(self.url)}"
 

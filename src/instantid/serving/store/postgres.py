@@ -15,7 +15,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-from .base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, SCHEMA_V1, SCHEMA_V2, JobStore, translated
+from .base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, SCHEMA_V1, SCHEMA_V2, JobStore, redact, translated
 from .blobs import DatabaseBlobs
 
 _TYPES = {"serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}
@@ -33,21 +33,6 @@ _LEASE_INDEX = ";\nCREATE INDEX jobs_running_leases ON jobs(lease_until) WHERE s
 
 # One lock id for "the queue" and schema migrations (pg_advisory_xact_lock takes a bigint).
 _QUEUE_LOCK = 0x1D5E4F0B
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable store URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
 class PostgresStore(JobStore):
