@@ -1,11 +1,11 @@
-"""Throughput of `instantid serve --ray --replicas N --store postgresql://...` with 1, 2 and 4 tiny replicas, and
-the job store's own cost per job (numbers for docs/serving.md). Bounded and loopback only.
+"""Throughput of `instantid serve --store postgresql://...` with 1, 2 and 4 tiny replicas, and the job store's
+own cost per job (numbers for docs/serving.md). Bounded and loopback only.
 
     PYTHONPATH=src:tests/serving python benchmarks/serve_scale_bench.py [--jobs 24] [--replicas 1 2 4]
-        [--out benchmarks/serve_scale_bench.json]
+        [--mode ray|processes] [--out benchmarks/serve_scale_bench.json]
 
-1. For each N: a throw-away PostgreSQL (instantid.testing.postgres), the API with N tiny replicas on a local Ray
-   instance; `--jobs` jobs (64x64, `--steps` steps) submitted by 4 client threads as fast as the queue takes
+1. For each N: a throw-away PostgreSQL (instantid.testing.postgres), and either the API with N tiny replicas on
+   a local Ray instance (--mode ray) or N plain servers sharing the database (--mode processes); `--jobs` jobs (64x64, `--steps` steps) submitted by 4 client threads as fast as the queue takes
    them (a 429 is retried after its Retry-After), each followed to its PNG. Jobs per second (first submission
    to last result) and p50/p95/p99 time-to-result (submission to PNG downloaded).
 2. Store overhead, no model: enqueue, claim, one progress write per step, finish with the PNG(s) in the
@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=24)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--mode", choices=("ray", "processes"), default="ray",
+                        help="replicas as Ray Serve replicas (--ray --replicas N), or as N plain `serve --store` "
+                             "processes sharing the database")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     photo = sample_photo("astronaut")
@@ -122,15 +125,21 @@ def main() -> None:
               "job": {"size": "64x64", "steps": args.steps, "model": "--tiny"}, "load": [], "store": []}
     with TempPostgres() as pg:
         for replicas in args.replicas:
-            state = Path(tempfile.mkdtemp(prefix="bench-")) / "state"
-            server = Server(state, "--store", pg.new_database(), "--ray", "--replicas", str(replicas),
-                            "--queue-size", "32")
+            folder, url = Path(tempfile.mkdtemp(prefix="bench-")), pg.new_database()
+            if args.mode == "ray":
+                servers = [Server(folder / "state", "--store", url, "--ray", "--replicas", str(replicas),
+                                  "--queue-size", "32")]
+            else:  # N plain servers sharing the database: the client talks to the first
+                servers = [Server(folder / f"state{i}", "--store", url, "--queue-size", "32") for i in range(replicas)]
             try:
-                server.wait(timeout=600)
-                run_load(server.url, photo, 4, args.steps)  # warm-up: every replica has run once
-                result = {"replicas": replicas, **run_load(server.url, photo, args.jobs, args.steps)}
+                for server in servers:
+                    server.wait(timeout=600)
+                run_load(servers[0].url, photo, 2 * replicas, args.steps)  # warm-up
+                result = {"replicas": replicas, "mode": args.mode,
+                          **run_load(servers[0].url, photo, args.jobs, args.steps)}
             finally:
-                server.stop()
+                for server in servers:
+                    server.stop()
             print(json.dumps(result), flush=True)
             report["load"].append(result)
         for steps, png_bytes in ((args.steps, 20_000), (30, 1_500_000)):

@@ -89,7 +89,8 @@ def test_face_matters_and_guidance_is_infusenets(parity):
 
 
 def test_concurrent_calls_keep_their_own_face(parity):
-    """The face tokens are per call (a context variable): two pipelines sharing IdentityNet and the DiT (each with
+    """The face tokens are per call (a context variable; calls on the same weights also take one lock): two
+    pipelines sharing IdentityNet and the DiT (each with
     its own scheduler, which diffusers keeps per pipeline), run in two threads with two faces, get what each gets alone."""
     import copy
 

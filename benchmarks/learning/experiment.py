@@ -51,9 +51,9 @@ PRESETS = {
     "smoke": Preset(poses_per_pair=40, base=StagePlan(steps=150, batch_size=32), instantid=StagePlan(steps=150, batch_size=32),
                     arms=("both",), judge_steps=300, eval_poses=2, eval_steps=10,
                     embedding_noise=0.3, noisy_embedding_noise=1.0, sweep=False),
-    # sized for a machine shared by several jobs: one base per seed serves both reference modes
-    "references": Preset(poses_per_pair=40, base=StagePlan(steps=300, batch_size=64),
-                         instantid=StagePlan(steps=200, batch_size=32), arms=("both",), judge_steps=400, eval_poses=8, eval_steps=20, embedding_noise=0.3,
+    # the smoke run's sizes (the machine was shared by several jobs): one base per seed serves both modes
+    "references": Preset(poses_per_pair=40, base=StagePlan(steps=150, batch_size=32),
+                         instantid=StagePlan(steps=150, batch_size=32), arms=("both",), judge_steps=300, eval_poses=8, eval_steps=20, embedding_noise=0.3,
                          noisy_embedding_noise=1.0, sweep=False, expressions=True, expression_leak=0.5,
                          reference_modes=("same", "other")),
 }

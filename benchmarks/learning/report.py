@@ -71,6 +71,23 @@ REFERENCE_METRICS = METRICS + (("sim_ref", "Sim(Ref): reference's expression", "
                                ("copy_paste", "copy-paste = Sim(Ref) - Sim(GT)", "{:+.3f}"))
 
 
+def reference_table(results: list[dict]) -> list[str]:
+    lines = ["| variant | " + " | ".join(title for _, title, _ in REFERENCE_METRICS) + " |",
+             "|---|" + "---:|" * len(REFERENCE_METRICS)]
+    for v in results[0]["variants"]:
+        lines.append(f"| {v} | " + " | ".join(fmt.format(median(results, v, m)) for m, _, fmt in REFERENCE_METRICS) + " |")
+    return lines
+
+
+def reference_summary(results: list[dict], link: str) -> list[str]:
+    """RESULTS.md's section on the `references` preset (its own report has the details)."""
+    seeds = ", ".join(str(r["seed"]) for r in results)
+    return ["## Paired references vs copy-paste (`--preset references`)", "",
+            f"`--reference same` (the paper) vs `other`, in the world with per-picture expressions; median of seeds "
+            f"{seeds}, preset `references` (smaller than the runs above). Details: [{link}]({link}).", "",
+            *reference_table(results), ""]
+
+
 def write_reference_report(results: list[dict], run: dict, results_md: Path, rel: str) -> str:
     """The `references` preset: `--reference same` vs `other` on one base per seed."""
     seeds = [r["seed"] for r in results]
@@ -96,11 +113,7 @@ def write_reference_report(results: list[dict], run: dict, results_md: Path, rel
         "reference's expression, **Sim(GT)** with the held-out photo's; copy-paste = Sim(Ref) - Sim(GT) (MultiID-Bench's "
         "Sim(Ref) vs Sim(GT), on the feature the reference should not dictate).",
         "",
-        "## Median over seeds", "",
-        "| variant | " + " | ".join(title for _, title, _ in REFERENCE_METRICS) + " |",
-        "|---|" + "---:|" * len(REFERENCE_METRICS)]
-    for v in variants:
-        lines.append(f"| {v} | " + " | ".join(fmt.format(median(results, v, m)) for m, _, fmt in REFERENCE_METRICS) + " |")
+        "## Median over seeds", "", *reference_table(results)]
     lines += ["", "## Per seed", "", "| seed | variant | " + " | ".join(t for _, t, _ in REFERENCE_METRICS) + " |",
               "|---:|---|" + "---:|" * len(REFERENCE_METRICS)]
     for r in results:
@@ -218,6 +231,10 @@ def samples_and_logs(results: list[dict], out_dir: Path, rel: str, eval_poses: i
              f"each of {eval_poses} poses the real target and the generated picture.", ""]
     for v in variants:
         lines += [f"**{v}**", "", f"![{v}]({rel}/seed{seeds[0]}/{grid_file_name(v)})", ""]
+    references = out_dir.parent / "results-references"
+    if list(references.glob("seed*/results.json")):
+        lines += reference_summary(load_results(references), Path(os.path.relpath(results_md.parent / "RESULTS-references.md",
+                                                                                   results_md.parent)).as_posix())
     lines += ["## What the command printed", ""]
     for r in results:
         log = out_dir / f"seed{r['seed']}" / "log.txt"

@@ -138,17 +138,23 @@ def test_concurrent_claimers_take_each_job_once(open_):
     ids = [_submit(store) for _ in range(24)]
     taken: dict[str, list[str]] = {}
 
+    errors = []
+
     def claimer(name: str) -> None:
         mine = open_()  # each claimer its own store object (its own connections), as separate processes
-        while (job := mine.claim_next(name)) is not None:
-            taken.setdefault(name, []).append(job.id)
-            assert mine.finish(job, [b"png"], {})
+        try:
+            while (job := mine.claim_next(name)) is not None:
+                taken.setdefault(name, []).append(job.id)
+                assert mine.finish(job, [b"png"], {})
+        except BaseException as err:  # a thread's failure must fail the test, with its reason
+            errors.append(err)
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not errors, errors
     claimed = [job_id for jobs in taken.values() for job_id in jobs]
     assert sorted(claimed) == sorted(ids)  # every job once, none twice
     for job_id in ids:

@@ -36,7 +36,7 @@ from ..models.flux_identitynet import (
     flux_face_conditioning,
 )
 from .call_checks import check_call, check_embedding, check_knob
-from .instantid import InstantIDMixin
+from .instantid import InstantIDMixin, call_lock
 from .output_check import checked_output
 from .sizing import default_output_size
 
@@ -212,7 +212,10 @@ class FluxInstantIDMixin:
         to_pil = call.get("output_type", "pil") == "pil"
         if to_pil:  # PIL images are made from the float output, so NaN is seen, not saved black
             call["output_type"] = "np"
-        with flux_face_conditioning(FluxFaceConditioning(tokens, identitynet_guidance, adapter_negative=no_face)):
+        # One call at a time per set of weights (the stock call keeps its state on the pipeline and scheduler;
+        # instantid.call_lock); the face inputs are this call's context, never module state.
+        with call_lock(self.transformer), flux_face_conditioning(
+                FluxFaceConditioning(tokens, identitynet_guidance, adapter_negative=no_face)):
             output = stock_call(**call)
         if call.get("output_type") == "latent":
             return output

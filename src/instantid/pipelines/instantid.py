@@ -115,7 +115,12 @@ class InstantIDMixin:
         # hints; the declared ControlNets are subclasses, so they are passed on explicitly (shared, no copy).
         if "controlnet" not in kwargs and getattr(pipeline, "controlnet", None) is not None:
             kwargs["controlnet"] = pipeline.controlnet
-        return super().from_pipe(pipeline, **kwargs)
+        derived = super().from_pipe(pipeline, **kwargs)
+        # the detail and swap passes run on derived pipelines: they keep the caller's progress-bar choice
+        # (no bars in a pipe), which diffusers' from_pipe does not carry over
+        if hasattr(pipeline, "_progress_bar_config"):
+            derived.set_progress_bar_config(**pipeline._progress_bar_config)
+        return derived
 
     @property
     def skip_zero_scale_controlnets(self) -> bool:

@@ -1,13 +1,14 @@
 """Scale-out on Ray Serve: N replicas, each with its own pipeline and the same worker as `instantid serve`.
 
 The API process (FastAPI under uvicorn, as without --ray) validates and queues jobs in the shared job
-store; every replica runs a Worker that claims the oldest queued job from that store (claiming is one
-SQLite transaction, so no job runs twice) and writes progress and results back. Ray Serve places the
-replicas (one GPU each when there are GPUs), health-checks them and restarts dead ones. A replica that
-dies mid-job leaves it 'running' until the API process restarts and re-queues it (JobStore.recover).
+store; every replica runs a Worker that claims the oldest queued job from that store with a lease and
+writes progress and results back. Ray Serve places the replicas (one GPU each when there are GPUs; spread
+over the cluster's nodes), health-checks them and restarts dead ones. A replica that dies mid-job loses
+its lease and another replica reruns the job (store/base.py); a replica shut down gracefully hands its
+job back (`__del__` stops the worker).
 
-The store is SQLite on one host: replicas on other hosts of a Ray cluster cannot share it. See
-docs/serving.md for what to use across hosts.
+With SQLite (the default) every replica must run on the host that holds the state folder; with
+--store postgresql://... they may run on any node of a multi-host cluster (--ray-address).
 """
 
 from __future__ import annotations
