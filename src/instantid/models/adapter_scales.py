@@ -27,8 +27,15 @@ _SUBCLASSES: dict[type, type] = {}
 class CallScaled:
     """Mixin for a diffusers IP-Adapter processor: `scale` is the running call's, else the processor's own."""
 
+    # torch.compile cannot trace ContextVar.get (it would break the UNet's graph at every attention layer), so
+    # compiled code reads the same scale from `locked_call_scale`, which `_scales` sets for the call's duration.
+    # That is safe only because every InstantID call holds the UNet's call lock (pipelines/instantid.call_lock).
+    locked_call_scale = None
+
     @property
     def scale(self):
+        if torch.compiler.is_compiling():
+            return self.default_scale if self.locked_call_scale is None else self.locked_call_scale
         return _CALL_SCALES.get().get(id(self), self.default_scale)
 
     @scale.setter
@@ -66,11 +73,17 @@ def install_call_scaled_processors(unet: torch.nn.Module) -> None:
 
 
 @contextmanager
-def _scales(scales: dict[int, list]) -> Iterator[None]:
+def _scales(scales: dict[int, list], processors: Sequence) -> Iterator[None]:
+    """The call's scales (by processor id) in this context, and on the processors for compiled code (see CallScaled)."""
     token = _CALL_SCALES.set({**_CALL_SCALES.get(), **scales})
+    saved = [(processor, processor.locked_call_scale) for processor in processors]
+    for processor in processors:
+        processor.locked_call_scale = scales[id(processor)]
     try:
         yield
     finally:
+        for processor, previous in reversed(saved):
+            processor.locked_call_scale = previous
         _CALL_SCALES.reset(token)
 
 
@@ -90,13 +103,13 @@ def adapter_scale(unet: torch.nn.Module, scale) -> Iterator[None]:
         yield
         return
     wanted = list(scale) if isinstance(scale, (list, tuple)) else [scale]
-    calls = {}
-    for processor in _scaled_processors(unet):
+    calls, processors = {}, _scaled_processors(unet)
+    for processor in processors:
         own = processor.scale
         if len(wanted) not in (1, len(own)):
             raise ValueError(f"{len(wanted)} adapter scales for {len(own)} loaded adapters")
         calls[id(processor)] = [float(s) for s in wanted] * (len(own) if len(wanted) == 1 else 1)
-    with _scales(calls):
+    with _scales(calls, processors):
         yield
 
 
@@ -104,11 +117,11 @@ def adapter_scale(unet: torch.nn.Module, scale) -> Iterator[None]:
 def per_face_scales(unet: torch.nn.Module, factors: Sequence[float]) -> Iterator[None]:
     """Each masked face "image" of the (single) face adapter scaled by its factor, on top of the call's scale,
     for the calls in this context only. ValueError when the UNet holds several adapters."""
-    calls = {}
-    for processor in _scaled_processors(unet):
+    calls, processors = {}, _scaled_processors(unet)
+    for processor in processors:
         own = processor.scale
         if len(own) != 1 or isinstance(own[0], list):
             raise RegionError("regions need exactly one face adapter with a single scale; unload other IP-Adapters first")
         calls[id(processor)] = [[own[0] * float(f) for f in factors]]
-    with _scales(calls):
+    with _scales(calls, processors):
         yield

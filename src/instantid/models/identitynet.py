@@ -79,19 +79,29 @@ _FACE_INPUTS: ContextVar[dict[int, tuple[FaceTokens, tuple[IdentityNetRegion, ..
 class IdentityNetModel(IdleSkippingControlNetModel):
     """InstantID's IdentityNet (skips idle steps like IdleSkippingControlNetModel)."""
 
+    # The running call's inputs for compiled code, which cannot read the context variable: set by
+    # face_conditioning for the call's duration, safe because every InstantID call holds the call lock.
+    locked_face_inputs = None
+
     @contextmanager
     def face_conditioning(self, tokens: FaceTokens, regions: Sequence[IdentityNetRegion] = ()) -> Iterator[None]:
         """One pipeline call's face inputs, for this context only: set on entry, restored on exit."""
-        token = _FACE_INPUTS.set({**_FACE_INPUTS.get(), id(self): (tokens, tuple(regions))})
+        inputs = (tokens, tuple(regions))
+        token = _FACE_INPUTS.set({**_FACE_INPUTS.get(), id(self): inputs})
+        previous, self.locked_face_inputs = self.locked_face_inputs, inputs
         try:
             yield
         finally:
+            self.locked_face_inputs = previous
             _FACE_INPUTS.reset(token)
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
                 class_labels=None, timestep_cond=None, attention_mask=None, added_cond_kwargs=None,
                 cross_attention_kwargs=None, guess_mode: bool = False, return_dict: bool = True):
-        face_tokens, regions = _FACE_INPUTS.get().get(id(self), (None, ()))
+        if torch.compiler.is_compiling():  # ContextVar.get cannot be traced; see locked_face_inputs
+            face_tokens, regions = self.locked_face_inputs or (None, ())
+        else:
+            face_tokens, regions = _FACE_INPUTS.get().get(id(self), (None, ()))
         if face_tokens is not None:
             encoder_hidden_states = face_tokens.like(encoder_hidden_states)
         common = dict(class_labels=class_labels, timestep_cond=timestep_cond, attention_mask=attention_mask,
