@@ -288,3 +288,25 @@ def test_bad_samples_inside_a_shard_are_skipped_and_counted(converted, tmp_path)
         stream.position.advance(batch, 1)
     assert sum(len(b["index"]) for b in batches) == 1
     assert stream.position.bad_samples == 3
+
+
+def test_a_shard_with_nothing_readable_is_an_error_not_an_endless_loop(converted, tmp_path):
+    """Every image truncated: the stream says so instead of cycling through empty epochs forever."""
+    urls = shard_urls(converted, read_index(converted))
+    unreadable = tmp_path / "unreadable.tar"
+    with tarfile.open(unreadable, "w") as tar:
+        for sample in read_raw_samples(urls[0]):
+            image_ext = json.loads(sample["json"])["image_ext"]
+            sample = {**sample, image_ext: sample[image_ext][: len(sample[image_ext]) // 4]}
+            for ext, value in sample.items():
+                if ext.startswith("__"):
+                    continue
+                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                info.size = len(value)
+                tar.addfile(info, io.BytesIO(value))
+    from instantid.training.data import make_buckets
+    from instantid.training.errors import TrainingDataError
+
+    stream = ShardStream([str(unreadable)], make_buckets(32, 16, 2.0), 2, seed=0)
+    with pytest.raises(TrainingDataError, match="could be decoded"):
+        next(iter(stream.worker_batches(0)))

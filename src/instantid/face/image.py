@@ -377,7 +377,9 @@ def _open_allowed_format(path) -> Image.Image:
     and Pillow's guard stays on for everything else in the process. The plugins are asked in Pillow's way
     (each format's `accept` on the first bytes, then its opener); UnidentifiedImageError when none takes it."""
     Image.init()
-    fp = open(path, "rb")
+    in_memory = isinstance(path, io.BytesIO)  # a shard's encoded bytes (see _open_file)
+    fp = path if in_memory else open(path, "rb")
+    filename = "" if in_memory else os.fspath(path)
     try:
         prefix = fp.read(16)
         for name in ALLOWED_FORMATS:
@@ -386,7 +388,7 @@ def _open_allowed_format(path) -> Image.Image:
                 continue
             fp.seek(0)
             try:
-                image = factory(fp, os.fspath(path))
+                image = factory(fp, filename)
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue  # not this format after all (as Image.open does)
             image._exclusive_fp = True  # closing the image closes the file
@@ -395,4 +397,4 @@ def _open_allowed_format(path) -> Image.Image:
         fp.close()
         raise
     fp.close()
-    raise Image.UnidentifiedImageError(f"cannot identify image file {os.fspath(path)!r}")
+    raise Image.UnidentifiedImageError(f"cannot identify image file {filename or 'in memory'!r}")

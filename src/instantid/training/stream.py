@@ -207,6 +207,9 @@ class ShardStream(torch.utils.data.IterableDataset):
             if held is not None:
                 held["bad_samples"] += carried
                 yield held
+            elif skip == 0:  # a whole epoch with nothing readable would otherwise loop forever
+                raise TrainingDataError(f"none of the {carried} samples of worker {worker}'s shards in epoch {epoch} "
+                                        "could be decoded (see the warnings above); rebuild the shards with prepare-data")
             epoch, skip = epoch + 1, 0
 
     def __iter__(self):
