@@ -55,6 +55,7 @@ class SpyPipe:
 
     face_embedding_dim = 128
     scheduler = object()
+    unet = SimpleNamespace(config={"addition_embed_type": "text_time"})  # an SDXL pipeline, as the entry reads it
 
     def __init__(self):
         self.calls = []
