@@ -51,19 +51,26 @@ def ui_process(state: Path, *options: str):
         process.wait(30)
 
 
-@contextmanager
-def browser_page(url: str):
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module: Playwright's sync API allows one running instance per thread."""
     playwright_api = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Debian's chromium is not on PATH; .ci/run installs it (apt-get install chromium)")
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(url)
-        page.wait_for_selector("#generate")
-        yield page
+        yield browser
         browser.close()
+
+
+@contextmanager
+def browser_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    page.wait_for_selector("#generate")
+    yield page
+    page.close()
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +80,8 @@ def ui_url(tmp_path_factory, tiny_lora):
 
 
 @pytest.fixture(scope="module")
-def page(ui_url):
-    with browser_page(ui_url) as page:
+def page(browser, ui_url):
+    with browser_page(browser, ui_url) as page:
         yield page
 
 
@@ -155,9 +162,9 @@ def test_generate_in_the_browser(page, photos, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def flux_page(tmp_path_factory):
+def flux_page(browser, tmp_path_factory):
     """`instantid ui --tiny --family flux` in the browser."""
-    with ui_process(tmp_path_factory.mktemp("ui-flux"), "--family", "flux") as url, browser_page(url) as page:
+    with ui_process(tmp_path_factory.mktemp("ui-flux"), "--family", "flux") as url, browser_page(browser, url) as page:
         yield page
 
 
