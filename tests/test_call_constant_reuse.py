@@ -10,7 +10,7 @@ from instantid.face.keypoints import draw_kps
 from instantid.models.call_constants import (
     CallConstantImageProjection,
     CallConstantLinear,
-    constant_inputs_computed_once,
+    call_constant_reuse,
 )
 from shared_fixtures import load_parity_pipeline
 
@@ -23,7 +23,7 @@ def pipe():
 
 
 def latents(pipe, cache: bool, **overrides):
-    pipe.compute_constant_inputs_once = cache
+    pipe.reuse_call_constants = cache
     try:
         call = dict(prompt="a person", image_embeds=pipe.embedding, image=draw_kps((64, 64), KPS),
                     num_inference_steps=3, guidance_scale=2.0, output_type="latent",
@@ -31,7 +31,7 @@ def latents(pipe, cache: bool, **overrides):
         call.update(overrides)
         return pipe(**call).images
     finally:
-        pipe.compute_constant_inputs_once = True
+        pipe.reuse_call_constants = True
 
 
 @pytest.mark.parametrize("overrides", [{}, {"guidance_scale": 1.0}, {"control_guidance_end": 0.5},
@@ -54,11 +54,11 @@ def test_each_constant_input_is_computed_once_per_call(pipe, monkeypatch):
 
     @contextmanager
     def recording():
-        with constant_inputs_computed_once() as constants:
+        with call_constant_reuse() as constants:
             seen.update(counts=constants.counts)
             yield constants
 
-    monkeypatch.setattr(mixin_module, "constant_inputs_computed_once", recording)
+    monkeypatch.setattr(mixin_module, "call_constant_reuse", recording)
     latents(pipe, True, num_inference_steps=3)
     counts = seen["counts"]
     # 3 steps: every module computes once and reuses twice (IdentityNet's too: its tokens are one tensor).
@@ -73,14 +73,14 @@ def test_outputs_are_reused_only_for_the_same_tensor_within_a_call():
     x = torch.randn(2, 4)
     with torch.no_grad():
         assert linear(x) is not linear(x)  # outside a call: a plain Linear
-        with constant_inputs_computed_once() as constants:
+        with call_constant_reuse() as constants:
             first = linear(x)
             assert linear(x) is first
             assert linear(x.clone()) is not first  # another tensor (same values): computed
             assert torch.equal(first, plain(x))
         assert constants.counts == {"computed": 2, "reused": 1}
         assert linear(x) is not first  # the call is over
-    with constant_inputs_computed_once():  # gradients on: never reused
+    with call_constant_reuse():  # gradients on: never reused
         assert linear(x) is not linear(x)
 
 

@@ -67,11 +67,11 @@ def test_idle_steps_skipped_bit_identically(parity):
     try:
         skipped = run_case(fixture, pipe, "scale06_end05")
         skipped_runs = len(runs)
-        pipe.skip_zero_scale_controlnets = False
+        pipe.skip_idle_steps = False
         runs.clear()
         full = run_case(fixture, pipe, "scale06_end05")
     finally:
-        pipe.skip_zero_scale_controlnets = True
+        pipe.skip_idle_steps = True
         handle.remove()
     assert (skipped_runs, len(runs)) == (6, 12)  # window 0-0.5 of 12 steps: steps 6-11 idle
     assert torch.equal(skipped, full)

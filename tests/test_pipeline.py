@@ -168,12 +168,12 @@ def test_controlnet_is_not_run_outside_its_window_and_output_is_identical(pipe):
     try:
         skipped = run(pipe, num_inference_steps=4, control_guidance_end=0.5)
         ran_with_skip = len(runs)
-        pipe.skip_zero_scale_controlnets = False
+        pipe.skip_idle_steps = False
         runs.clear()
         full = run(pipe, num_inference_steps=4, control_guidance_end=0.5)
         ran_without_skip = len(runs)
     finally:
-        pipe.skip_zero_scale_controlnets = True
+        pipe.skip_idle_steps = True
         hook.remove()
     assert torch.equal(skipped, full)  # zero residuals change nothing, bit for bit
     assert ran_without_skip == 4  # one run per step

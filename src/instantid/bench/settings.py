@@ -21,8 +21,8 @@ FACE_BACKENDS = ("dlib", "antelopev2", "none")
 # InstantID's own speed-ups by name, each a pipeline attribute; `compare_without` adds cases with one turned off.
 # idle-step skipping: a ControlNet at scale 0 (outside its control window) is not run; call-constant reuse:
 # face tokens and cross-attention keys/values computed once per call (models/call_constants.py).
-INSTANTID_SPEEDUPS = {"idle-step-skipping": "skip_zero_scale_controlnets",
-                      "call-constant-reuse": "compute_constant_inputs_once"}
+INSTANTID_SPEEDUPS = {"idle-step-skipping": "skip_idle_steps",
+                      "call-constant-reuse": "reuse_call_constants"}
 
 
 class BenchSettingsError(UsageError):

@@ -57,7 +57,7 @@ class CallConstants:
 
 
 @contextmanager
-def constant_inputs_computed_once() -> Iterator[CallConstants]:
+def call_constant_reuse() -> Iterator[CallConstants]:
     """The scope of one pipeline call: inside it the call-constant modules compute each output once."""
     constants = CallConstants()
     token = _ACTIVE.set(constants)

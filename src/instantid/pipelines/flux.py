@@ -101,12 +101,12 @@ class FluxInstantIDMixin:
         return self.controlnet
 
     @property
-    def skip_zero_scale_controlnets(self) -> bool:
+    def skip_idle_steps(self) -> bool:
         """Don't run IdentityNet at steps where the control window gives it weight 0 (bit-identical output)."""
         return bool(self.identitynet.skip_idle_steps)
 
-    @skip_zero_scale_controlnets.setter
-    def skip_zero_scale_controlnets(self, value: bool) -> None:
+    @skip_idle_steps.setter
+    def skip_idle_steps(self, value: bool) -> None:
         self.identitynet.skip_idle_steps = bool(value)
 
     # ---- loading: the released name

@@ -37,7 +37,7 @@ from ..errors import CheckpointError, UsageError
 from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
 from ..models.adapter_scales import adapter_scale, install_call_scaled_processors
 from ..models.call_constants import (
-    constant_inputs_computed_once,
+    call_constant_reuse,
     install_call_constant_modules,
     remove_call_constant_modules,
 )
@@ -75,7 +75,7 @@ class InstantIDMixin:
     # Name of the stock __call__ argument holding the ControlNet condition image(s).
     control_image_argument: str = "image"
     # Compute face tokens and cross-attention keys/values once per call, not at every step (bit-identical).
-    compute_constant_inputs_once: bool = True
+    reuse_call_constants: bool = True
 
     # ---- the ControlNets as InstantID declares them
 
@@ -123,12 +123,12 @@ class InstantIDMixin:
         return derived
 
     @property
-    def skip_zero_scale_controlnets(self) -> bool:
+    def skip_idle_steps(self) -> bool:
         """Don't run a ControlNet at steps where its control window gives it weight 0 (bit-identical output)."""
         return all(getattr(net, "skip_idle_steps", False) for net in self.controlnets)
 
-    @skip_zero_scale_controlnets.setter
-    def skip_zero_scale_controlnets(self, value: bool) -> None:
+    @skip_idle_steps.setter
+    def skip_idle_steps(self, value: bool) -> None:
         for net in self.controlnets:
             net.skip_idle_steps = bool(value)
 
@@ -246,8 +246,8 @@ class InstantIDMixin:
             regions = stack.enter_context(regional_conditioning(
                 self, call, cfg=cfg, rows=rows, face_region_mask=face_region_mask, identity_regions=identity_regions))
             stack.enter_context(self.identitynet.face_conditioning(face_tokens, regions))
-            if self.compute_constant_inputs_once:
-                stack.enter_context(constant_inputs_computed_once())
+            if self.reuse_call_constants:
+                stack.enter_context(call_constant_reuse())
             # PIL images are made from the float output (as diffusers makes them), so NaN is seen, not saved black.
             to_pil = call.get("output_type", "pil") == "pil" and call.get("padding_mask_crop") is None
             if to_pil:
