@@ -107,8 +107,8 @@ def run(args) -> int:
                                   interpolate=other, weights=args.weights, yaw=args.yaw, **entry_options(job),
                                   **limit_kwargs(args), **values)
     face_detail.report(result)
-    metadata = {"command": "generate", **result.parameters, "loras": [list(lora) for lora in loras],
-                "faces": [str(f) for f in args.face], "pose": args.pose, **models}
+    metadata = result.metadata("generate", models, loras=[list(lora) for lora in loras],
+                               faces=[str(f) for f in args.face], pose=args.pose)
     series = result.series()
     for label, images in series:
         write_pngs(images, args.out, {**metadata, "variant": label} if label else metadata, label)

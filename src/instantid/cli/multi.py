@@ -114,7 +114,7 @@ def run(args) -> int:
                                      **{k: job[k] for k in face_detail.OPTIONS},
                                      **limit_kwargs(args), **values)
     face_detail.report(result)
-    metadata = {"command": "multi", **result.parameters, "face_backend": analyzer.name,
-                "faces": [str(f) for f in args.face], "layout": args.layout, **models}
+    metadata = result.metadata("multi", models, face_backend=analyzer.name, faces=[str(f) for f in args.face],
+                               layout=args.layout)
     write_pngs(result.images, args.out, metadata)
     return 0

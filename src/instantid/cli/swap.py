@@ -136,8 +136,8 @@ def run(args) -> int:
     else:
         size = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"]) if args.tiny else (None, None)
         result = face_swap.swap_whole_image(pipe, condition, args.target, width=size[0], height=size[1], **common)
-    metadata = {"command": "swap", **result.parameters, "working_size": working_size, "mask_grow": args.mask_grow,
-                "feather": args.feather, "faces": [str(f) for f in args.face], "target": str(args.target), **models}
+    metadata = result.metadata("swap", models, working_size=working_size, mask_grow=args.mask_grow,
+                               feather=args.feather, faces=[str(f) for f in args.face], target=str(args.target))
     write_pngs(result.images[:1], args.out, metadata)
     if args.mask_out and result.mask is not None:
         import numpy as np
