@@ -8,7 +8,7 @@ import math
 
 from ..params import PARAMS_BY_NAME, TINY_DEFAULTS
 from . import face_detail
-from .checks import add_limit_options, check_common_args, check_size, entry_options, limit_kwargs
+from .checks import add_limit_options, check_common_args, check_size, limit_kwargs
 from .common import add_generation_options, add_model_options, face_analyzer, load_from_args, write_pngs
 
 EXAMPLE = """\
