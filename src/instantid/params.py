@@ -44,29 +44,35 @@ class Param:
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
-    def check(self, value):
-        """Range-check a value from any front end: NaN and infinities are refused (NaN passes every `<`
-        comparison, so a plain range check would let it through to an all-black image)."""
+    def check(self, value, label: str | None = None):
+        """Range-check a value from any front end, the one validator of a table row: NaN and infinities are
+        refused (NaN passes every `<` comparison, so a plain range check would let it through to an all-black
+        image). Errors name `label` (default: the CLI flag; the service names its field)."""
         import math
         import numbers
 
         from .errors import UsageError
 
+        label = label or self.flag
         if self.choices is not None:
             if value not in self.choices:
-                raise UsageError(f"{self.flag} must be one of {', '.join(map(str, self.choices))}, got {str(value)[:64]!r}")
+                raise UsageError(f"{label} must be one of {', '.join(map(str, self.choices))}, got {str(value)[:64]!r}")
             return value
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise UsageError(f"{self.flag} must be a{'n integer' if self.type is int else ' number'}, got {value!r}")
+            raise UsageError(f"{label} must be a{'n integer' if self.type is int else ' number'}, got {value!r}")
         if not math.isfinite(value):
-            raise UsageError(f"{self.flag} must be a finite number, got {value}")
+            raise UsageError(f"{label} must be a finite number, got {value}")
         if self.type is int and not float(value).is_integer():
-            raise UsageError(f"{self.flag} must be an integer, got {value}")
+            raise UsageError(f"{label} must be an integer, got {value}")
         too_low = self.min is not None and (value <= self.min if self.min_open else value < self.min)
         if too_low or (self.max is not None and value > self.max):
             span = f"in ({self.min}, {self.max}]" if self.min_open else f"between {self.min} and {self.max}"
-            raise UsageError(f"{self.flag} must be {span}, got {value}")
+            raise UsageError(f"{label} must be {span}, got {value}")
         return value
+
+    def label(self, field_names: bool) -> str:
+        """What an error calls this row: its field name (the service, the library) or its CLI flag."""
+        return self.name if field_names else self.flag
 
 
 GENERATION_PARAMS: tuple[Param, ...] = (
@@ -189,11 +195,12 @@ def split_params(kwargs: dict) -> tuple[dict, dict]:
             {k: v for k, v in kwargs.items() if k not in PARAMS_BY_NAME})
 
 
-def resolve(given: dict | None = None, skip=frozenset(), family: str | None = None) -> dict:
+def resolve(given: dict | None = None, skip=frozenset(), family: str | None = None, field_names: bool = False) -> dict:
     """Every parameter of the table (less `skip` and those not for `family`): the given value, else the family's
-    default (the table's); range-checked.
+    default (the table's); range-checked (Param.check).
 
-    Raises UsageError naming the flag and the allowed range, or the contradicting pair."""
+    Raises UsageError naming the flag (the field with `field_names`) and the allowed range, or the contradicting
+    pair."""
     from .errors import UsageError
 
     given = dict(given or {})
@@ -207,19 +214,21 @@ def resolve(given: dict | None = None, skip=frozenset(), family: str | None = No
             continue
         value = given.get(param.name)
         value = family_default(param.name, family) if value is None else value
-        values[param.name] = None if value is None else param.type(param.check(value))
+        values[param.name] = None if value is None else param.type(param.check(value, param.label(field_names)))
     multiple = FAMILY_SIZE_MULTIPLE.get(family or "sdxl")
     for name in ("width", "height"):
         if multiple and values.get(name) is not None and values[name] % multiple:
-            raise UsageError(f"{PARAMS_BY_NAME[name].flag} must be a multiple of {multiple} pixels for "
+            raise UsageError(f"{PARAMS_BY_NAME[name].label(field_names)} must be a multiple of {multiple} pixels for "
                              f"{family.upper()} models, got {values[name]}")
     start, end = values.get("control_guidance_start"), values.get("control_guidance_end")
     if start is not None and end is not None and start >= end:
-        raise UsageError(f"--control-start ({start}) must be below --control-end ({end})")
+        first, last = (PARAMS_BY_NAME[n].label(field_names) for n in ("control_guidance_start", "control_guidance_end"))
+        raise UsageError(f"{first} ({start}) must be below {last} ({end})")
     return values
 
 
-def generation_values(given: dict, *, tiny: bool = False, skip=frozenset(), family: str | None = None) -> dict:
+def generation_values(given: dict, *, tiny: bool = False, skip=frozenset(), family: str | None = None,
+                      field_names: bool = False) -> dict:
     """The table's values (less `skip`) for a front end's options: given (None = not given), else TINY_DEFAULTS
     with `tiny`, else the family's defaults; checked by `resolve`. Keys of `given` outside the table are ignored."""
     chosen = {}
@@ -227,7 +236,12 @@ def generation_values(given: dict, *, tiny: bool = False, skip=frozenset(), fami
         if param.name not in skip:
             value = given.get(param.name)
             chosen[param.name] = TINY_DEFAULTS.get(param.name) if value is None and tiny else value
-    return resolve(chosen, skip=skip, family=family)
+    return resolve(chosen, skip=skip, family=family, field_names=field_names)
+
+
+def job_default(name: str):
+    """A per-job knob's default (JOB_PARAMS): what an entry uses when it is not given."""
+    return JOB_PARAMS_BY_NAME[name].default
 
 
 def seeded_generator(seed: int):

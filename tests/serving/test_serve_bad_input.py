@@ -70,7 +70,7 @@ CASES = [
     ("prompt as file", "post", "/v1/generations",
      lambda p: _form(p, drop=["prompt"], files=[("prompt", ("prompt.txt", b"a portrait"))]), 422, ["prompt"]),
     ("steps zero", "post", "/v1/generations", lambda p: _form(p, data={"num_inference_steps": "0"}), 422,
-     ["num_inference_steps", "greater than or equal to 1"]),
+     ["num_inference_steps", "between 1 and 500"]),
     ("steps too many", "post", "/v1/generations", lambda p: _form(p, data={"num_inference_steps": "100000"}), 422,
      ["num_inference_steps"]),
     ("steps not a number", "post", "/v1/generations", lambda p: _form(p, data={"num_inference_steps": "abc"}), 422,

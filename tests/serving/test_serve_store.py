@@ -82,6 +82,33 @@ def test_finish_writes_outputs_with_the_status(open_):
     assert store.claim_stats() == {"w": {"claimed": 1, "done": 1}}
 
 
+# What submissions.accept stored as a job's request before JobRequest (release 1342bbf): the table's values under
+# "values", each ControlNet as [photo, scale], LoRA scales as {name: scale}.
+OLD_SHAPE = {"values": {"num_inference_steps": 4, "guidance_scale": 5.0, "controlnet_conditioning_scale": 0.8,
+                        "ip_adapter_scale": 0.8, "control_guidance_start": 0.0, "control_guidance_end": 1.0, "seed": 3,
+                        "width": 128, "height": 128, "num_images_per_prompt": 1, "negative_face_noise": 0.0},
+             "prompt": "a portrait", "negative_prompt": "", "style": "neon", "faces": ["face_0.png"], "pose": None,
+             "controls": {"canny": ["canny.png", 0.5]}, "scheduler": "euler_a", "loras": {"sketch": 0.7, "other": 0.0},
+             "face_index": 1, "face_detail": "auto", "face_detail_strength": 0.5}
+
+
+def test_a_job_queued_before_the_upgrade_is_read_after_it(open_):
+    from instantid.serving.schemas import UnreadableRequest, stored_request
+
+    store = open_()
+    job_id = store.stage({"face_0.png": b"photo", "canny.png": b"edges"})
+    store.enqueue(job_id, OLD_SHAPE, 100)
+    request = stored_request(store.claim_next("w").request)  # what the worker runs
+    assert (request.faces, request.pose, request.controls, request.canny_scale) == (["face_0.png"], None,
+                                                                                      {"canny": "canny.png"}, 0.5)
+    assert request.parameters() | {k: v for k, v in OLD_SHAPE["values"].items()} == request.parameters()
+    assert (request.prompt, request.style, request.scheduler, request.loras, request.face_index, request.face_detail,
+            request.face_detail_strength) == ("a portrait", "neon", "euler_a", "sketch:0.7", 1, "auto", 0.5)
+    assert stored_request(request.model_dump(mode="json")) == request  # today's shape reads as itself
+    with pytest.raises(UnreadableRequest, match="bogus: unknown field"):
+        stored_request({**OLD_SHAPE, "values": {**OLD_SHAPE["values"], "bogus": 1}})
+
+
 def test_lease_expiry_requeues_then_fails_and_a_stale_attempt_cannot_finish(open_):
     store = open_(lease_s=0.3, max_attempts=2)
     job_id = _submit(store)

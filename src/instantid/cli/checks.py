@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-from ..checks import check_device, check_finite, check_input_file, check_json_object, check_output_file
-from ..errors import CheckpointError, ImageReadError, UsageError, WeightsNotFoundError
-from ..limits import OUTPUT_PIXELS_ENV, check_output_size, check_photo_count, check_prompt, memory_warning
+from ..checks import check_finite, check_input_file, check_output_file
+from ..errors import ImageReadError, UsageError
+from ..limits import OUTPUT_PIXELS_ENV, check_output_size, memory_warning
 from ..output import check_out_arg
 
-MAX_YAW_DEGREES = 90.0  # a full profile; past it the keypoints would be behind the head
 KPS_OUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -75,82 +73,35 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (mps is not None and mps.is_available())
 
 
-def check_model_options(args) -> None:
-    """Device, --tiny's ignored options, and local model paths that do not exist or are not what they claim."""
-    from ..pipelines.hub import DEFAULT_BASE, RELEASED_REPO, looks_like_local_path
+def check_model_options(args, controlnets=(), loras=()) -> None:
+    """The model options' library checks (LoadOptions.check: device, model and LoRA paths), warnings printed."""
+    from .common import load_options
 
-    check_device(args.device)
-    if args.tiny:
-        ignored = [flag for flag, value, default in (("--base", args.base, DEFAULT_BASE),
-                                                     ("--identitynet", args.identitynet, RELEASED_REPO),
-                                                     ("--adapter", args.adapter, RELEASED_REPO)) if value != default]
-        if ignored:
-            print(f"warning: --tiny uses tiny random weights; {', '.join(ignored)} ignored")
-        return
-    for flag, spec in (("--base", args.base), ("--identitynet", args.identitynet), ("--adapter", args.adapter)):
-        path = Path(spec).expanduser()
-        if not _exists(path, flag, CheckpointError):
-            if looks_like_local_path(spec):
-                raise WeightsNotFoundError(f"{flag} {spec} not found; pass an existing file or folder (or a Hub id)")
-            continue  # a Hub id: resolved (cache or download) when loading
-        if path.is_dir():
-            if flag == "--identitynet":
-                check_controlnet_config(path / "ControlNetModel" if (path / "ControlNetModel").is_dir() else path, flag)
-            continue
-        check_input_file(path, f"{flag} file", error=CheckpointError)
-        if flag == "--adapter":
-            from ..models.adapter import check_adapter_file_header
-
-            check_adapter_file_header(path)
-
-
-def _exists(path: Path, what: str, error: type) -> bool:
-    """Path.exists, but a path the system cannot even look up (too long, a loop) is refused by name."""
-    try:
-        return path.exists()
-    except OSError:
-        check_input_file(path, what, error=error)  # raises with what the path is
-        raise
-
-
-def check_controlnet_config(folder: Path, flag: str) -> None:
-    """A ControlNet folder's config.json must be a JSON object (else diffusers' error reads like a network one)."""
-    if (folder / "config.json").exists():
-        check_json_object(folder / "config.json", f"{flag} config.json", error=CheckpointError)
-
-
-def check_lora_specs(specs: list[tuple[str, float]]) -> None:
-    from ..pipelines.hub import looks_like_local_path
-
-    for spec, scale in specs:
-        check_finite(scale, f"--lora {spec} scale")
-        path = Path(spec).expanduser()
-        if _exists(path, "--lora file", CheckpointError):
-            if not path.is_dir():
-                check_input_file(path, "--lora file", error=CheckpointError)
-        elif looks_like_local_path(spec) or path.suffix:
-            raise CheckpointError(f"--lora file {spec} not found; check the path (Hub ids look like owner/name)")
+    for warning in load_options(args, controlnets, loras).check():
+        print(f"warning: {warning}")
 
 
 def check_photo(path, flag: str) -> None:
     check_input_file(path, f"{flag} photo", error=ImageReadError)
 
 
-def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
-    """Everything `instantid generate` can refuse without a model."""
-    from ..pipelines.conditions import CONDITION_KINDS
-    from ..params import generation_values
-    from ..pipelines.styles import get_style
-
-    check_out_arg(args.out)
-    check_photo_count(len(args.face))
-    check_prompt(args.prompt)
-    check_prompt(args.negative_prompt, "--negative-prompt")
-    check_model_options(args)
+def check_request_args(args, *, skip=frozenset(), photos: int = 0, loras=()) -> tuple[dict, dict]:
+    """The library's checks of the model options and of the request (pipelines/request.check_request), with
+    the CLI's flags in the errors; returns (generation values, per-job knobs)."""
+    from ..pipelines.request import check_request
     from .common import family_of_args
 
-    values = generation_values(vars(args), tiny=args.tiny, family=family_of_args(args))
-    get_style(args.style, args.styles_file)
+    check_model_options(args, loras=loras)
+    return check_request(vars(args), family=family_of_args(args), tiny=args.tiny, skip=skip, photos=photos,
+                         styles_file=getattr(args, "styles_file", None))
+
+
+def check_generate_args(args, loras: list[tuple[str, float]]) -> tuple[dict, dict]:
+    """Everything `instantid generate` can refuse without a model; returns (generation values, per-job knobs)."""
+    from ..pipelines.conditions import CONDITION_KINDS
+
+    check_out_arg(args.out)
+    values, job = check_request_args(args, photos=len(args.face), loras=loras)
     problems = []
     for face in args.face:  # unreadable references are skipped later, but not all of them
         try:
@@ -159,38 +110,22 @@ def check_generate_args(args, loras: list[tuple[str, float]]) -> None:
             problems.append(str(err))
     if len(problems) == len(args.face):
         raise ImageReadError("no readable --face photo: " + "; ".join(problems))
-    if args.pose:
-        check_photo(args.pose, "--pose")
+    for flag, photo in (("--pose", args.pose), ("--interpolate", args.interpolate)):
+        if photo:
+            check_photo(photo, flag)
     for kind in CONDITION_KINDS.values():
         if getattr(args, kind.name):
             check_photo(getattr(args, kind.name), f"--{kind.name}")
             check_finite(getattr(args, f"{kind.name}_scale"), f"--{kind.name}-scale")
-    if args.interpolate and args.yaw:
-        raise UsageError("use either --interpolate or --yaw, not both")
-    if args.interpolate:
-        check_photo(args.interpolate, "--interpolate")
-        bad = [w for w in args.weights if not 0.0 <= w <= 1.0]
-        if bad:
-            raise UsageError(f"--weights must lie in [0, 1] (0 = --face, 1 = --interpolate), got {bad[0]}")
-    if args.yaw:
-        bad = [d for d in args.yaw if abs(d) > MAX_YAW_DEGREES]
-        if bad:
-            raise UsageError(f"--yaw angles must lie in [-{MAX_YAW_DEGREES:g}, {MAX_YAW_DEGREES:g}] degrees, got {bad[0]:g}")
-    if args.kps is not None:
-        from ..face.keypoints import check_kps  # numpy and OpenCV: not at --help time
-
-        check_kps(args.kps, "--kps")
-    check_lora_specs(loras)
     if values["width"] and values["height"]:  # last: its memory warning asks torch whether a GPU is there
         check_size(args, values["width"], values["height"], values["num_images_per_prompt"])
+    return values, job
 
 
-def check_common_args(args, photos=()) -> None:
-    """What `swap` and `multi` can refuse without a model: --out, prompts, device and model paths, photo files."""
+def check_common_args(args, photos=(), *, skip=frozenset()) -> tuple[dict, dict]:
+    """What `swap` and `multi` can refuse without a model: --out, the family, the request (check_request_args: model
+    options, prompts, the table's values but `skip`), photo files. Returns (generation values, per-job knobs)."""
     check_out_arg(args.out)
-    check_prompt(args.prompt)
-    check_prompt(getattr(args, "negative_prompt", None), "--negative-prompt")
-    check_model_options(args)
     from .common import family_of_args
 
     if family_of_args(args) == "flux":
@@ -198,9 +133,16 @@ def check_common_args(args, photos=()) -> None:
                          "`instantid generate --family flux`, or the SDXL family here")
     for scale in getattr(args, "scale", None) or []:
         check_positive_finite(scale, "--scale", allow_zero=True)
+    values, job = check_request_args(args, skip=skip)
     for flag, path in photos:
         if path:
             check_photo(path, flag)
+    return values, job
+
+
+def entry_options(job: dict) -> dict:
+    """The library entries' keywords among a request's per-job knobs (the sampler is a loading option)."""
+    return {name: value for name, value in job.items() if name != "scheduler"}
 
 
 def check_faces_args(args) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..params import JOB_PARAMS_BY_NAME, generation_values
+from ..params import JOB_PARAMS_BY_NAME
 from ..pipelines.loading import parse_lora_spec
 from . import face_detail
-from .checks import add_limit_options, check_generate_args, check_size, finite_list, limit_kwargs
-from .common import (add_generation_options, add_model_options, add_param_option, face_analyzer, family_of_args,
-                     load_from_args, write_pngs)
+from .checks import add_limit_options, check_generate_args, check_size, entry_options, finite_list, limit_kwargs
+from .common import add_generation_options, add_model_options, add_param_option, face_analyzer, load_from_args, write_pngs
 
 EXAMPLE = """\
 example:
@@ -83,17 +82,8 @@ def _extra_controls(args) -> list:
             for kind in CONDITION_KINDS.values() if getattr(args, kind.name)]
 
 
-def check_args(args) -> dict:
-    """Everything that needs no model (files, --out, model paths, sizes, styles, LoRAs: cli/checks.py; the
-    face-detail pass). Returns the generation parameter values."""
-    values = generation_values(vars(args), tiny=args.tiny, family=family_of_args(args))
-    face_detail.check(args, values)
-    check_generate_args(args, [parse_lora_spec(spec) for spec in args.lora])
-    return values
-
-
 def run(args) -> int:
-    values = check_args(args)
+    values, job = check_generate_args(args, [parse_lora_spec(spec) for spec in args.lora])  # before any model
     from ..pipelines.condition import face_condition
     from ..pipelines.from_photos import generate_from_photos
     from ..pipelines.variations import contact_sheet
@@ -112,14 +102,13 @@ def run(args) -> int:
 
     pipe, models = load_from_args(args, analyzer, controlnets=[c.model for c in controls], loras=loras)
     result = generate_from_photos(pipe, condition, args.prompt, analyzer=analyzer,
-                                  negative_prompt=args.negative_prompt, style=args.style,
-                                  styles_file=args.styles_file, prompt_weighting=args.prompt_weighting,
-                                  kps=args.kps, controls=controls, interpolate=other, weights=args.weights, yaw=args.yaw,
-                                  face_index=args.face_index, **face_detail.entry_options(args), **limit_kwargs(args),
-                                  **values)
+                                  negative_prompt=args.negative_prompt, styles_file=args.styles_file,
+                                  prompt_weighting=args.prompt_weighting, kps=args.kps, controls=controls,
+                                  interpolate=other, weights=args.weights, yaw=args.yaw, **entry_options(job),
+                                  **limit_kwargs(args), **values)
     face_detail.report(result)
-    metadata = {"command": "generate", **result.parameters, "loras": [list(lora) for lora in loras],
-                "faces": [str(f) for f in args.face], "pose": args.pose, **models}
+    metadata = result.metadata("generate", models, loras=[list(lora) for lora in loras],
+                               faces=[str(f) for f in args.face], pose=args.pose)
     series = result.series()
     for label, images in series:
         write_pngs(images, args.out, {**metadata, "variant": label} if label else metadata, label)

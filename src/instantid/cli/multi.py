@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..params import PARAMS_BY_NAME, TINY_DEFAULTS, generation_values
+from ..params import PARAMS_BY_NAME, TINY_DEFAULTS
 from . import face_detail
 from .checks import add_limit_options, check_common_args, check_size, limit_kwargs
 from .common import add_generation_options, add_model_options, face_analyzer, load_from_args, write_pngs
@@ -88,9 +88,8 @@ def _requested_size(args) -> tuple[int, int] | None:
 def run(args) -> int:
     from ..errors import RegionError
 
-    check_common_args(args, [("--face", f) for f in args.face] + [("--layout", args.layout)])  # before any model
-    values = generation_values(vars(args), tiny=args.tiny, skip=_SIZE)
-    face_detail.check(args, values)
+    values, job = check_common_args(args, [("--face", f) for f in args.face] + [("--layout", args.layout)],
+                                    skip=_SIZE)  # before any model
     size = _requested_size(args)
     scales = args.scale or [1.0] * len(args.face)
     if len(scales) != len(args.face):
@@ -111,10 +110,11 @@ def run(args) -> int:
         check_size(args, *output_size, values["num_images_per_prompt"])
     pipe, models = load_from_args(args, analyzer)
     result = generate_multi_identity(pipe, identities, args.prompt, width=output_size[0], height=output_size[1],
-                                     negative_prompt=args.negative_prompt, **face_detail.entry_options(args),
+                                     negative_prompt=args.negative_prompt,
+                                     **{k: job[k] for k in face_detail.OPTIONS},
                                      **limit_kwargs(args), **values)
     face_detail.report(result)
-    metadata = {"command": "multi", **result.parameters, "face_backend": analyzer.name,
-                "faces": [str(f) for f in args.face], "layout": args.layout, **models}
+    metadata = result.metadata("multi", models, face_backend=analyzer.name, faces=[str(f) for f in args.face],
+                               layout=args.layout)
     write_pngs(result.images, args.out, metadata)
     return 0

@@ -91,10 +91,9 @@ def check_service_args(args) -> None:
     """What `serve` and `ui` can refuse before any model loads: model options, device, the state folder."""
     from ..checks import check_output_dir
     from ..pipelines.loading import parse_lora_spec
-    from .checks import check_lora_specs, check_model_options
+    from .checks import check_model_options
 
-    check_model_options(args)
-    check_lora_specs([parse_lora_spec(spec) for spec in args.lora])
+    check_model_options(args, loras=[parse_lora_spec(spec) for spec in args.lora])
     check_output_dir(args.state_dir, "--state-dir")
 
 

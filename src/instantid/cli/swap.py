@@ -13,7 +13,6 @@ from ..params import (
     SWAP_STRENGTH,
     SWAP_WORKING_SIDE,
     TINY_DEFAULTS,
-    generation_values,
 )
 from .checks import add_limit_options, check_common_args, check_positive_finite, check_size, limit_kwargs
 from .common import add_generation_options, add_model_options, face_analyzer, load_from_args, write_pngs
@@ -81,10 +80,10 @@ def check_args(args) -> tuple[dict, float, int]:
     from ..errors import UsageError
     from ..pipelines.strength import check_strength_and_steps
 
-    check_common_args(args, [("--target", args.target)] + [("--face", f) for f in args.face])
+    values, _ = check_common_args(args, [("--target", args.target)] + [("--face", f) for f in args.face],
+                                  skip=_NOT_FOR_SWAP)
     if args.mask_out:
         check_output_file(args.mask_out, "--mask-out file", suffixes=MASK_OUT_SUFFIXES)
-    values = generation_values(vars(args), tiny=args.tiny, skip=_NOT_FOR_SWAP)
     checked = {"strength": args.strength if args.strength is not None else STRENGTH_DEFAULTS[args.region],
                "num_inference_steps": values["num_inference_steps"]}
     check_strength_and_steps(checked, STRENGTH_DEFAULTS[args.region], values["num_inference_steps"])
@@ -137,8 +136,8 @@ def run(args) -> int:
     else:
         size = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"]) if args.tiny else (None, None)
         result = face_swap.swap_whole_image(pipe, condition, args.target, width=size[0], height=size[1], **common)
-    metadata = {"command": "swap", **result.parameters, "working_size": working_size, "mask_grow": args.mask_grow,
-                "feather": args.feather, "faces": [str(f) for f in args.face], "target": str(args.target), **models}
+    metadata = result.metadata("swap", models, working_size=working_size, mask_grow=args.mask_grow,
+                               feather=args.feather, faces=[str(f) for f in args.face], target=str(args.target))
     write_pngs(result.images[:1], args.out, metadata)
     if args.mask_out and result.mask is not None:
         import numpy as np

@@ -165,12 +165,15 @@ def cross_attention_widths(unet) -> dict[int, int]:
     return {idx: int(attn.to_k.out_features) for idx, attn in cross_attention_modules(unet).items()}
 
 
-def check_adapter_fits_unet(state_dict: AdapterStateDict, unet) -> ResamplerShape:
-    """Refuse, naming the mismatch, an adapter whose shapes don't fit `unet`. Works on meta tensors."""
+def check_adapter_fits_unet(state_dict: AdapterStateDict, unet, *, values_checked: bool = False) -> ResamplerShape:
+    """Refuse, naming the mismatch, an adapter whose shapes don't fit `unet`. Works on meta tensors.
+    `values_checked`: the dict comes from load_adapter_state_dict, which checked every tensor already (one pass
+    over the weights per load, not two)."""
     if not isinstance(state_dict, dict) or set(state_dict) != set(PARTS):
         keys = sorted(map(str, state_dict))[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
         raise CheckpointError(f"an adapter state dict needs exactly the keys {list(PARTS)}, got {keys}")
-    check_adapter_values(state_dict)
+    if not values_checked:
+        check_adapter_values(state_dict)
     shape = resampler_shape(state_dict["image_proj"])
     cross_dim = unet.config.cross_attention_dim
     if shape.output_dim != cross_dim:

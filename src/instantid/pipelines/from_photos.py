@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..face.types import FaceAnalyzer
-from ..params import INTERPOLATION_WEIGHTS, resolve_call, seeded_generator
+from ..params import INTERPOLATION_WEIGHTS, job_default, resolve_call, seeded_generator
 from .condition import FaceCondition, as_face_condition, check_embedding_size
 from .results import GenerationResult, concat_images, result_parameters
 
@@ -33,14 +33,12 @@ def _check_flux_options(controls, prompt_weighting: bool, face_detail: str) -> N
 
 def _series(condition: FaceCondition, interpolate: FaceCondition | None, weights, yaw) -> list[tuple[str, FaceCondition]]:
     """(label, condition) per variant: one plain, or an identity-interpolation / head-pose series."""
+    from .request import check_series
     from .variations import interpolate_embeddings, turn_head
 
-    if interpolate is not None and yaw:
-        raise UsageError("use either interpolate (--interpolate) or yaw (--yaw), not both")
+    check_series(interpolate is not None, weights, yaw)
     if interpolate is not None:
         weights = [float(w) for w in weights]
-        if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
-            raise UsageError(f"interpolation weights must be in [0, 1], got {weights}")
         mixed = interpolate_embeddings(condition.embedding, interpolate.embedding, weights)
         return [(f"w{w:.2f}", replace(condition, embedding=e)) for w, e in zip(weights, mixed)]
     if yaw:
@@ -49,11 +47,11 @@ def _series(condition: FaceCondition, interpolate: FaceCondition | None, weights
 
 
 def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyzer | None = None, pose_photo=None,
-                         kps=None, negative_prompt: str | None = None, style: str = "none", styles_file=None,
+                         kps=None, negative_prompt: str | None = None, style: str | None = None, styles_file=None,
                          prompt_weighting: bool = False, controls: Sequence = (), interpolate=None,
                          weights: Sequence[float] = INTERPOLATION_WEIGHTS, yaw: Sequence[float] | None = None,
-                         face_index: int = 0, face_detail: str = "off", face_detail_strength: float | None = None,
-                         **kwargs) -> GenerationResult:
+                         face_index: int | None = None, face_detail: str | None = None,
+                         face_detail_strength: float | None = None, **kwargs) -> GenerationResult:
     """Images of the person in `face_photos` (several photos of one person: embeddings averaged).
 
     face_photos: paths, PIL images or arrays (analysed with `analyzer`), or a FaceCondition already made
@@ -65,7 +63,8 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
     interpolate (photos or a FaceCondition) with `weights`, or `yaw` (degrees): a series, one image per value.
     face_index: in group photos, the N-th largest face of each photo (0 = largest).
     face_detail ("off", "auto", "on") / face_detail_strength: repaint small faces after generation
-        (pipelines/face_detail.py).
+        (pipelines/face_detail.py). These per-job knobs and `style` default from params.JOB_PARAMS (None = its
+        default).
     Generation parameters (`instantid.params`: num_inference_steps, guidance_scale,
     controlnet_conditioning_scale, ip_adapter_scale, control_guidance_start/end, seed, width, height,
     num_images_per_prompt, negative_face_noise) default from that table and are range-checked. `seed` makes the generator
@@ -80,8 +79,9 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
 
     family = family_of_pipeline(pipe)
     values, kwargs, seed = resolve_call(kwargs, family=family)  # seed None: the caller's `generator` is used
-    face_detail, face_detail_strength = checked_options(face_detail, face_detail_strength,
-                                                        values["num_inference_steps"])
+    style, face_index = style or job_default("style"), job_default("face_index") if face_index is None else face_index
+    face_detail, face_detail_strength = checked_options(face_detail or job_default("face_detail"),
+                                                        face_detail_strength, values["num_inference_steps"])
     if family == "flux":
         _check_flux_options(controls, prompt_weighting, face_detail)
     condition = as_face_condition(face_photos, analyzer, pose_photo, face_index=face_index)

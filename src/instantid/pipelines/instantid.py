@@ -142,7 +142,7 @@ class InstantIDMixin:
         values are read from the checkpoint's shapes. `scale` is the default adapter strength.
         """
         state_dict = model_ckpt if isinstance(model_ckpt, dict) else load_adapter_state_dict(model_ckpt)
-        shape = check_adapter_fits_unet(state_dict, self.unet)
+        shape = check_adapter_fits_unet(state_dict, self.unet, values_checked=state_dict is not model_ckpt)
         if (image_emb_dim, num_tokens) != (shape.embedding_dim, shape.num_tokens):
             logger.info("adapter has %d-d input and %d tokens (read from its weights; arguments ignored)",
                         shape.embedding_dim, shape.num_tokens)

@@ -98,6 +98,58 @@ class LoadOptions:
         return names
 
 
+    def check(self) -> list[str]:
+        """The cheap checks a front end runs before loading: the device, LoRA scales (the table's lora_scale
+        row), and local model and LoRA paths that do not exist or are not what they claim (an adapter file's
+        first bytes, a ControlNet folder's config.json); Hub ids are resolved when loading. Raises the typed
+        error naming the option; returns warnings for the front end to show (options --tiny ignores)."""
+        from ..checks import check_device, check_input_file, check_json_object
+        from ..params import JOB_PARAMS_BY_NAME
+
+        check_device(self.device)
+        for spec, scale in self.loras:
+            JOB_PARAMS_BY_NAME["lora_scale"].check(scale, f"--lora {spec} scale")
+            path = Path(spec).expanduser()
+            if _exists(path, "--lora file"):
+                if not path.is_dir():
+                    check_input_file(path, "--lora file", error=CheckpointError)
+            elif hub.looks_like_local_path(spec) or path.suffix:
+                raise CheckpointError(f"--lora file {spec} not found; check the path (Hub ids look like owner/name)")
+        models = (("--base", self.base, hub.DEFAULT_BASE), ("--identitynet", self.identitynet, hub.RELEASED_REPO),
+                  ("--adapter", self.adapter, hub.RELEASED_REPO))
+        if self.tiny:
+            ignored = [flag for flag, spec, default in models if str(spec) != default]
+            return [f"--tiny uses tiny random weights; {', '.join(ignored)} ignored"] if ignored else []
+        for flag, spec, _ in models:
+            path = Path(spec).expanduser()
+            if not _exists(path, flag):
+                if hub.looks_like_local_path(str(spec)):
+                    raise WeightsNotFoundError(f"{flag} {spec} not found; pass an existing file or folder (or a Hub id)")
+                continue  # a Hub id: resolved (cache or download) when loading
+            if path.is_dir():
+                folder = path / "ControlNetModel" if (path / "ControlNetModel").is_dir() else path
+                if flag == "--identitynet" and (folder / "config.json").exists():  # else diffusers' error reads
+                    check_json_object(folder / "config.json", f"{flag} config.json", error=CheckpointError)  # like a network one
+                continue
+            check_input_file(path, f"{flag} file", error=CheckpointError)
+            if flag == "--adapter":
+                from ..models.adapter import check_adapter_file_header
+
+                check_adapter_file_header(path)
+        return []
+
+
+def _exists(path: Path, what: str) -> bool:
+    """Path.exists, but a path the system cannot even look up (too long, a loop) is refused by name."""
+    from ..checks import check_input_file
+
+    try:
+        return path.exists()
+    except OSError:
+        check_input_file(path, what, error=CheckpointError)  # raises with what the path is
+        raise
+
+
 def parse_lora_spec(spec: str) -> tuple[str, float]:
     """"path:0.7" -> ("path", 0.7); a spec without a numeric suffix has scale 1.0 (the `--lora SPEC[:SCALE]`
     syntax of the front ends)."""

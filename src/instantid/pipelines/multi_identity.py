@@ -139,7 +139,7 @@ def _layout_regions(layout_photo, analyzer: FaceAnalyzer, count: int, size: tupl
 
 
 def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, *, width: int, height: int,
-                            face_detail: str = "off", face_detail_strength: float | None = None,
+                            face_detail: str | None = None, face_detail_strength: float | None = None,
                             **call_kwargs) -> GenerationResult:
     """Run `pipe` with each identity confined to its region.
 
@@ -147,14 +147,14 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
     Generation parameters (instantid.params: steps, `controlnet_conditioning_scale`, `ip_adapter_scale`,
     control window, seed, num_images_per_prompt) default from that table; each identity's `scale`
     multiplies both scales inside its region. `face_detail` ("off", "auto", "on") / `face_detail_strength`
-    repaint each small face afterwards (pipelines/face_detail.py). Other keywords go to the pipeline call
-    (`generator`, `negative_prompt`, ...).
+    repaint each small face afterwards (pipelines/face_detail.py; None = params.JOB_PARAMS' default). Other
+    keywords go to the pipeline call (`generator`, `negative_prompt`, ...).
     """
-    from ..params import resolve_call
+    from ..params import job_default, resolve_call
     from .face_detail import checked_options, detail_images
 
     values, call_kwargs, seed = resolve_call(call_kwargs, skip={"width", "height"})
-    face_detail, face_detail_strength = checked_options(face_detail, face_detail_strength,
+    face_detail, face_detail_strength = checked_options(face_detail or job_default("face_detail"), face_detail_strength,
                                                         values["num_inference_steps"])
     identities = list(identities)
     if not identities:

@@ -49,6 +49,11 @@ class GenerationResult:
         """Reference photos left out (no face, unreadable), with the reason."""
         return list(self.condition.skipped) if self.condition is not None else []
 
+    def metadata(self, command: str, models: dict, **extra) -> dict[str, Any]:
+        """What a front end writes beside the images (PNG metadata, a job's parameters), in one layout: the
+        command, `parameters`, the front end's own values (`extra`), the models as the user named them."""
+        return {"command": command, **self.parameters, **extra, **models}
+
     def series(self) -> list[tuple[str, list]]:
         """(label, images) per variant, in order: one ("", images) for a plain run."""
         groups: dict[str, list] = {}

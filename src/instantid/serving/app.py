@@ -250,9 +250,12 @@ def create_app(service, api_key: str | None = None, cors_origins: tuple[str, ...
 
 def _queued_parameters(request: dict) -> dict:
     """A waiting job's parameters: its request's values (JobRequest.parameters)."""
-    from .schemas import JobRequest
+    from .schemas import UnreadableRequest, stored_request
 
-    return JobRequest.model_validate(request).parameters()
+    try:
+        return stored_request(request).parameters()
+    except UnreadableRequest as err:  # the worker fails it with this message
+        return {"error": str(err)}
 
 
 def _options(engine) -> dict:

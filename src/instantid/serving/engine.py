@@ -72,11 +72,15 @@ class Engine:
     def default_scheduler(self) -> str | None:
         return self.config.load.scheduler
 
-    def resolve_values(self, given: dict) -> dict:
-        """Generation values: given, else --tiny's, else the parameter table's defaults (as the CLI does)."""
-        from ..params import generation_values
+    def check_request(self, given: dict) -> tuple[dict, dict]:
+        """A request's (generation values, per-job knobs): given, else --tiny's, else the parameter table's
+        defaults, checked as the CLI checks them (pipelines/request.check_request), errors naming the fields."""
+        from ..pipelines.request import check_request
 
-        return generation_values(given, tiny=self.config.load.tiny, family=self.family)
+        return check_request(given, family=self.family, tiny=self.config.load.tiny, field_names=True)
+
+    def resolve_values(self, given: dict) -> dict:
+        return self.check_request(given)[0]
 
     # ---- face analysis (cheap; used to check requests before they are queued)
 
@@ -174,11 +178,11 @@ class Engine:
                                           face_detail_strength=request.face_detail_strength, **values)
         from .loras import as_text
 
-        parameters = {"command": "serve", **result.parameters, "user_prompt": request.prompt, "control_scales": scales,
-                      "scheduler": scheduler, "scheduler_class": result.parameters["scheduler"],
-                      "loras": as_text(lora_scales), "face_backend": self.analyzer.name,
-                      "faces": len(faces), "faces_used": len(condition.faces), "pose": request.pose is not None,
-                      "skipped": condition.skipped, **self.models}
+        parameters = result.metadata("serve", self.models, user_prompt=request.prompt, control_scales=scales,
+                                     scheduler=scheduler, scheduler_class=result.parameters["scheduler"],
+                                     loras=as_text(lora_scales), face_backend=self.analyzer.name, faces=len(faces),
+                                     faces_used=len(condition.faces), pose=request.pose is not None,
+                                     skipped=condition.skipped)
         return result.images, parameters
 
     def _set_job_options(self, scheduler: str | None, lora_scales: dict[str, float]) -> None:

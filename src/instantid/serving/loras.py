@@ -8,13 +8,12 @@ diffusers' `set_adapters` before each job (scale 0 = off), so a job never inheri
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
 from ..errors import UsageError
-from ..params import LORA_SCALE_RANGE
+from ..params import JOB_PARAMS_BY_NAME
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -62,10 +61,7 @@ def requested_scales(text: str | None, loras: list[ServerLora]) -> dict[str, flo
             scale = float(value)
         except ValueError:
             raise UsageError(f"loras: the scale of '{name}' must be a number, got {value[:32]!r}") from None
-        if not math.isfinite(scale) or not LORA_SCALE_RANGE[0] <= scale <= LORA_SCALE_RANGE[1]:
-            raise UsageError(f"loras: the scale of '{name}' must be between {LORA_SCALE_RANGE[0]:g} and "
-                             f"{LORA_SCALE_RANGE[1]:g}, got {value[:32]}")
-        scales[name] = scale
+        scales[name] = JOB_PARAMS_BY_NAME["lora_scale"].check(scale, f"loras: the scale of '{name}'")
     return scales
 
 

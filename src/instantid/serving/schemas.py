@@ -1,6 +1,7 @@
 """Request and response shapes. The generation knobs and the per-job knobs come from the parameter table
-(params.GENERATION_PARAMS and params.JOB_PARAMS: names, types, ranges or choices, help), so the API validates
-exactly what the CLI does.
+(params.GENERATION_PARAMS and params.JOB_PARAMS: names, types, ranges or choices, help). The schema parses types
+and documents ranges and choices; the values are checked by the table itself (submissions.accept calls
+pipelines/request.check_request, what the CLI calls), so the API refuses exactly what the CLI does.
 
 A submission's text fields are `GenerationFields`; once accepted, the job's request is a `JobRequest` (those
 fields with every default filled in, and the photos' file names in the job folder): what is stored, what a
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..params import GENERATION_PARAMS, JOB_PARAMS, JOB_PARAMS_BY_NAME, Param
+from ..errors import UsageError
+from ..params import GENERATION_PARAMS, JOB_PARAMS, Param
 from ..pipelines.conditions import CONDITION_KINDS
 from .limits import Limits
 
@@ -22,13 +24,12 @@ FILE_FIELDS = ("face", "pose", *CONDITION_KINDS)
 
 
 def _param_field(param: Param, default=None) -> tuple:
-    """A table row as a pydantic field: its range (or its choices, as an enum) and help."""
+    """A table row as a pydantic field: its type and help, its range (or its choices, as an enum) in the schema."""
     help = param.help + (f" (default {param.default})" if param.default is not None else "")
-    if param.choices is not None:
-        return (Optional[str] if default is None else str,
-                Field(default, description=help, json_schema_extra={"enum": list(param.choices)}))
-    bounds = {"gt" if param.min_open else "ge": param.min, "le": param.max}
-    return Optional[param.type] if default is None else param.type, Field(default, description=help, **bounds)
+    kind = str if param.choices is not None else param.type
+    extra = {"enum": list(param.choices)} if param.choices is not None else \
+        {"exclusiveMinimum" if param.min_open else "minimum": param.min, "maximum": param.max}
+    return Optional[kind] if default is None else kind, Field(default, description=help, json_schema_extra=extra)
 
 
 def _knob_fields() -> dict:
@@ -52,18 +53,6 @@ class _Common(BaseModel):
         "LoRAs loaded at server start, by name, with scales: 'NAME:SCALE,NAME:SCALE' (a bare NAME is 1.0; "
         "LoRAs not named are off; '' = none). Default: the server's --lora scales. Names: GET /v1/options"))
 
-    @model_validator(mode="after")
-    def _check(self):
-        for param in JOB_PARAMS:
-            value = getattr(self, param.name, None)
-            if param.choices is not None and value is not None and value not in param.choices:
-                raise ValueError(f"unknown {param.name} '{value[:64]}'; choose one of: {', '.join(param.choices)}")
-        start = self.control_guidance_start if self.control_guidance_start is not None else 0.0
-        end = self.control_guidance_end if self.control_guidance_end is not None else 1.0
-        if start >= end:
-            raise ValueError(f"control_guidance_start ({start}) must be below control_guidance_end ({end})")
-        return self
-
 
 GenerationFields = create_model("GenerationFields", __base__=_Common, **_knob_fields())
 
@@ -79,6 +68,44 @@ class JobRequest(GenerationFields):
     def parameters(self) -> dict:
         """What a waiting job shows: the request's values, without the server's file names."""
         return self.model_dump(exclude={"faces", "pose", "controls"})
+
+
+class UnreadableRequest(UsageError):
+    """A stored job's request that this version cannot read: the job fails with this message."""
+
+
+def stored_request(data: dict) -> JobRequest:
+    """A stored job's JobRequest, also from the shape releases before JobRequest stored (jobs queued before an
+    upgrade: nothing accepted is lost): the table's values under "values", each ControlNet as [photo, scale]
+    under "controls", LoRA scales as {name: scale}. UnreadableRequest naming the field otherwise."""
+    from pydantic import ValidationError
+
+    from .loras import as_text
+
+    try:
+        if "values" in data:
+            old = dict(data)
+            controls, loras = old.pop("controls", None) or {}, old.get("loras")
+            data = {**old.pop("values"), **old, "controls": {kind: name for kind, (name, _) in controls.items()},
+                    **{f"{kind}_scale": scale for kind, (_, scale) in controls.items()},
+                    "loras": as_text(loras) if isinstance(loras, dict) else loras}
+        return JobRequest.model_validate(data)
+    except (ValidationError, TypeError, ValueError) as err:
+        reason = describe(err.errors()) if isinstance(err, ValidationError) else str(err)
+        raise UnreadableRequest(f"the stored request of this job cannot be read by this version ({reason}); "
+                                "submit it again") from None
+
+
+def describe(errors) -> str:
+    """Pydantic errors as one line naming each field: "num_inference_steps: Input should be ..."."""
+    parts = []
+    for error in errors:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        message = error.get("msg", "invalid")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field"
+        parts.append(f"{location}: {message}")
+    return "; ".join(parts)
 
 
 GenerationJSON = create_model(

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from ..errors import InstantIDError
 from .errors import ApiError
 from .limits import Limits
-from .schemas import FILE_FIELDS, GenerationFields, JobRequest
+from .schemas import FILE_FIELDS, GenerationFields, JobRequest, describe
 from .store import Job, QueueFull
 
 SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
@@ -16,18 +16,6 @@ SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 def queue_full(limits: Limits) -> ApiError:
     return ApiError(429, "queue_full", f"the queue is full ({limits.queue_size} jobs waiting); retry later",
                     {"Retry-After": str(limits.retry_after_s)})
-
-
-def describe(errors) -> str:
-    """Pydantic errors as one line naming each field: "num_inference_steps: Input should be ..."."""
-    parts = []
-    for error in errors:
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
-        message = error.get("msg", "invalid")
-        if error.get("type") == "extra_forbidden":
-            message = "unknown field"
-        parts.append(f"{location}: {message}")
-    return "; ".join(parts)
 
 
 def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
@@ -48,8 +36,8 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
     for name, photos in files.items():
         if name != "face" and len(photos) > 1:
             raise ApiError(422, "too_many_files", f"'{name}' takes one photo, got {len(photos)}")
-    try:
-        values = engine.resolve_values(knobs.model_dump())
+    try:  # the parameter table's own checks, as the CLI's (the schema above only parsed the types)
+        values, job = engine.check_request(knobs.model_dump())
     except InstantIDError as err:
         raise ApiError(422, "invalid_field", str(err))
     if values["num_images_per_prompt"] > limits.max_images:
@@ -58,7 +46,7 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
     if values["width"] and values["height"] and values["width"] * values["height"] > limits.max_output_pixels:
         raise ApiError(422, "too_many_pixels", f"{values['width']}x{values['height']} is over this server's "
                                                f"{limits.max_output_pixels} output pixels")
-    resolved = {**values, **job_options(engine, knobs, values["num_inference_steps"])}
+    resolved = {**values, **job, "loras": _loras(engine, knobs.loras)}
     for kind in FILE_FIELDS[2:]:
         scale = getattr(knobs, f"{kind}_scale")
         if kind in files and kind not in engine.control_kinds:
@@ -97,18 +85,11 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
         raise
 
 
-def job_options(engine, knobs, steps: int) -> dict:
-    """The per-job options beside the generation values, checked as the library checks them: LoRA scales by name
-    (only LoRAs loaded at start; kept in their canonical text), the face-detail pass at `steps`."""
-    from ..pipelines.face_detail import checked_options
+def _loras(engine, text: str | None) -> str | None:
+    """A request's LoRA scales by name (only LoRAs loaded at start), in their canonical text; None: the startup's."""
     from .loras import as_text
 
     try:
-        loras = as_text(engine.lora_scales(knobs.loras)) if knobs.loras is not None else None
+        return as_text(engine.lora_scales(text)) if text is not None else None
     except InstantIDError as err:
         raise ApiError(422, "lora_not_loaded" if "no LoRA" in str(err) else "invalid_field", str(err))
-    try:
-        face_detail, strength = checked_options(knobs.face_detail, knobs.face_detail_strength, steps)
-    except InstantIDError as err:
-        raise ApiError(422, "invalid_field", f"face_detail_strength: {err}")
-    return {"loras": loras, "face_detail": face_detail, "face_detail_strength": strength}

@@ -19,11 +19,6 @@ from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
-# The authors' demo defaults where they differ from the API's (which follow params.py).
-UI_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 5.0, "controlnet_conditioning_scale": 0.8,
-               "ip_adapter_scale": 0.8}
-
-
 # px: the photo inputs and the keypoints preview, so that the prompt and its button fit one screen
 PHOTO_HEIGHT, FILES_HEIGHT = 240, 150
 
@@ -79,8 +74,7 @@ def build(service, tiny: bool = False):
 
     def param_slider(name: str, label: str, step: float, maximum: float | None = None, value=None):
         param = PARAMS_BY_NAME[name]
-        family_value = family_default(name, family) if family == "flux" else UI_DEFAULTS.get(name, param.default)
-        default = value if value is not None else family_value
+        default = value if value is not None else family_default(name, family)
         return gr.Slider(param.min, maximum if maximum is not None else param.max, value=default, step=step,
                          label=label, info=param.help, elem_id=name, visible=name not in not_here)
 

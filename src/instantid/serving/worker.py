@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import InstantIDError
 from .engine import Engine, JobCancelled
-from .schemas import JobRequest
+from .schemas import JobRequest, UnreadableRequest, stored_request
 from .store import Job, JobStore, LeaseLost, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class Worker:
                 raise JobCancelled()
 
         try:
-            request = JobRequest.model_validate(job.request)  # as accepted: validated again, never reshaped
+            request = stored_request(job.request)  # as accepted (or as a release before JobRequest stored it)
             with self.store.blobs.local_inputs(job.id, input_names(request)) as folder:
                 try:
                     images, parameters = self.engine.generate(request, folder, on_step)
@@ -140,6 +140,8 @@ class Worker:
             if self._settle(job, "finish", pngs, parameters) is False:
                 logger.warning("job %s: this attempt's lease expired before it finished; its outputs are "
                                "discarded (another attempt owns the job)", job.id)
+        except UnreadableRequest as err:
+            self._settle(job, "fail", str(err))
         except JobCancelled:
             self._settle(job, "fail", "cancelled by the client", status="cancelled")
         except LeaseLost:
