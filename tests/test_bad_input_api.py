@@ -730,13 +730,13 @@ def test_engine_refuses_odd_values_photos_sizes_and_nan_output(engine, photos, t
     from instantid.serving.schemas import JobRequest
 
     with pytest.raises(UsageError, match="finite"):
-        engine.resolve_values({"guidance_scale": float("nan")})
+        engine.check_request({"guidance_scale": float("nan")})
     with pytest.raises(UsageError):
-        engine.resolve_values({"width": 100_000})
+        engine.check_request({"width": 100_000})
     os.mkfifo(tmp_path / "face.jpg")
     with pytest.raises(NoFaceError, match="FIFO"):
         engine.condition([tmp_path / "face.jpg"])
-    values = engine.resolve_values({"num_inference_steps": 1, "width": 64, "height": 64})
+    values = engine.check_request({"num_inference_steps": 1, "width": 64, "height": 64})[0]
     request, folder = JobRequest(prompt="x", faces=[photos["astronaut"].name], **values), photos["astronaut"].parent
     monkeypatch.setenv("INSTANTID_MAX_OUTPUT_PIXELS", str(32 * 32))  # the library's cap, below the service's own
     with pytest.raises(LimitError, match="output cap"):

@@ -44,7 +44,7 @@ def test_same_pixels_as_the_library_and_cancel(photos):
     from instantid.pipelines.from_photos import generate_from_photos
 
     engine = _engine()
-    values = engine.resolve_values({"num_inference_steps": 2, "width": 64, "height": 64, "seed": 11})
+    values = engine.check_request({"num_inference_steps": 2, "width": 64, "height": 64, "seed": 11})[0]
     steps = []
     images, parameters = engine.generate(_request(values, photos["astronaut"]), photos["astronaut"].parent,
                                          on_step=lambda s, t: steps.append((s, t)))
@@ -65,7 +65,7 @@ def test_same_pixels_as_the_library_and_cancel(photos):
 
 def test_extra_controlnet(photos):
     engine = _engine("--controlnet", "canny")
-    values = engine.resolve_values({"num_inference_steps": 2, "width": 64, "height": 64})
+    values = engine.check_request({"num_inference_steps": 2, "width": 64, "height": 64})[0]
     folder = photos["astronaut"].parent
     with_photo, parameters = engine.generate(
         _request(values, photos["astronaut"], controls={"canny": str(photos["t1"])}, canny_scale=0.6), folder)

@@ -97,7 +97,6 @@ class LoadOptions:
             names.update(family="flux", memory=self.memory, variant=self.variant)
         return names
 
-
     def check(self) -> list[str]:
         """The cheap checks a front end runs before loading: the device, LoRA scales (the table's lora_scale
         row), and local model and LoRA paths that do not exist or are not what they claim (an adapter file's

@@ -79,9 +79,6 @@ class Engine:
 
         return check_request(given, family=self.family, tiny=self.config.load.tiny, field_names=True)
 
-    def resolve_values(self, given: dict) -> dict:
-        return self.check_request(given)[0]
-
     # ---- face analysis (cheap; used to check requests before they are queued)
 
     def faces(self, photo) -> list:
