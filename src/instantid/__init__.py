@@ -26,6 +26,8 @@ _EXPORTS = {
     "identities_from_photos": "instantid.pipelines.multi_identity",
     "swap_face": "instantid.pipelines.face_swap",
     "load_pipeline": "instantid.pipelines.loading",
+    "LoadOptions": "instantid.pipelines.loading",
+    "check_request": "instantid.pipelines.request",
     "generate_from_photos": "instantid.pipelines.from_photos",
     "face_condition": "instantid.pipelines.from_photos",
     "FaceCondition": "instantid.pipelines.from_photos",
