@@ -178,3 +178,4 @@ def test_sd15_face_swap_and_img2img(tmp_path, photos, dlib_analyzer):
                               width=64, height=64, num_inference_steps=2, strength=0.5,
                               generator=torch.Generator().manual_seed(0))
     assert output.images[0].size == (64, 64)
+    assert result.parameters["family"] == output.parameters["family"] == "sd15"  # the metadata says which family

@@ -91,6 +91,7 @@ def test_whole_image_mode_is_img2img_at_the_target_pose(pipe, photos, dlib_analy
                               width=64, height=64, strength=0.5, generator=torch.Generator().manual_seed(0), **FAST)
     assert result.image.size == (64, 64) and result.condition.embedding.shape == (128,)
     assert result.target_face is not None and result.parameters["strength"] == 0.5
+    assert result.parameters["family"] == "sdxl"
 
 
 def test_target_without_a_face_and_bad_strength_are_clear_errors(pipe, photos, dlib_analyzer, blank):

@@ -264,9 +264,9 @@ def test_layout_photo_gives_regions_and_poses_left_to_right(photos, dlib_analyze
         x1, y1, x2, y2 = identity.region
         cx, cy = identity.kps.mean(axis=0)
         assert x1 < cx < x2 and y1 < cy < y2
-    out = generate_multi_identity(pipe, identities, "x", width=size[0], height=size[1], num_inference_steps=1,
-                                  output_type="latent").images
-    assert out.shape[-2:] == (48, 64)
+    result = generate_multi_identity(pipe, identities, "x", width=size[0], height=size[1], num_inference_steps=1,
+                                     output_type="latent")
+    assert result.images.shape[-2:] == (48, 64) and result.parameters["family"] == "sdxl"
 
 
 def test_multi_command(photos, tmp_path, tmp_path_factory, monkeypatch, capsys):

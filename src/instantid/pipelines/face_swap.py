@@ -14,6 +14,7 @@ from ..face.choice import pick_face
 from ..face.image import DEFAULT_DETECT_MAX_SIDE, describe_source, image_size, load_at_least, load_image
 from ..face.keypoints import draw_kps
 from ..face.types import Face, FaceAnalyzer
+from ..models.architectures import family_of_pipeline
 from ..params import SWAP_PROMPT, SWAP_STRENGTH, resolve_call
 from .condition import FaceCondition, as_face_condition, check_embedding_size
 from .repaint import CROP_CONTEXT, FEATHER, MASK_GROW, WORKING_SIDE, check_mask_shape, repaint_face
@@ -70,7 +71,7 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
                              context=context, **values, **call_kwargs)
     parameters = result_parameters(prompt, call_kwargs.get("negative_prompt"), seed, values, region="face",
                                    strength=strength, target_index=target_index, working_size=working_side,
-                                   mask_grow=grow, feather=feather, crop_box=list(repainted.crop_box),
+                                   mask_grow=grow, feather=feather, crop_box=list(repainted.crop_box), family=family_of_pipeline(pipe),
                                    face_backend=analyzer.name if analyzer is not None else condition.backend)
     return GenerationResult(images=[repainted.image], parameters=parameters, condition=condition,
                             mask=repainted.mask, crop_box=repainted.crop_box, target_face=face,
@@ -103,6 +104,6 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
                   strength=strength, width=width, height=height, **values, **call_kwargs)
     parameters = result_parameters(prompt, call_kwargs.get("negative_prompt"), seed,
                                    {"width": width, "height": height, **values}, region="image", strength=strength,
-                                   target_index=target_index,
+                                   target_index=target_index, family=family_of_pipeline(pipe),
                                    face_backend=analyzer.name if analyzer is not None else condition.backend)
     return GenerationResult(images=output.images, parameters=parameters, condition=condition, target_face=face)

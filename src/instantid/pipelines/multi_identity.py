@@ -17,6 +17,7 @@ from ..face.choice import pick_faces
 from ..face.keypoints import draw_kps, scale_kps
 from ..face.types import Face, FaceAnalyzer
 from ..errors import RegionError
+from ..models.architectures import family_of_pipeline
 from .boxes import Box, check_boxes  # noqa: F401  (check_boxes: part of this module's API)
 from .face_region import IdentityRegion
 from .condition import face_condition
@@ -177,7 +178,7 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
                                      values={**values, **call_kwargs})
     parameters = result_parameters(
         prompt, call_kwargs.get("negative_prompt"), seed, {"width": width, "height": height, **values},
-        detail_passes=detailed,
+        detail_passes=detailed, family=family_of_pipeline(pipe),
         regions=[[float(v) for v in identity.region] if isinstance(identity.region, (tuple, list)) else "mask"
                  for identity in identities],
         scales=[float(identity.scale) for identity in identities], face_detail=face_detail,
