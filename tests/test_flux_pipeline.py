@@ -67,7 +67,7 @@ def test_images_and_default_size(tiny_flux_pipe):
 
 @pytest.mark.parametrize("embedding, message", [
     (unit(0) * 25, "unit-norm"),  # antelopev2's raw embedding: InstantID SDXL's face path
-    (unit(0, 128), "128-d dlib"),
+    (unit(0, 128), "128-d face embeddings but the adapter takes 512-d"),
     (np.full(512, np.nan, np.float32), "NaN"),
 ])
 def test_sdxl_face_path_embeddings_refused(tiny_flux_pipe, embedding, message):

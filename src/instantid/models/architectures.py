@@ -42,7 +42,8 @@ def embedding_size_problem(size: int, expected: int, source: str = "the face emb
         return None
     known = ", ".join(f"{name} gives {dim}" for name, dim in BACKEND_EMBEDDING_DIMS.items())
     return (f"{source} {int(size)}-d face embeddings but the adapter takes {int(expected)}-d ones ({known}): use "
-            "the face backend the adapter was trained with (the released weights need antelopev2)")
+            "the face backend the adapter was trained with (the released SDXL weights need antelopev2, FLUX's "
+            "infiniteyou)")
 
 
 # Base families.

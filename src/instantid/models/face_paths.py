@@ -48,10 +48,19 @@ def looks_unit_norm(embedding) -> bool:
     return bool(np.all(np.abs(norms - 1) <= UNIT_NORM_TOLERANCE))
 
 
-def check_raw_embedding(embedding, family: str) -> None:
-    """At a pipeline's door: a unit-norm 512-d embedding (InfiniteYou's ArcFace) given to SDXL / SD1.5 InstantID
-    weights is refused (antelopev2's raw embedding is never that short); FLUX's own check is its pipeline's."""
-    if family not in UNIT_NORM_FAMILIES and np.shape(embedding)[-1] == 512 and looks_unit_norm(embedding):
+def check_embedding_path(embedding, family: str) -> None:
+    """At a pipeline's door, the one check that an embedding came down its family's face path: FLUX weights take
+    a unit-norm embedding; SDXL / SD1.5 weights a raw one (a unit-norm 512-d vector is InfiniteYou's ArcFace,
+    antelopev2's raw embedding never is)."""
+    unit_norm = looks_unit_norm(embedding)
+    if family in UNIT_NORM_FAMILIES and not unit_norm:
+        norm = float(np.linalg.norm(np.reshape(embedding, (-1, np.shape(embedding)[-1])), axis=-1).max())
+        raise EmbeddingError(
+            f"image_embeds has norm {norm:.3g}, but the FLUX (InfiniteYou) weights take a unit-norm ArcFace embedding "
+            "(facexlib IR-SE50): this looks like an SDXL InstantID embedding (antelopev2's raw embedding has a norm of "
+            "about 20-30). Analyse the photo with the FLUX family's face path: get_face_analyzer('infiniteyou') "
+            "(CLI: --face-backend infiniteyou)")
+    if family not in UNIT_NORM_FAMILIES and unit_norm and np.shape(embedding)[-1] == 512:
         raise EmbeddingError("image_embeds is a unit-norm 512-d vector, FLUX InfiniteYou's ArcFace embedding, but "
                              f"{family.upper()} InstantID weights take antelopev2's raw embedding (face.embedding from the "
                              "antelopev2 backend, norm about 20-30; not normed_embedding)")

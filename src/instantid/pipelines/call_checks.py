@@ -53,10 +53,7 @@ def check_knob(name: str, value):
     for item in values:
         if getattr(item, "ndim", None) == 0 and hasattr(item, "item"):
             item = item.item()
-        try:
-            param.check(item)
-        except UsageError as err:
-            raise UsageError(f"{name}: {err}".replace(f"{name}: {param.flag}", f"{name} ({param.flag})")) from None
+        param.check(item, f"{name} ({param.flag})")
     return value
 
 

@@ -24,7 +24,9 @@ import torch
 from diffusers import FluxControlNetModel, FluxControlNetPipeline, FluxTransformer2DModel
 from PIL import Image
 
-from ..errors import CheckpointError, EmbeddingError, UsageError
+from ..checks import check_finite
+from ..errors import CheckpointError, UsageError
+from ..models.face_paths import FLUX, check_embedding_path
 from ..models.flux_adapter import build_face_projection, load_face_adapter_parts
 from ..models.flux_face_adapter import has_face_adapter, install_face_adapter, remove_face_adapter
 from ..params import FAMILY_SIZE_MULTIPLE
@@ -45,20 +47,6 @@ logger = logging.getLogger(__name__)
 # InfiniteYou's output size when neither a size nor a control image gives one (width x height).
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 864, 1152
 FLUX_SIZE_MULTIPLE = FAMILY_SIZE_MULTIPLE["flux"]
-
-
-def check_flux_embedding(embedding: torch.Tensor) -> None:
-    """The FLUX family's face path: unit-norm embeddings (one per row). A raw antelopev2 embedding (InstantID's
-    SDXL / SD1.5 path) is refused, with where to get the right one."""
-    from ..models.face_paths import looks_unit_norm
-
-    if not looks_unit_norm(embedding.numpy()):
-        norm = float(embedding.reshape(-1, embedding.shape[-1]).norm(dim=-1).max())
-        raise EmbeddingError(
-            f"image_embeds has norm {norm:.3g}, but the FLUX (InfiniteYou) weights take a unit-norm ArcFace embedding "
-            "(facexlib IR-SE50): this looks like an SDXL InstantID embedding (antelopev2's raw embedding has a norm of "
-            "about 20-30). Analyse the photo with the FLUX family's face path: get_face_analyzer('infiniteyou') "
-            "(CLI: --face-backend infiniteyou)")
 
 
 class FluxInstantIDMixin:
@@ -153,13 +141,8 @@ class FluxInstantIDMixin:
     def face_embedding_tensor(self, image_embeds) -> torch.Tensor:
         """Validate a face embedding ([E], [1, E] or [n, E], unit-norm ArcFace) -> float32 tensor [1, n, E]."""
         dim = self.face_embedding_dim
-        emb = torch.as_tensor(check_embedding(image_embeds).astype(np.float32, copy=False))
-        if emb.shape[-1] != dim or emb.numel() % dim:
-            raise EmbeddingError(
-                f"image_embeds has shape {tuple(emb.shape)}, but the FLUX (InfiniteYou) face projection takes {dim}-d "
-                "unit-norm ArcFace embeddings ([E], [1, E] or [n, E]); a 128-d dlib embedding belongs to a dlib-trained "
-                "SDXL/SD1.5 adapter. Analyse the photo with the FLUX family's face path (instantid.face.infiniteyou)")
-        check_flux_embedding(emb)
+        emb = torch.as_tensor(check_embedding(image_embeds, dim).astype(np.float32, copy=False))
+        check_embedding_path(emb.numpy(), FLUX)
         return emb.reshape(1, -1, dim)
 
     def face_tokens(self, image_embeds) -> torch.Tensor:
@@ -188,8 +171,7 @@ class FluxInstantIDMixin:
                 not isinstance(self.transformer, FluxIdentityTransformer2DModel):
             raise UsageError("the pipeline's controlnet/transformer were assigned directly; pass them when building "
                              "the pipeline (or through pipe.register_modules(...)) so they are declared")
-        if not np.isfinite(float(identitynet_guidance)):
-            raise UsageError(f"identitynet_guidance must be a finite number, got {identitynet_guidance!r}")
+        check_finite(identitynet_guidance, "identitynet_guidance")
         for name in ("width", "height"):
             value = kwargs.get(name)
             if value is not None and value % FLUX_SIZE_MULTIPLE:

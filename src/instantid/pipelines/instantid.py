@@ -187,9 +187,9 @@ class InstantIDMixin:
         dim = self.face_embedding_dim
         emb = torch.as_tensor(check_embedding(image_embeds, dim).astype(np.float32, copy=False))
         from ..models.architectures import family_of_pipeline
-        from ..models.face_paths import check_raw_embedding
+        from ..models.face_paths import check_embedding_path
 
-        check_raw_embedding(emb.numpy(), family_of_pipeline(self))  # not FLUX's unit-norm ArcFace embedding
+        check_embedding_path(emb.numpy(), family_of_pipeline(self))  # not FLUX's unit-norm ArcFace embedding
         return emb.reshape(1, -1, dim)
 
     def __call__(self, *args, image_embeds=None, ip_adapter_scale: float | None = None,
