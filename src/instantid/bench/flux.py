@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..pipelines.flux_loading import DEFAULT_VARIANT
 from ..pipelines.memory import PROFILES
 
 
@@ -23,7 +24,7 @@ class FluxBenchSettings:
     base: str | None = None
     identitynet: str | None = None
     adapter: str | None = None
-    variant: str = "aes_stage2"
+    variant: str = DEFAULT_VARIANT
     width: int = 128
     height: int = 128
     steps: int = 4

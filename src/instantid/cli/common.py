@@ -57,18 +57,19 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def add_family_options(p: argparse.ArgumentParser) -> None:
     """--family, and the FLUX family's --memory and --variant."""
-    from ..pipelines.memory import PROFILES
+    from ..pipelines.flux_loading import DEFAULT_VARIANT, INFINITEYOU_VARIANTS
+    from ..pipelines.memory import DEFAULT_PROFILE, PROFILES
 
     p.add_argument("--family", choices=("auto", "sdxl", "flux"), default="auto",
                    help="model family: sdxl (InstantID; SD1.5 is read from IdentityNet), flux (InfiniteYou-FLUX: default "
                         "models black-forest-labs/FLUX.1-dev + ByteDance/InfiniteYou), or auto = read from --identitynet "
                         "(default auto; with --tiny, sdxl)")
-    p.add_argument("--memory", choices=tuple(PROFILES), default="full",
+    p.add_argument("--memory", choices=tuple(PROFILES), default=DEFAULT_PROFILE,
                    help="FLUX memory profile: " + "; ".join(f"{p.name} = {p.summary}" for p in PROFILES.values())
-                        + " (default full)")
-    p.add_argument("--variant", choices=("aes_stage2", "sim_stage1"), default="aes_stage2",
+                        + f" (default {DEFAULT_PROFILE})")
+    p.add_argument("--variant", choices=INFINITEYOU_VARIANTS, default=DEFAULT_VARIANT,
                    help="InfiniteYou variant: aes_stage2 (aesthetics, text alignment) or sim_stage1 (higher identity "
-                        "similarity) (default aes_stage2)")
+                        f"similarity) (default {DEFAULT_VARIANT})")
 
 
 def family_of_args(args) -> str:
@@ -117,7 +118,7 @@ def load_options(args, controlnets=(), loras=()) -> LoadOptions:
                        device=args.device, dtype=args.dtype, scheduler=args.scheduler, offload=args.offload,
                        channels_last=args.channels_last, compile=args.compile, vae_tiling=args.vae_tiling,
                        vae_slicing=args.vae_slicing, family=getattr(args, "family", "auto"),
-                       memory=getattr(args, "memory", "full"), variant=getattr(args, "variant", "aes_stage2"))
+                       memory=getattr(args, "memory", LoadOptions.memory), variant=getattr(args, "variant", LoadOptions.variant))
 
 
 def quiet_loading(verbose: bool) -> None:

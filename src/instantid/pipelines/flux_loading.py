@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, UsageError, WeightsNotFoundError
 from . import hub
+from .memory import DEFAULT_PROFILE
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def load_flux_base(spec: str, controlnet, dtype):
 
 def load_flux_pipeline(base: str = FLUX_BASE, identitynet: str = INFINITEYOU_REPO, adapter: str = INFINITEYOU_REPO,
                        *, variant: str = DEFAULT_VARIANT, device: str | None = None, dtype=None,
-                       memory: str = "full", loras: list[tuple[str, float]] = (), vae_tiling: bool = False):
+                       memory: str = DEFAULT_PROFILE, loras: list[tuple[str, float]] = (), vae_tiling: bool = False):
     """A FLUX InstantID pipeline with the face projection loaded, placed by memory profile `memory`
     (pipelines/memory.py). `loras` are (spec, scale) for the FLUX transformer (diffusers/peft).
     dtype: default bfloat16 on a GPU (InfiniteYou's), float32 on the CPU."""

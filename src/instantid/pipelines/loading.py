@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, WeightsNotFoundError
 from . import hub
+from .flux_loading import DEFAULT_VARIANT
 from .loading_steps import default_device, default_dtype, load_loras
+from .memory import DEFAULT_PROFILE
 
 if TYPE_CHECKING:  # torch loads with the models; building LoadOptions needs none of it
     import torch
@@ -51,8 +53,8 @@ class LoadOptions:
     vae_tiling: bool = False
     vae_slicing: bool = False
     family: str = "auto"  # "auto" (read from IdentityNet's config, or the FLUX release's Hub id), "sdxl"/"sd15", "flux"
-    memory: str = "full"  # FLUX memory profile (pipelines/memory.py)
-    variant: str = "aes_stage2"  # InfiniteYou variant (FLUX)
+    memory: str = DEFAULT_PROFILE  # FLUX memory profile (pipelines/memory.py)
+    variant: str = DEFAULT_VARIANT  # InfiniteYou variant (FLUX)
 
     def resolved_family(self) -> str:
         """"flux" or the UNet families' "sdxl" (SD1.5 is told apart from IdentityNet once it loads), from the
@@ -313,7 +315,7 @@ def _load_flux_options(options: LoadOptions, embedding_dim: int):
 
         tiny = tiny_flux_cached(embedding_dim=embedding_dim)
         base, identitynet, adapter = tiny.base, tiny.identitynet, tiny.adapter
-    memory = "offload" if options.offload and options.memory == "full" else options.memory
+    memory = "offload" if options.offload and options.memory == DEFAULT_PROFILE else options.memory
     device = default_device() if options.device == "auto" else options.device
     pipe = load_flux_pipeline(str(base), str(identitynet), str(adapter), variant=options.variant, device=device,
                               dtype=None if options.dtype == "auto" else getattr(torch, options.dtype), memory=memory,
