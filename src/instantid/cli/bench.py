@@ -30,7 +30,8 @@ memory profiles instead (bench/flux.py): seconds per image, peak memory and the 
 def add_parser(subparsers) -> None:
     from ..bench.settings import ARCHES, INSTANTID_SPEEDUPS, PIPELINES
     from ..pipelines.speed import ATTENTION_CHOICES
-    from .common import add_face_backend_options, add_speed_options
+    from ..params import PARAMS_BY_NAME
+    from .common import add_face_backend_options, add_param_option, add_speed_options
 
     p = subparsers.add_parser("bench", help="time and memory of InstantID vs the stock pipelines",
                               description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +52,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--width", type=int, help="output width (overrides --size)")
     p.add_argument("--height", type=int, help="output height (overrides --size)")
     p.add_argument("--steps", type=int, help="denoising steps (default 30 for sdxl, 4 for tiny)")
-    p.add_argument("--guidance-scale", type=float, default=5.0, help="classifier-free guidance (default 5.0)")
+    guidance = PARAMS_BY_NAME["guidance_scale"]
+    add_param_option(p, guidance, default=guidance.default)
     p.add_argument("--control-end", type=float, nargs="+", default=[1.0, 0.5], metavar="END",
                    help="control_guidance_end values to compare (default 1.0 0.5)")
     p.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), default=list(PIPELINES),
