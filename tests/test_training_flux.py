@@ -181,6 +181,9 @@ def _logged_steps(out: Path) -> int:
         return 0
 
 
+# slow: two training subprocesses, one SIGKILLed (integration); test_training_run's in-process resume is the
+# quick check of resuming
+@pytest.mark.slow
 def test_sigkill_and_resume_equal_the_uninterrupted_run(flux_run, flux, data, tmp_path):
     paths, _ = flux
     branch, full_out, full = flux_run
