@@ -74,11 +74,11 @@ def test_identity_and_settings_change_the_image_and_the_run_resumes(suite_run, t
 
 
 def test_another_suite_in_the_same_folder_is_refused(tmp_path):
-    from instantid.evaluation.suite import _check_resumable
+    from instantid.evaluation.suite import check_resumable
 
     out = tmp_path / "out"
-    _check_resumable(load_suite(SUITE), out)  # what a first run of the example leaves in OUT
-    _check_resumable(load_suite(SUITE), out)  # the same suite again: resuming is fine
+    check_resumable(load_suite(SUITE), out)  # what a first run of the example leaves in OUT
+    check_resumable(load_suite(SUITE), out)  # the same suite again: resuming is fine
     other = tmp_path / "other.json"
     data = json.loads(SUITE.read_text())
     data["seeds"] = [5]

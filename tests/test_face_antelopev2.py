@@ -175,10 +175,20 @@ def test_fake_pack_from_the_hugging_face_cache(fake_pack_root, photos, isolated_
     _assert_one_raw_face(AntelopeV2FaceAnalyzer(cache_dir=isolated_hub).detect(photos["astronaut"]))
 
 
-def test_looking_closer_detects_at_twice_the_size_in_the_photo_s_pixels(fake_pack_root, photos):
+def test_looking_closer_detects_at_twice_the_size_in_the_photo_s_pixels(fake_pack_root, photos, monkeypatch):
     """The small-face retry (face/small_faces.py): SCRFD runs at 1280x1280, boxes come back in photo pixels."""
+    from insightface.app import FaceAnalysis
+
+    prepared = []  # the detector sizes insightface is asked for, in order
+    real_prepare = FaceAnalysis.prepare
+
+    def prepare(self, *args, **kwargs):
+        prepared.append(tuple(kwargs["det_size"]))
+        return real_prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(FaceAnalysis, "prepare", prepare)
     analyzer = AntelopeV2FaceAnalyzer(fake_pack_root)
     closer = analyzer.looking_closer()
     first, second = analyzer.detect(photos["astronaut"]), closer.detect(photos["astronaut"])
-    assert closer._app.det_model.input_size == (1280, 1280) and analyzer._app.det_model.input_size == (640, 640)
+    assert prepared == [(640, 640), (1280, 1280)]
     assert np.allclose(first[0].bbox, second[0].bbox, atol=2)

@@ -6,6 +6,7 @@ real architecture (random weights, saved like the real file). Neither says anyth
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,11 @@ def nowhere(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-    monkeypatch.setattr("instantid.face.arcface._facexlib_weights_dir", lambda: tmp_path / "facexlib" / "weights")
+    # an installed facexlib (an empty package on sys.path) whose weights folder is empty too
+    (tmp_path / "site" / "facexlib").mkdir(parents=True)
+    (tmp_path / "site" / "facexlib" / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "facexlib", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
     return tmp_path
 
 
@@ -56,7 +61,7 @@ def test_offline_error_names_every_place_and_the_fix(nowhere):
         find_arcface_weights()
     message = str(caught.value)
     for expected in (WEIGHTS_NAME, f"${WEIGHTS_ENV} (not set)", "$INSTANTID_FACE_MODELS (not set)",
-                     str(nowhere / "facexlib" / "weights"), str(nowhere / "xdg" / "instantid" / "facexlib"),
+                     str(nowhere / "site" / "facexlib" / "weights"), str(nowhere / "xdg" / "instantid" / "facexlib"),
                      "Hugging Face cache", "github.com/xinntao/facexlib/releases/download/v0.1.0", "--arcface PATH"):
         assert expected in message
     with pytest.raises(FaceModelNotFoundError, match="weights=/no/such"):

@@ -268,6 +268,8 @@ def test_512d_antelopev2_data_trains_and_generates(training_photos, sdxl_base, t
     assert np.isfinite(output.images[0]).all()
 
 
+# slow: two training processes through torchrun (integration); the in-process runs above are the quick checks
+@pytest.mark.slow
 def test_two_processes_train_together(data, sdxl_base, tmp_path):
     """Distributed data parallel on CPU (gloo) through torchrun: each process gets its own batches."""
     out = tmp_path / "ddp"

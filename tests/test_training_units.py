@@ -236,17 +236,17 @@ def test_tensorboard_is_optional_and_gets_the_validation_images(caplog):
     from PIL import Image
 
     from instantid.training import train as train_module
-    from instantid.training.validate import _log_images
+    from instantid.training.validate import log_images
 
     if not train_module.tensorboard_available():
         with caplog.at_level("WARNING"):
-            assert train_module._tracker(SimpleNamespace(report_to="auto")) is None
+            assert train_module.tracker_name(SimpleNamespace(report_to="auto")) is None
         assert "pip install tensorboard" in caplog.text
-    assert train_module._tracker(SimpleNamespace(report_to="none")) is None
+    assert train_module.tracker_name(SimpleNamespace(report_to="none")) is None
 
     logged = []
     writer = SimpleNamespace(add_image=lambda tag, image, step, dataformats: logged.append((tag, image.shape, step)))
     accelerator = SimpleNamespace(trackers=[SimpleNamespace(name="tensorboard", writer=writer)])
     cases = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
-    _log_images(accelerator, [Image.new("RGB", (8, 4))] * 2, cases, 7)
+    log_images(accelerator, [Image.new("RGB", (8, 4))] * 2, cases, 7)
     assert logged == [("validation/00", (4, 8, 3), 7), ("validation/01", (4, 8, 3), 7)]

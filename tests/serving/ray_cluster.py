@@ -1,6 +1,8 @@
 """A real multi-node Ray cluster on this machine: `ray start --head` plus `ray start --address` nodes, each with
 its own ports (all on 127.0.0.1) and one logical CPU, in a temporary folder of our own, with Ray's token
-authentication and a token of our own (`env` carries it to every process that joins: the API, probes).
+authentication and a token of our own (`env` carries it to every process that joins: the API, probes). The
+head runs Ray's dashboard on loopback because Ray's public state API (`ray.util.state`), which `probe` reads,
+is served by it.
 Stopping it ends exactly the processes of this cluster (found by that folder), never other Ray instances."""
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import psutil
 
 PROBE = """
 import json, sys, ray
+from ray.util.state import list_actors
 ray.init(address=sys.argv[1], log_to_driver=False)
-from ray._private.state import actors
-replicas = [{"pid": a.get("Pid"), "node_id": a["Address"]["NodeID"], "state": a["State"]}
-            for a in actors().values() if "GenerationReplica" in (a.get("ActorClassName") or "")]
+replicas = [{"pid": a.pid, "node_id": a.node_id, "state": a.state}
+            for a in list_actors(address=sys.argv[2], detail=True, limit=10_000, raise_on_missing_output=False)
+            if "GenerationReplica" in (a.class_name or "")]
 print(json.dumps({"nodes": [n["NodeID"] for n in ray.nodes() if n["Alive"]], "replicas": replicas}))
 """
 
@@ -48,14 +51,14 @@ class RayCluster:
         token.write_text(secrets.token_hex(32))
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token",
                     "RAY_AUTH_TOKEN_PATH": str(token)}
-        self.port = None
+        self.port = self.dashboard = None
         for index in range(nodes):
             self._start_node(index == 0, cpus_per_node)
         self.address = f"127.0.0.1:{self.port}"
 
     def _start_node(self, head: bool, cpus: int) -> None:
-        (gcs, manager, objects, agent_http, agent_grpc, metrics, runtime_env, client,
-         worker_low) = _free_ports(9)
+        (gcs, manager, objects, agent_http, agent_grpc, metrics, runtime_env, client, dashboard,
+         worker_low) = _free_ports(10)
         command = [self.ray, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus),
                    "--object-store-memory", str(80 * 2**20), "--temp-dir", str(self.temp),
                    "--node-manager-port", str(manager), "--object-manager-port", str(objects),
@@ -65,8 +68,10 @@ class RayCluster:
                    "--disable-usage-stats"]
         if head:
             self.port = gcs
-            command += ["--head", "--port", str(gcs), "--include-dashboard", "false",
-                        "--ray-client-server-port", str(client)]
+            # the dashboard (headless, loopback only) serves Ray's public state API, which the probe reads
+            self.dashboard = f"http://127.0.0.1:{dashboard}"
+            command += ["--head", "--port", str(gcs), "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                        "--dashboard-port", str(dashboard), "--ray-client-server-port", str(client)]
         else:
             command += ["--address", f"127.0.0.1:{self.port}"]
         done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=180)
@@ -76,8 +81,8 @@ class RayCluster:
 
     def probe(self) -> dict:
         """The alive node ids and the GenerationReplica actors (pid, node id, state), from a short-lived driver."""
-        done = subprocess.run([sys.executable, "-c", PROBE, self.address], env=self.env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", PROBE, self.address, self.dashboard], env=self.env,
+                              capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"cluster probe failed: {done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])

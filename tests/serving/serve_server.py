@@ -62,12 +62,13 @@ class Server:
                 self.kill()
 
 
-def submit(url: str, photos: list[Path], pose: Path | None = None, **fields) -> requests.Response:
+def submit(url: str, photos: list[Path], pose: Path | None = None, *, timeout: float = 60,
+           **fields) -> requests.Response:
     files = [("face", (p.name, p.read_bytes())) for p in photos]
     if pose is not None:
         files.append(("pose", (pose.name, pose.read_bytes())))
     data = {"prompt": "a portrait", **FAST, **{k: str(v) for k, v in fields.items()}}
-    return requests.post(f"{url}/v1/generations", data=data, files=files, timeout=60)
+    return requests.post(f"{url}/v1/generations", data=data, files=files, timeout=timeout)
 
 
 def wait_for(url: str, job_id: str, states=("done", "failed", "cancelled"), timeout: float = 180,

@@ -5,11 +5,14 @@ versions. No server, no model."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import threading
 import time
 
 import pytest
 
+from database import execute
 from instantid.serving.store import (QueueFull, SchemaTooNew, StoreConfig, StoreUnavailable, open_store,
                                      valid_job_id)
 
@@ -24,8 +27,19 @@ def _blob_ids(store) -> set[str]:
     """Job ids that have blobs, wherever the store keeps them."""
     if store.blobs.kind == "folder":
         return {p.name for p in store.blobs.jobs_dir.iterdir()}
-    with store._session() as db:
-        return {row["job_id"] for row in store._exec(db, "SELECT DISTINCT job_id FROM blobs").fetchall()}
+    return {row["job_id"] for row in execute(store, "SELECT DISTINCT job_id FROM blobs")}
+
+
+def _backdate_uploads(store, seconds: float) -> None:
+    """Make every upload look `seconds` old, as if its process died that long ago: the folders' times, and the
+    blob rows' creation time where the blobs live in the database."""
+    then = time.time() - seconds
+    roots = [store.blobs.staging_root] + ([store.blobs.jobs_dir] if store.blobs.kind == "folder" else [])
+    for root in roots:
+        for folder in root.iterdir() if root.exists() else ():
+            os.utime(folder, (then, then))
+    if store.blobs.kind == "database":
+        execute(store, "UPDATE blobs SET created = created - ?", (seconds,))
 
 
 @pytest.fixture
@@ -135,13 +149,15 @@ def test_lease_expiry_requeues_then_fails_and_a_stale_attempt_cannot_finish(open
 
 
 def test_renewal_keeps_the_lease_and_a_live_lease_is_never_taken_over(open_):
-    store = open_(lease_s=0.5)
+    store = open_(lease_s=60)
     job_id = _submit(store)
     job = store.claim_next("a")
-    for _ in range(4):  # 0.8 s in all, longer than the lease, renewed every 0.2 s
-        time.sleep(0.2)
-        store.renew(job)
-    other = open_(lease_s=0.5)  # a second process starting on the same store takes nothing over
+    deadline = store.get(job_id).lease_until
+    # an hour passes (the deadline is moved back rather than waited for), and the worker renews before any reaper
+    execute(store, "UPDATE jobs SET lease_until = lease_until - 3600 WHERE id=?", (job_id,))
+    store.renew(job)
+    assert store.get(job_id).lease_until >= deadline  # renewing set the deadline a full lease ahead again
+    other = open_(lease_s=60)  # a second process starting on the same store takes nothing over
     assert other.reap_expired() == [] and other.claim_next("b") is None
     assert store.finish(job, [b"png"], {})
     assert store.get(job_id).attempts == 1
@@ -199,14 +215,11 @@ def test_expiry_removes_finished_jobs_and_their_blobs(open_):
     assert _blob_ids(store) == {waiting} and store.get(waiting).status == "queued"
 
 
-def test_abandoned_uploads_are_swept(open_, monkeypatch):
-    from instantid.serving.store import base
-
-    monkeypatch.setattr(base, "ORPHAN_AGE_S", 0.0)  # no waiting for the 10 minutes
+def test_abandoned_uploads_are_swept(open_):
     store = open_()
     kept = _submit(store)
     store.stage({"face_0.png": b"photo"})  # its process died before queueing it: never a job
-    time.sleep(0.05)
+    _backdate_uploads(store, 3600)  # both uploads are an hour old: only being a job keeps one
     store.expire(ttl_s=3600)
     assert _blob_ids(store) == {kept} and store.get(kept).status == "queued"
     assert not any(store.blobs.staging_root.iterdir()) if store.blobs.staging_root.exists() else True
@@ -228,19 +241,19 @@ def test_schema_versions_forward_only(open_, store_config):
     store = open_()  # migrates forward; the old job is claimable with a lease
     assert store.check_schema().endswith("(current)")
     assert store.claim_next("w").id == job_id
-    with store._transaction() as db:
-        store._exec(db, "UPDATE instantid_schema SET version=?", (store.schema_version + 1,))
+    execute(store, "UPDATE instantid_schema SET version=?", (store.schema_version + 1,))  # a newer instantid ran
     with pytest.raises(SchemaTooNew, match="upgrade instantid"):
         open_()
 
 
 def test_postgres_unreachable_is_a_clear_error_without_the_password(postgres, tmp_path):
     from instantid.serving.store.postgres import PostgresStore
-    from instantid.testing.postgres import _free_port
 
-    url = f"postgresql://instantid:{postgres.password}@127.0.0.1:{_free_port()}/postgres"
-    with pytest.raises(StoreUnavailable) as caught:
-        PostgresStore(url, tmp_path, connect_timeout_s=1)
+    with socket.socket() as closed:  # a port that is bound but not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"postgresql://instantid:{postgres.password}@127.0.0.1:{closed.getsockname()[1]}/postgres"
+        with pytest.raises(StoreUnavailable) as caught:
+            PostgresStore(url, tmp_path, connect_timeout_s=1)
     message = str(caught.value)
     assert "unreachable" in message and postgres.password not in message and "instantid:***@127.0.0.1" in message
 
@@ -291,8 +304,7 @@ def test_check_store_command(postgres, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "reachable, schema version 0; will be migrated to 2 at start" in out and postgres.password not in out
     store = open_store(StoreConfig(state_dir=state, url=url))
-    with store._transaction() as db:
-        store._exec(db, "UPDATE instantid_schema SET version=99")
+    execute(store, "UPDATE instantid_schema SET version=99")
     store.close()
     monkeypatch.setenv("INSTANTID_STORE", url)  # the variable stands in for the URL
     assert main(["serve", "--state-dir", state, "--check-store"]) == 1

@@ -163,7 +163,7 @@ def load_suite(path: str | Path) -> Suite:
                  source=data)
 
 
-def _check_resumable(suite: Suite, out: Path) -> None:
+def check_resumable(suite: Suite, out: Path) -> None:
     """OUT may hold an earlier run of this suite (resume), not of another one (mixed images)."""
     kept = out / SUITE_FILE_NAME
     generation = {k: v for k, v in suite.source.items() if k != "name"}
@@ -206,7 +206,7 @@ def generate_suite(suite: Suite, out: str | Path, *, pipe=None, analyzer=None, p
     from ..pipelines.from_photos import generate_from_photos
 
     out = Path(out)
-    _check_resumable(suite, out)
+    check_resumable(suite, out)
     analyzer = analyzer or get_face_analyzer(suite.face_backend)
     conditions = {person: face_condition(photos, analyzer) for person, photos in suite.people.items()}
     jobs = suite.jobs()

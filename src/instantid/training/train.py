@@ -131,7 +131,7 @@ def make_accelerator(args):
     # gloo on the CPU, or each process would silently train alone into the same folder.
     cpu_only_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              mixed_precision=args.mixed_precision, log_with=_tracker(args), project_config=project,
+                              mixed_precision=args.mixed_precision, log_with=tracker_name(args), project_config=project,
                               cpu=cpu_only_distributed)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,8 @@ def make_accelerator(args):
     return accelerator
 
 
-def _tracker(args) -> str | None:
+def tracker_name(args) -> str | None:
+    """The tracker `--report_to` asks for ("auto": TensorBoard where installed, with a warning where not)."""
     if args.report_to == "none":
         return None
     if args.report_to == "auto" and not tensorboard_available():

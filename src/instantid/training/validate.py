@@ -82,12 +82,13 @@ def run_validation(accelerator, pipe, cases: list[ValidationCase], global_step: 
                          generator=torch.Generator("cpu").manual_seed(args.seed + i)).images[0]
         image.save(folder / f"{i:02d}-{case.name}.png")
         images.append(image)
-    _log_images(accelerator, images, cases, global_step)
+    log_images(accelerator, images, cases, global_step)
     logger.info("validation images for step %d in %s", global_step, folder)
     return images
 
 
-def _log_images(accelerator, images, cases, global_step: int) -> None:
+def log_images(accelerator, images, cases, global_step: int) -> None:
+    """Send the validation images to the TensorBoard tracker, if the run has one."""
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             for i, (image, case) in enumerate(zip(images, cases)):
