@@ -233,6 +233,8 @@ for epoch in (0, 1):
     seen[epoch] = gather_object([keys])
 if accelerator.is_main_process:
     json.dump({"ranks": accelerator.num_processes, "seen": seen}, open(out, "w"))
+accelerator.wait_for_everyone()
+accelerator.end_training()  # destroys the process group: a rank exiting with it alive can abort in gloo's threads
 """
 
 
