@@ -166,6 +166,7 @@ def _mistakes(face: str, tmp: Path) -> list[list[str]]:
         gen + ["--device", "meta"], gen + ["--interpolate", face, "--weights", "0,1.5"], gen + ["--yaw=200"],
         gen + ["--width", "4096", "--height", "4096"], gen + ["--out", "/proc/instantid/o.png"],
         gen + ["--out", str(tmp / "o.txt")], gen + ["--face-detail", "on", "--face-detail-strength", "0.1"],
+        gen + ["--canny", face, "--canny-scale", "7"],
         swap + ["--mask-grow", "nan"], swap + ["--working-size", "1024"], swap + ["--mask-out", str(tmp / "m.txt")],
         swap + ["--device", "gpu"], multi + ["--box", "0,0,64,64", "--scale", "-1"],
         multi + ["--box", "0,0,64,64", "--width", "4096", "--height", "4096"], multi + ["--box", "10,10,10,50"],

@@ -110,6 +110,8 @@ CASES = [
      lambda p: _form(p, files=[("canny", ("c.png", _photo(p)))]), 422, ["canny", "--controlnet canny"]),
     ("canny_scale without photo", "post", "/v1/generations", lambda p: _form(p, data={"canny_scale": "0.5"}), 422,
      ["canny"]),
+    ("canny_scale out of range", "post", "/v1/generations", lambda p: _form(p, data={"canny_scale": "7"}), 422,
+     ["canny_scale must be between 0.0 and 5.0"]),
     ("unknown scheduler", "post", "/v1/generations", lambda p: _form(p, data={"scheduler": "warp9"}), 422,
      ["scheduler", "warp9", "euler_a"]),
     ("LoRA not loaded at start", "post", "/v1/generations", lambda p: _form(p, data={"loras": "other:0.5"}), 422,

@@ -116,7 +116,6 @@ def check_generate_args(args, loras: list[tuple[str, float]]) -> tuple[dict, dic
     for kind in CONDITION_KINDS.values():
         if getattr(args, kind.name):
             check_photo(getattr(args, kind.name), f"--{kind.name}")
-            check_finite(getattr(args, f"{kind.name}_scale"), f"--{kind.name}-scale")
     if values["width"] and values["height"]:  # last: its memory warning asks torch whether a GPU is there
         check_size(args, values["width"], values["height"], values["num_images_per_prompt"])
     return values, job

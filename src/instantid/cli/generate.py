@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
                    help="reference photo (repeat for several photos of one person: embeddings are averaged)")
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
-    add_param_option(p, JOB_PARAMS_BY_NAME["face_index"], default=0)
+    add_param_option(p, JOB_PARAMS_BY_NAME["face_index"], default=JOB_PARAMS_BY_NAME["face_index"].default)
     p.add_argument("--pose", metavar="PHOTO", help="take the face keypoints (pose, placement) from this photo")
     p.add_argument("--kps", type=finite_list, metavar="X,Y,...",
                    help="explicit keypoints instead of a photo's: 10 numbers (left eye, right eye, nose, left and right "
@@ -55,8 +55,7 @@ def add_parser(subparsers) -> None:
     for kind in CONDITION_KINDS.values():
         p.add_argument(f"--{kind.name}", metavar="PHOTO",
                        help=f"add a {kind.name} ControlNet conditioned on this photo (it sees the text, IdentityNet the face)")
-        p.add_argument(f"--{kind.name}-scale", type=float, default=kind.default_scale,
-                       help=f"strength of the {kind.name} ControlNet (default {kind.default_scale})")
+        add_param_option(p, kind.scale_param, default=kind.default_scale)
         p.add_argument(f"--{kind.name}-model", default=kind.default_model,
                        help=f"{kind.name} ControlNet: Hub id or folder (default {kind.default_model})")
     p.add_argument("--interpolate", metavar="PHOTO",

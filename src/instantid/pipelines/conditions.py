@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import WeightsNotFoundError
+from ..params import PARAMS_BY_NAME, Param
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,6 +85,14 @@ class ConditionKind:
     default_model: str
     default_scale: float
     annotate: Callable[[np.ndarray, tuple[int, int]], Image.Image]
+
+    @property
+    def scale_param(self) -> Param:
+        """Its strength as a row of the parameter table (the CLI option, the API field, their check): the kind's
+        default in the range of IdentityNet's scale, as every ControlNet's scale is checked in the pipeline call."""
+        identitynet = PARAMS_BY_NAME["controlnet_conditioning_scale"]
+        return Param(f"{self.name}_scale", f"--{self.name}-scale", float, self.default_scale,
+                     f"strength of the {self.name} ControlNet", identitynet.min, identitynet.max)
 
 
 CONDITION_KINDS = {

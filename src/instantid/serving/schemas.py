@@ -23,9 +23,9 @@ MAX_PROMPT_CHARS = Limits.max_prompt_chars
 FILE_FIELDS = ("face", "pose", *CONDITION_KINDS)
 
 
-def _param_field(param: Param, default=None) -> tuple:
+def _param_field(param: Param, default=None, note: str = "") -> tuple:
     """A table row as a pydantic field: its type and help, its range (or its choices, as an enum) in the schema."""
-    help = param.help + (f" (default {param.default})" if param.default is not None else "")
+    help = param.help + (f" (default {param.default})" if param.default is not None else "") + note
     kind = str if param.choices is not None else param.type
     extra = {"enum": list(param.choices)} if param.choices is not None else \
         {"exclusiveMinimum" if param.min_open else "minimum": param.min, "maximum": param.max}
@@ -38,9 +38,8 @@ def _knob_fields() -> dict:
         if param.name != "lora_scale":  # LoRA scales travel by name in `loras`
             fields[param.name] = _param_field(param, param.default)
     for kind in CONDITION_KINDS.values():
-        fields[f"{kind.name}_scale"] = (Optional[float], Field(
-            None, ge=0.0, le=5.0, description=f"strength of the {kind.name} ControlNet (default {kind.default_scale}); "
-                                              f"needs a '{kind.name}' photo and a server started with --controlnet {kind.name}"))
+        fields[kind.scale_param.name] = _param_field(kind.scale_param, note=f"; needs a '{kind.name}' photo and a "
+                                                                            f"server started with --controlnet {kind.name}")
     return fields
 
 

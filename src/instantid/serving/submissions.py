@@ -48,14 +48,19 @@ def accept(service, fields: dict, files: dict[str, list[bytes]]) -> Job:
                                                f"{limits.max_output_pixels} output pixels")
     resolved = {**values, **job, "loras": _loras(engine, knobs.loras)}
     for kind in FILE_FIELDS[2:]:
-        scale = getattr(knobs, f"{kind}_scale")
+        param = CONDITION_KINDS[kind].scale_param
+        scale = getattr(knobs, param.name)
+        try:
+            scale = None if scale is None else param.check(scale, param.name)
+        except InstantIDError as err:
+            raise ApiError(422, "invalid_field", str(err))
         if kind in files and kind not in engine.control_kinds:
             raise ApiError(422, "controlnet_not_loaded", f"this server has no {kind} ControlNet (start it with "
                                                          f"--controlnet {kind})")
         if scale is not None and kind not in files:
             raise ApiError(422, "missing_file", f"{kind}_scale needs a '{kind}' photo")
-        if kind in files and scale is None:
-            resolved[f"{kind}_scale"] = CONDITION_KINDS[kind].default_scale
+        if kind in files:
+            resolved[param.name] = param.default if scale is None else scale
     # photos: checked in memory, then staged under the job's future folder with names we choose
     named = {}
     for name, photos in files.items():

@@ -194,8 +194,10 @@ def build(service, tiny: bool = False):
                                                          elem_id="face_detail_strength")
                     control_photos = [gr.Image(label=f"{kind} ControlNet photo (optional)", type="filepath",
                                                elem_id=f"{kind}_photo") for kind in kinds]
-                    control_scales = [gr.Slider(0, 1.5, value=CONDITION_KINDS[kind].default_scale, step=0.05,
-                                                label=f"{kind} strength", elem_id=f"{kind}_scale") for kind in kinds]
+                    scales = [CONDITION_KINDS[kind].scale_param for kind in kinds]  # 1.5: the useful part of the range
+                    control_scales = [gr.Slider(param.min, 1.5, value=param.default, step=0.05, info=param.help,
+                                                label=f"{kind} strength", elem_id=param.name)
+                                      for kind, param in zip(kinds, scales)]
                     lora_sliders = [gr.Slider(knob["lora_scale"].min, knob["lora_scale"].max, value=lora.scale, step=0.05,
                                               elem_id=f"lora_{lora.name}", info=knob["lora_scale"].help,
                                               label=f"LoRA {lora.name}") for lora in engine.loras]
