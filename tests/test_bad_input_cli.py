@@ -395,8 +395,6 @@ def test_nan_output_is_an_error_not_a_black_png(command, face, tmp_path, tiny_ca
      ["--face photo not found"]),
     (["multi", "--face", "FACE", "--layout", "MISSING", "--prompt", "x", "--out", "OUT"], ["--layout photo not found"]),
     (["multi", "--face", "FACE", "--layout", "FACE", "--prompt", "x", "--out", "/proc/x/out.png"], ["cannot write"]),
-    (["multi", "--face", "FACE", "--layout", "FACE", "--scale", "nan", "--prompt", "x", "--out", "OUT"],
-     ["--scale must be a finite number"]),
     (["eval", "--reference", "FACE", "--generated", "FACE", "--out", "/proc/instantid-eval"], ["cannot write"]),
     (["prepare-data", "FACE", "/proc/instantid-data"], ["cannot write"]),
 ])
@@ -447,10 +445,6 @@ def swap(face, tmp_path):
     (["--working-size", "1024"], ["1024x1024", "output cap", "--working-size", "--max-pixels"]),
     (["--working-size", "1024", "--max-pixels", "100"], ["0.00 MP output cap"]),
     (["--max-pixels", "-5"], ["positive whole number"]),
-    (["--mask-grow", "nan"], ["--mask-grow must be a finite number"]),
-    (["--mask-grow", "0"], ["--mask-grow must be > 0"]),
-    (["--feather", "-1"], ["--feather must be >= 0"]),
-    (["--feather", "inf"], ["--feather must be a finite number"]),
     (["--working-size", "0"], ["--working-size must be at least 64"]),
     (["--working-size", "-300"], ["at least 64"]),
     (["--strength", "nan"], ["strength must be in (0, 1]"]),
@@ -461,6 +455,22 @@ def swap(face, tmp_path):
 def test_swap_mistakes_are_refused_before_any_model(options, words, swap, tmp_path, capsys, no_model_loads):
     options = [str(tmp_path / o) if o.startswith("MASK") else o for o in options]
     refused(swap(*options), capsys, *words)
+
+
+@pytest.mark.parametrize("command, options, words", [
+    ("swap", ["--mask-grow", "nan"], ["--mask-grow must be a finite number"]),
+    ("swap", ["--mask-grow", "0"], ["--mask-grow must be > 0"]),
+    ("swap", ["--feather", "-1"], ["--feather must be >= 0"]),
+    ("swap", ["--feather", "inf"], ["--feather must be a finite number"]),
+    ("multi", ["--box", "0,0,64,64", "--scale", "-1"], ["--scale must be >= 0"]),
+    ("multi", ["--box", "0,0,64,64", "--scale", "nan"], ["--scale must be a finite number"]),
+])
+def test_mask_and_region_scale_values_are_refused_as_options_are_read(command, options, words, swap, face, tmp_path,
+                                                                       capsys, no_model_loads):
+    """Rows of the parameter table (params.SWAP_MASK_PARAMS, REGION_SCALE): refused by the option parser."""
+    argv = swap(*options) if command == "swap" else \
+        ["multi", "--tiny", "--face", face, "--prompt", "x", "--out", str(tmp_path / "o.png"), *options]
+    refused(argv, capsys, *words, code=2)
 
 
 @pytest.mark.parametrize("kind, words", [
@@ -491,7 +501,6 @@ def test_swap_image_reads_a_huge_target_reduced(swap, huge_jpeg, tmp_path, tiny_
     (["--box", "0,0,500,64"], ["lies outside the 128x128 image"]),
     (["--box", "0,0,64,64", "--box", "64,0,128,64"], ["1 face photos but 2 regions"]),
     (["--box", "0,0,64,64", "--width", "128"], ["give both --width and --height"]),
-    (["--box", "0,0,64,64", "--scale", "-1"], ["--scale must be >= 0"]),
     (["--box", "0,0,64,64", "--scale", "1", "--scale", "1"], ["1 --face photos but 2 --scale values"]),
     (["--layout", "PLAIN"], ["not an image in a format read here"]),
     (["--layout", "PLAIN", "--width", "128", "--height", "128"], ["not an image in a format read here"]),

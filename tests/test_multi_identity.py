@@ -200,7 +200,7 @@ def test_bad_identity_lists_are_refused(pipe):
         run(pipe, [IdentityRegion(LEFT, a)])
     with pytest.raises(RegionError, match="at least one"):
         run(pipe, [])
-    with pytest.raises(RegionError, match="scale must be a number >= 0"):
+    with pytest.raises(RegionError, match="region 1 scale must be >= 0"):
         run(pipe, two(a, b, scale_b=-1.0))
     assert torch.equal(run(pipe, two(a, b)), before)  # nothing of the refused calls stayed behind
 

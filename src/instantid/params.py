@@ -66,7 +66,10 @@ class Param:
             raise UsageError(f"{label} must be an integer, got {value}")
         too_low = self.min is not None and (value <= self.min if self.min_open else value < self.min)
         if too_low or (self.max is not None and value > self.max):
-            span = f"in ({self.min}, {self.max}]" if self.min_open else f"between {self.min} and {self.max}"
+            if self.max is None:
+                span = f"{'>' if self.min_open else '>='} {self.min:g}"
+            else:
+                span = f"in ({self.min}, {self.max}]" if self.min_open else f"between {self.min} and {self.max}"
             raise UsageError(f"{label} must be {span}, got {value}")
         return value
 
@@ -127,6 +130,14 @@ SWAP_STRENGTH = {"face": 0.85, "image": 0.6}  # < 1 keeps some of the target's l
 SWAP_WORKING_SIDE = 1024  # long side of the crop the model paints (SDXL's native size)
 SWAP_MASK_GROW = 1.3  # the mask ellipse is the face box grown by this (forehead, chin, cheeks)
 SWAP_FEATHER = 0.12  # blur radius as a fraction of the face box's larger side
+SWAP_MASK_PARAMS = (  # keywords of swap_face / repaint_face, options of `instantid swap`
+    Param("grow", "--mask-grow", float, SWAP_MASK_GROW, "mask ellipse = the face box grown by this", 0.0, None,
+          min_open=True),
+    Param("feather", "--feather", float, SWAP_FEATHER, "soft mask edge, as a fraction of the face size", 0.0, None),
+)
+# An identity's strength in its region (IdentityRegion.scale, `instantid multi --scale`): multiplies both scales.
+REGION_SCALE = Param("scale", "--scale", float, 1.0, "identity strength in its region, multiplies both scales",
+                     0.0, None)
 
 # Face-detail pass (`face_detail=` of the entries, --face-detail): repaint small faces after generation.
 FACE_DETAIL_MODES = ("auto", "on", "off")

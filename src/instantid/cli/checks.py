@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..checks import check_finite, check_input_file, check_output_file
+from ..checks import check_input_file, check_output_file
 from ..errors import ImageReadError, UsageError
 from ..limits import OUTPUT_PIXELS_ENV, check_output_size, memory_warning
 from ..output import check_out_arg
@@ -57,13 +57,6 @@ def check_size(args, width: int, height: int, images: int, smaller: str = "--wid
 def limit_kwargs(args) -> dict:
     """The library entries' keyword for --max-pixels (their pipeline calls apply the same cap)."""
     return {"max_output_pixels": args.max_pixels} if getattr(args, "max_pixels", None) is not None else {}
-
-
-def check_positive_finite(value, flag: str, *, allow_zero: bool = False) -> float:
-    number = check_finite(value, flag)
-    if number < 0 or (number == 0 and not allow_zero):
-        raise UsageError(f"{flag} must be {'>= 0' if allow_zero else '> 0'}, got {number:g}")
-    return number
 
 
 def _has_accelerator() -> bool:
@@ -130,8 +123,6 @@ def check_common_args(args, photos=(), *, skip=frozenset()) -> tuple[dict, dict]
     if family_of_args(args) == "flux":
         raise UsageError("face swap and several identities are not available for the FLUX family yet; use "
                          "`instantid generate --family flux`, or the SDXL family here")
-    for scale in getattr(args, "scale", None) or []:
-        check_positive_finite(scale, "--scale", allow_zero=True)
     values, job = check_request_args(args, skip=skip)
     for flag, path in photos:
         if path:

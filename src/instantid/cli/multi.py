@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..params import PARAMS_BY_NAME, TINY_DEFAULTS
+from ..params import PARAMS_BY_NAME, REGION_SCALE, TINY_DEFAULTS
 from . import face_detail
 from .checks import add_limit_options, check_common_args, check_size, limit_kwargs
 from .common import add_generation_options, add_model_options, face_analyzer, load_from_args, write_pngs
@@ -48,8 +48,8 @@ def add_parser(subparsers) -> None:
     regions.add_argument("--layout", metavar="PHOTO", help="photo with several people: their places and poses")
     regions.add_argument("--box", action="append", type=parse_box, metavar="X1,Y1,X2,Y2",
                          help="region of the matching --face, in output pixels (repeat)")
-    p.add_argument("--scale", action="append", type=float, metavar="S",
-                   help="identity strength in its region, multiplies both scales (repeat per --face; default 1.0)")
+    p.add_argument("--scale", action="append", type=REGION_SCALE.parse, metavar="S",
+                   help=f"{REGION_SCALE.help} (repeat per --face; default {REGION_SCALE.default})")
     p.add_argument("--prompt", required=True, help="what to generate")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default none)")
     add_model_options(p)

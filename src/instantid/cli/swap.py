@@ -7,15 +7,14 @@ import argparse
 from pathlib import Path
 
 from ..params import (
-    SWAP_FEATHER,
-    SWAP_MASK_GROW,
+    SWAP_MASK_PARAMS,
     SWAP_PROMPT,
     SWAP_STRENGTH,
     SWAP_WORKING_SIDE,
     TINY_DEFAULTS,
 )
-from .checks import add_limit_options, check_common_args, check_positive_finite, check_size, limit_kwargs
-from .common import add_generation_options, add_model_options, face_analyzer, load_from_args, write_pngs
+from .checks import add_limit_options, check_common_args, check_size, limit_kwargs
+from .common import add_generation_options, add_model_options, add_param_option, face_analyzer, load_from_args, write_pngs
 
 
 EXAMPLE = """\
@@ -59,10 +58,8 @@ def add_parser(subparsers) -> None:
                    help="which face of the target to replace, 0 = largest (default 0)")
     p.add_argument("--working-size", type=int, default=None,
                    help=f"long side the face crop is painted at (default {SWAP_WORKING_SIDE}; {TINY_WORKING_SIZE} with --tiny)")
-    p.add_argument("--mask-grow", type=float, default=SWAP_MASK_GROW,
-                   help=f"mask ellipse = the face box grown by this (default {SWAP_MASK_GROW})")
-    p.add_argument("--feather", type=float, default=SWAP_FEATHER,
-                   help=f"soft mask edge, as a fraction of the face size (default {SWAP_FEATHER})")
+    for param in SWAP_MASK_PARAMS:  # --mask-grow, --feather
+        add_param_option(p, param, default=param.default)
     p.add_argument("--mask-out", metavar="PATH",
                    help="also write the blend mask as a greyscale PNG (default: not written)")
     add_model_options(p)
@@ -87,8 +84,6 @@ def check_args(args) -> tuple[dict, float, int]:
     checked = {"strength": args.strength if args.strength is not None else STRENGTH_DEFAULTS[args.region],
                "num_inference_steps": values["num_inference_steps"]}
     check_strength_and_steps(checked, STRENGTH_DEFAULTS[args.region], values["num_inference_steps"])
-    check_positive_finite(args.mask_grow, "--mask-grow")
-    check_positive_finite(args.feather, "--feather", allow_zero=True)
     if args.working_size is not None and args.working_size < MIN_WORKING_SIZE:
         raise UsageError(f"--working-size must be at least {MIN_WORKING_SIZE} px, got {args.working_size}")
     if args.target_index < 0:
@@ -131,12 +126,12 @@ def run(args) -> int:
     common = dict(analyzer=analyzer, prompt=args.prompt, negative_prompt=args.negative_prompt,
                   target_index=args.target_index, strength=strength, **limit_kwargs(args), **values)
     if args.region == "face":
-        result = face_swap.swap_face(pipe, condition, args.target, working_side=working_size, grow=args.mask_grow,
+        result = face_swap.swap_face(pipe, condition, args.target, working_side=working_size, grow=args.grow,
                                      feather=args.feather, **common)
     else:
         size = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"]) if args.tiny else (None, None)
         result = face_swap.swap_whole_image(pipe, condition, args.target, width=size[0], height=size[1], **common)
-    metadata = result.metadata("swap", models, working_size=working_size, mask_grow=args.mask_grow,
+    metadata = result.metadata("swap", models, working_size=working_size, mask_grow=args.grow,
                                feather=args.feather, faces=[str(f) for f in args.face], target=str(args.target))
     write_pngs(result.images[:1], args.out, metadata)
     if args.mask_out and result.mask is not None:

@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import RegionError
+from ..errors import RegionError, UsageError
 from ..face.keypoints import check_kps, draw_kps
 from ..models.adapter_scales import per_face_scales
 from ..models.identitynet import FaceTokens, IdentityNetRegion
+from ..params import REGION_SCALE
 from .boxes import Box, check_box  # noqa: F401  (check_box: part of this module's API)
 
 MASK_CELLS_PER_LATENT = 4  # >= 4 keeps diffusers' bicubic mask downsampling exact on block-aligned masks
@@ -202,8 +203,10 @@ def regional_conditioning(pipe, call: dict, *, cfg: bool, rows: int, face_region
 
 
 def _check_region(region: IdentityRegion, mask: torch.Tensor, size: tuple[int, int], index: int) -> None:
-    if not math.isfinite(float(region.scale)) or region.scale < 0:
-        raise RegionError(f"region {index} scale must be a number >= 0, got {region.scale}")
+    try:
+        REGION_SCALE.check(region.scale, f"region {index} scale")
+    except UsageError as err:
+        raise RegionError(str(err)) from None
     if region.kps is None:
         return
     kps = check_kps(region.kps, f"region {index}'s keypoints", RegionError)

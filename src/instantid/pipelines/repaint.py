@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import RegionError, UsageError
+from ..errors import RegionError
 from ..face.keypoints import draw_kps
-from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_WORKING_SIDE
+from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_MASK_PARAMS, SWAP_WORKING_SIDE
 
 # The defaults are declared with the other parameters (instantid.params), shared with the CLI.
 WORKING_SIDE = SWAP_WORKING_SIDE
@@ -68,14 +68,9 @@ def face_mask(image_size: tuple[int, int], bbox, grow: float = MASK_GROW, feathe
 
 
 def check_mask_shape(grow: float, feather: float) -> None:
-    """`grow` a finite number > 0 and `feather` a finite number >= 0 (UsageError naming the CLI flags)."""
-    for name, value, low_ok in (("grow (--mask-grow)", grow, False), ("feather (--feather)", feather, True)):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{name} must be a number, got {value!r}") from None
-        if not math.isfinite(number) or number < 0 or (number == 0 and not low_ok):
-            raise UsageError(f"{name} must be a finite number {'>= 0' if low_ok else '> 0'}, got {value!r}")
+    """`grow` > 0 and `feather` >= 0, finite (params.SWAP_MASK_PARAMS; UsageError naming the keyword and the flag)."""
+    for param, value in zip(SWAP_MASK_PARAMS, (grow, feather)):
+        param.check(value, f"{param.name} ({param.flag})")
 
 
 def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
