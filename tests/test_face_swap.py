@@ -1,6 +1,7 @@
 """Face swap: the pure helpers (mask, crop, working size, paste-back) and the whole path on real photos."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from PIL import Image
 
 from instantid.cli import main
-from instantid.errors import NoFaceError
+from instantid.errors import NoFaceError, UsageError
 from instantid.pipelines.face_swap import swap_face, swap_whole_image
 from instantid.pipelines.repaint import crop_box, face_mask, mask_bounds, paste_back, working_size
 from instantid.errors import StrengthError
@@ -101,6 +102,11 @@ def test_target_without_a_face_and_bad_strength_are_clear_errors(pipe, photos, d
         swap_face(pipe, [photos["grace_hopper"]], photos["astronaut"], analyzer=dlib_analyzer, target_index=3)
     with pytest.raises(StrengthError):
         swap_face(pipe, [photos["grace_hopper"]], photos["astronaut"], analyzer=dlib_analyzer, strength=1.2)
+    for keywords, words in (({"target_index": -1}, "target_index (--target-index) must be between 0 and 31"),
+                            ({"working_side": 10}, "working_side (--working-size) must be >= 64"),
+                            ({"grow": 0}, "grow (--mask-grow) must be > 0")):
+        with pytest.raises(UsageError, match=re.escape(words)):  # the parameter table's rows, before any analysis
+            swap_face(pipe, [photos["grace_hopper"]], blank, analyzer=None, **keywords)
     with pytest.raises(NoFaceError, match="blank.png"):
         swap_face(pipe, [blank], photos["astronaut"], analyzer=dlib_analyzer, working_side=64, **FAST)
 

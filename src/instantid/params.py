@@ -124,17 +124,23 @@ PARAMS_BY_NAME = {p.name: p for p in GENERATION_PARAMS}
 # Identity interpolation series (`interpolate=` / --interpolate): one image per weight, 0 = the first identity.
 INTERPOLATION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
+MAX_FACE_INDEX = 31  # the N-th largest face of a group photo; more faces than that are not a portrait
+
 # Face swap (`swap_face`, `swap_whole_image`, `instantid swap`).
 SWAP_PROMPT = "a photo of a person, natural skin, detailed face"
 SWAP_STRENGTH = {"face": 0.85, "image": 0.6}  # < 1 keeps some of the target's lighting and shape
 SWAP_WORKING_SIDE = 1024  # long side of the crop the model paints (SDXL's native size)
 SWAP_MASK_GROW = 1.3  # the mask ellipse is the face box grown by this (forehead, chin, cheeks)
 SWAP_FEATHER = 0.12  # blur radius as a fraction of the face box's larger side
-SWAP_MASK_PARAMS = (  # keywords of swap_face / repaint_face, options of `instantid swap`
+SWAP_PARAMS = (  # keywords of swap_face / swap_whole_image / repaint_face, options of `instantid swap`
+    Param("target_index", "--target-index", int, 0, "which face of the target to replace, 0 = largest", 0,
+          MAX_FACE_INDEX),
+    Param("working_side", "--working-size", int, SWAP_WORKING_SIDE, "long side the face crop is painted at", 64, None),
     Param("grow", "--mask-grow", float, SWAP_MASK_GROW, "mask ellipse = the face box grown by this", 0.0, None,
           min_open=True),
     Param("feather", "--feather", float, SWAP_FEATHER, "soft mask edge, as a fraction of the face size", 0.0, None),
 )
+SWAP_PARAMS_BY_NAME = {p.name: p for p in SWAP_PARAMS}
 # An identity's strength in its region (IdentityRegion.scale, `instantid multi --scale`): multiplies both scales.
 REGION_SCALE = Param("scale", "--scale", float, 1.0, "identity strength in its region, multiplies both scales",
                      0.0, None)
@@ -143,7 +149,6 @@ REGION_SCALE = Param("scale", "--scale", float, 1.0, "identity strength in its r
 FACE_DETAIL_MODES = ("auto", "on", "off")
 FACE_DETAIL_THRESHOLD = 256  # px, long side of the face box: smaller faces are repainted in "auto"
 FACE_DETAIL_STRENGTH = 0.4  # moderate: keeps the face's colours and layout, re-draws its detail
-MAX_FACE_INDEX = 31  # the N-th largest face of a group photo; more faces than that are not a portrait
 
 # Face analysis backend of every command that analyses faces (--face-backend; face/backend_rule.py applies it).
 FACE_BACKEND_CHOICES = ("auto", "antelopev2", "dlib", "infiniteyou")

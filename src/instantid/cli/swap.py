@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..params import (
-    SWAP_MASK_PARAMS,
+    SWAP_PARAMS,
     SWAP_PROMPT,
     SWAP_STRENGTH,
     SWAP_WORKING_SIDE,
@@ -31,7 +31,6 @@ repaints the whole target (img2img) with the identity at the target face's keypo
 _NOT_FOR_SWAP = {"width", "height", "num_images_per_prompt"}
 STRENGTH_DEFAULTS = SWAP_STRENGTH
 TINY_WORKING_SIZE = 128
-MIN_WORKING_SIZE = 64  # one step of the working-size grid (repaint.SIZE_MULTIPLE)
 MASK_OUT_SUFFIXES = (".png",)
 
 
@@ -54,12 +53,10 @@ def add_parser(subparsers) -> None:
                    help="how much is repainted, in (0, 1]; 1 ignores the target's pixels there "
                         f"(default {STRENGTH_DEFAULTS['face']} with --region face, {STRENGTH_DEFAULTS['image']} "
                         "with --region image)")
-    p.add_argument("--target-index", type=int, default=0,
-                   help="which face of the target to replace, 0 = largest (default 0)")
-    p.add_argument("--working-size", type=int, default=None,
-                   help=f"long side the face crop is painted at (default {SWAP_WORKING_SIDE}; {TINY_WORKING_SIZE} with --tiny)")
-    for param in SWAP_MASK_PARAMS:  # --mask-grow, --feather
-        add_param_option(p, param, default=param.default)
+    for param in SWAP_PARAMS:  # --target-index, --working-size, --mask-grow, --feather
+        tiny = param.name == "working_side"  # its default with --tiny is smaller
+        add_param_option(p, param, default=None if tiny else param.default,
+                         help=f"{param.help} ({TINY_WORKING_SIZE} with --tiny)" if tiny else None)
     p.add_argument("--mask-out", metavar="PATH",
                    help="also write the blend mask as a greyscale PNG (default: not written)")
     add_model_options(p)
@@ -74,7 +71,6 @@ def check_args(args) -> tuple[dict, float, int]:
     (the working size with --region face, the output size with --region image) and a target too big to
     work on at full size. Returns (generation values, strength, working size)."""
     from ..checks import check_output_file
-    from ..errors import UsageError
     from ..pipelines.strength import check_strength_and_steps
 
     values, _ = check_common_args(args, [("--target", args.target)] + [("--face", f) for f in args.face],
@@ -84,11 +80,7 @@ def check_args(args) -> tuple[dict, float, int]:
     checked = {"strength": args.strength if args.strength is not None else STRENGTH_DEFAULTS[args.region],
                "num_inference_steps": values["num_inference_steps"]}
     check_strength_and_steps(checked, STRENGTH_DEFAULTS[args.region], values["num_inference_steps"])
-    if args.working_size is not None and args.working_size < MIN_WORKING_SIZE:
-        raise UsageError(f"--working-size must be at least {MIN_WORKING_SIZE} px, got {args.working_size}")
-    if args.target_index < 0:
-        raise UsageError(f"--target-index counts faces from 0 (the largest), got {args.target_index}")
-    working_size = args.working_size or (TINY_WORKING_SIZE if args.tiny else SWAP_WORKING_SIDE)
+    working_size = args.working_side or (TINY_WORKING_SIZE if args.tiny else SWAP_WORKING_SIDE)
     if args.region == "face":
         check_size(args, working_size, working_size, 1, "--working-size")
     else:

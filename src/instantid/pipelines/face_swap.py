@@ -17,7 +17,7 @@ from ..face.types import Face, FaceAnalyzer
 from ..models.architectures import family_of_pipeline
 from ..params import SWAP_PROMPT, SWAP_STRENGTH, resolve_call
 from .condition import FaceCondition, as_face_condition, check_embedding_size
-from .repaint import CROP_CONTEXT, FEATHER, MASK_GROW, WORKING_SIDE, check_mask_shape, repaint_face
+from .repaint import CROP_CONTEXT, FEATHER, MASK_GROW, WORKING_SIDE, check_swap_values, repaint_face
 from .results import GenerationResult, result_parameters
 from .sizing import default_output_size
 
@@ -60,7 +60,7 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
 
     strength = check_strength(strength)
     values, call_kwargs, seed = resolve_call(call_kwargs, skip=_NOT_SWAP_PARAMS)
-    check_mask_shape(grow, feather)
+    check_swap_values(target_index=target_index, working_side=working_side, grow=grow, feather=feather)
     target = load_image(target_photo)  # whole: pasted back pixel for pixel (refused above FULL_DECODE_MAX_PIXELS)
     face = target_face(target, analyzer, describe_source(target_photo), target_index)
     pipe = inpaint_pipeline_for(pipe)
@@ -89,6 +89,7 @@ def swap_whole_image(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer,
 
     strength = check_strength(strength)
     values, call_kwargs, seed = resolve_call(call_kwargs, skip=_NOT_SWAP_PARAMS)
+    check_swap_values(target_index=target_index)
     pipe = img2img_pipeline_for(pipe)
     auto_w, auto_h = default_output_size(image_size(target_photo))
     width, height = width or auto_w, height or auto_h

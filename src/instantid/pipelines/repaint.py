@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import RegionError
 from ..face.keypoints import draw_kps
-from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_MASK_PARAMS, SWAP_WORKING_SIDE
+from ..params import SWAP_FEATHER, SWAP_MASK_GROW, SWAP_PARAMS_BY_NAME, SWAP_WORKING_SIDE
 
 # The defaults are declared with the other parameters (instantid.params), shared with the CLI.
 WORKING_SIDE = SWAP_WORKING_SIDE
@@ -68,9 +68,15 @@ def face_mask(image_size: tuple[int, int], bbox, grow: float = MASK_GROW, feathe
 
 
 def check_mask_shape(grow: float, feather: float) -> None:
-    """`grow` > 0 and `feather` >= 0, finite (params.SWAP_MASK_PARAMS; UsageError naming the keyword and the flag)."""
-    for param, value in zip(SWAP_MASK_PARAMS, (grow, feather)):
-        param.check(value, f"{param.name} ({param.flag})")
+    """`grow` > 0 and `feather` >= 0, finite (params.SWAP_PARAMS; UsageError naming the keyword and the flag)."""
+    check_swap_values(grow=grow, feather=feather)
+
+
+def check_swap_values(**values) -> None:
+    """Face-swap keywords by their rows of params.SWAP_PARAMS (target_index, working_side, grow, feather)."""
+    for name, value in values.items():
+        param = SWAP_PARAMS_BY_NAME[name]
+        param.check(value, f"{name} ({param.flag})")
 
 
 def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
