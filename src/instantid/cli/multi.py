@@ -91,7 +91,7 @@ def run(args) -> int:
     values, job = check_common_args(args, [("--face", f) for f in args.face] + [("--layout", args.layout)],
                                     skip=_SIZE)  # before any model
     size = _requested_size(args)
-    scales = args.scale or [1.0] * len(args.face)
+    scales = args.scale or [REGION_SCALE.default] * len(args.face)
     if len(scales) != len(args.face):
         raise RegionError(f"{len(args.face)} --face photos but {len(scales)} --scale values; give one per --face")
     if args.box is not None:

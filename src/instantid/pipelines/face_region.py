@@ -58,7 +58,7 @@ class IdentityRegion:
     region: Any
     embedding: Any = None
     kps: Any = None
-    scale: float = 1.0
+    scale: float = REGION_SCALE.default
 
 
 # ---- geometry: pure functions
