@@ -94,6 +94,10 @@ def test_out_of_range_parameters_and_unknown_style_are_refused(photos, dlib_anal
                              control_guidance_end=0.3)
     with pytest.raises(ValueError, match="unknown style"):
         generate_from_photos(spy, photos["grace_hopper"], "x", analyzer=dlib_analyzer, style="no-such-style")
+    for knob, words in (({"face_index": -1}, "face_index must be between 0 and 31"),
+                        ({"face_detail": "always"}, "face_detail must be one of auto, on, off")):
+        with pytest.raises(UsageError, match=words):  # the per-job knobs' rows of the parameter table
+            generate_from_photos(spy, photos["grace_hopper"], "x", analyzer=dlib_analyzer, **knob)
     assert spy.calls == []
 
 

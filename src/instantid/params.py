@@ -255,9 +255,10 @@ def generation_values(given: dict, *, tiny: bool = False, skip=frozenset(), fami
     return resolve(chosen, skip=skip, family=family, field_names=field_names)
 
 
-def job_default(name: str):
-    """A per-job knob's default (JOB_PARAMS): what an entry uses when it is not given."""
-    return JOB_PARAMS_BY_NAME[name].default
+def job_value(name: str, value=None):
+    """A per-job knob as a library entry takes it: None = its default (JOB_PARAMS), else checked by its row."""
+    param = JOB_PARAMS_BY_NAME[name]
+    return param.default if value is None else param.check(value, name)
 
 
 def seeded_generator(seed: int):

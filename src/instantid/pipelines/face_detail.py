@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import UsageError
 from ..face.keypoints import check_kps
-from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH, FACE_DETAIL_THRESHOLD
+from ..params import FACE_DETAIL_MODES, FACE_DETAIL_STRENGTH, FACE_DETAIL_THRESHOLD, JOB_PARAMS_BY_NAME
 
 # Declared with the other parameters (instantid.params), shared with the CLI.
 MODES = FACE_DETAIL_MODES
@@ -60,9 +60,7 @@ def face_box_from_kps(kps, image_size: tuple[int, int] | None = None) -> np.ndar
 
 
 def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise UsageError(f"face-detail mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
+    return JOB_PARAMS_BY_NAME["face_detail"].check(mode, "face_detail")  # the parameter table's row
 
 
 def should_run(face_box, mode: str = "auto", threshold: float = DEFAULT_THRESHOLD) -> tuple[bool, str]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..face.types import FaceAnalyzer
-from ..params import INTERPOLATION_WEIGHTS, job_default, resolve_call, seeded_generator
+from ..params import INTERPOLATION_WEIGHTS, job_value, resolve_call, seeded_generator
 from .condition import FaceCondition, as_face_condition, check_embedding_size
 from .results import GenerationResult, concat_images, result_parameters
 
@@ -79,8 +79,9 @@ def generate_from_photos(pipe, face_photos, prompt: str, *, analyzer: FaceAnalyz
 
     family = family_of_pipeline(pipe)
     values, kwargs, seed = resolve_call(kwargs, family=family)  # seed None: the caller's `generator` is used
-    style, face_index = style or job_default("style"), job_default("face_index") if face_index is None else face_index
-    face_detail, face_detail_strength = checked_options(face_detail or job_default("face_detail"),
+    style = style or job_value("style")  # a custom style's name (styles_file) is checked by get_style below
+    face_index = job_value("face_index", face_index)
+    face_detail, face_detail_strength = checked_options(job_value("face_detail", face_detail),
                                                         face_detail_strength, values["num_inference_steps"])
     if family == "flux":
         _check_flux_options(controls, prompt_weighting, face_detail)

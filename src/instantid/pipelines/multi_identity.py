@@ -151,11 +151,11 @@ def generate_multi_identity(pipe, identities: Sequence[IdentityRegion], prompt, 
     repaint each small face afterwards (pipelines/face_detail.py; None = params.JOB_PARAMS' default). Other
     keywords go to the pipeline call (`generator`, `negative_prompt`, ...).
     """
-    from ..params import job_default, resolve_call
+    from ..params import job_value, resolve_call
     from .face_detail import checked_options, detail_images
 
     values, call_kwargs, seed = resolve_call(call_kwargs, skip={"width", "height"})
-    face_detail, face_detail_strength = checked_options(face_detail or job_default("face_detail"), face_detail_strength,
+    face_detail, face_detail_strength = checked_options(job_value("face_detail", face_detail), face_detail_strength,
                                                         values["num_inference_steps"])
     identities = list(identities)
     if not identities:
