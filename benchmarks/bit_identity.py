@@ -303,10 +303,15 @@ def multi_identity_boxes(ctx):
 @case
 def multi_identity_layout(ctx):
     """Places and poses from the six-person photo (large faces: no small-face retry)."""
+    return _layout_case(ctx, ctx.photo("t1"))
+
+
+def _layout_case(ctx, layout_photo):
+    """Two identities placed and posed by the faces of `layout_photo`: the images and the keypoints used."""
     from instantid import generate_multi_identity, identities_from_photos
 
     identities, size = identities_from_photos([ctx.photo("grace_hopper"), ctx.photo("astronaut")], ctx.analyzer,
-                                              layout_photo=ctx.photo("t1"), size=(128, 96))
+                                              layout_photo=layout_photo, size=(128, 96))
     result = generate_multi_identity(ctx.pipe(), identities, "two people", width=size[0], height=size[1],
                                      num_inference_steps=2, seed=9, output_type="np")
     return {"images": as_arrays(result.images),
@@ -319,16 +324,8 @@ def multi_identity_layout_small_faces(ctx):
     face picker gives the layout the retry; before, the layout called analyzer.detect directly)."""
     from PIL import Image
 
-    from instantid import generate_multi_identity, identities_from_photos
-
     full = Image.open(ctx.photo("t1")).convert("RGB")
-    layout = np.asarray(full.resize((full.width // 4, full.height // 4), Image.LANCZOS))
-    identities, size = identities_from_photos([ctx.photo("grace_hopper"), ctx.photo("astronaut")], ctx.analyzer,
-                                              layout_photo=layout, size=(128, 96))
-    result = generate_multi_identity(ctx.pipe(), identities, "two people", width=size[0], height=size[1],
-                                     num_inference_steps=2, seed=9, output_type="np")
-    return {"images": as_arrays(result.images),
-            "kps": np.stack([np.asarray(i.kps, np.float64) for i in identities])}
+    return _layout_case(ctx, np.asarray(full.resize((full.width // 4, full.height // 4), Image.LANCZOS)))
 
 
 @case
