@@ -255,10 +255,11 @@ def generation_values(given: dict, *, tiny: bool = False, skip=frozenset(), fami
     return resolve(chosen, skip=skip, family=family, field_names=field_names)
 
 
-def job_value(name: str, value=None):
-    """A per-job knob as a library entry takes it: None = its default (JOB_PARAMS), else checked by its row."""
+def job_value(name: str, value=None, label: str | None = None):
+    """A per-job knob as an entry takes it: None = its default (JOB_PARAMS), else checked by its row (errors
+    name `label`, default the keyword)."""
     param = JOB_PARAMS_BY_NAME[name]
-    return param.default if value is None else param.check(value, name)
+    return param.default if value is None else param.check(value, label or name)
 
 
 def seeded_generator(seed: int):

@@ -9,7 +9,7 @@ request field, the library's keyword).
 from __future__ import annotations
 
 from ..errors import InstantIDError, UsageError
-from ..params import JOB_PARAMS, JOB_PARAMS_BY_NAME, generation_values
+from ..params import JOB_PARAMS, JOB_PARAMS_BY_NAME, generation_values, job_value
 
 MAX_YAW_DEGREES = 90.0  # a full profile; past it the keypoints would be behind the head
 
@@ -66,12 +66,9 @@ def check_request(given: dict, *, family: str | None = None, tiny: bool = False,
     if photos:
         check_photo_count(photos, label("face", field_names))
     values = generation_values(given, tiny=tiny, skip=skip, family=family, field_names=field_names)
-    job = {}
-    for param in JOB_PARAMS:
-        if param.name not in ("lora_scale", "style"):  # LoRA scales go with their LoRA; styles may come from a file
-            value = given.get(param.name)
-            job[param.name] = param.default if value is None else param.check(value, param.label(field_names))
-    job["style"] = given.get("style") or "none"
+    job = {param.name: job_value(param.name, given.get(param.name), param.label(field_names)) for param in JOB_PARAMS
+           if param.name not in ("lora_scale", "style")}  # LoRA scales go with their LoRA; styles may come from a file
+    job["style"] = given.get("style") or job_value("style")
     get_style(job["style"], styles_file)
     if job["face_detail"] != "off":  # the pass needs a denoising step at the generation's steps
         from .face_detail import checked_options
