@@ -118,7 +118,8 @@ def load_options(args, controlnets=(), loras=()) -> LoadOptions:
                        device=args.device, dtype=args.dtype, scheduler=args.scheduler, offload=args.offload,
                        channels_last=args.channels_last, compile=args.compile, vae_tiling=args.vae_tiling,
                        vae_slicing=args.vae_slicing, family=getattr(args, "family", "auto"),
-                       memory=getattr(args, "memory", LoadOptions.memory), variant=getattr(args, "variant", LoadOptions.variant))
+                       memory=getattr(args, "memory", LoadOptions.memory),
+                       variant=getattr(args, "variant", LoadOptions.variant))
 
 
 def quiet_loading(verbose: bool) -> None:

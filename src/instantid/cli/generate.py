@@ -8,7 +8,8 @@ from ..params import JOB_PARAMS_BY_NAME
 from ..pipelines.loading import parse_lora_spec
 from . import face_detail
 from .checks import add_limit_options, check_generate_args, check_size, entry_options, finite_list, limit_kwargs
-from .common import add_generation_options, add_model_options, add_param_option, face_analyzer, load_from_args, write_pngs
+from .common import (add_generation_options, add_model_options, add_param_option, face_analyzer, load_from_args,
+                     write_pngs)
 
 EXAMPLE = """\
 example:

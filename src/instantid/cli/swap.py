@@ -14,7 +14,8 @@ from ..params import (
     TINY_DEFAULTS,
 )
 from .checks import add_limit_options, check_common_args, check_size, limit_kwargs
-from .common import add_generation_options, add_model_options, add_param_option, face_analyzer, load_from_args, write_pngs
+from .common import (add_generation_options, add_model_options, add_param_option, face_analyzer, load_from_args,
+                     write_pngs)
 
 
 EXAMPLE = """\

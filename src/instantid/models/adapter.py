@@ -129,14 +129,23 @@ def load_adapter_state_dict(path: str | Path) -> AdapterStateDict:
         raise CheckpointError(f"{path} is InfiniteYou's FLUX face projection (image_proj_model.bin: a Resampler and no "
                               "UNet adapter weights); load it into FluxInstantIDPipeline (--family flux), not an "
                               "SDXL/SD1.5 pipeline")
-    if not isinstance(state_dict, dict) or set(state_dict) != set(PARTS):
-        keys = sorted(state_dict)[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
-        raise CheckpointError(
-            f"{path}: expected a dict with exactly the keys {list(PARTS)} (the released ip-adapter.bin layout), got {keys}"
-        )
-    check_adapter_values(state_dict, path)
+    check_adapter_layout(state_dict, path)
     resampler_shape(state_dict["image_proj"])  # the Resampler's keys and tensor ranks
     return state_dict
+
+
+def _check_parts(state_dict, source) -> None:
+    if not isinstance(state_dict, dict) or set(state_dict) != set(PARTS):
+        keys = sorted(map(str, state_dict))[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
+        raise CheckpointError(f"{source}: expected a dict with exactly the keys {list(PARTS)} (the released "
+                              f"ip-adapter.bin layout), got {keys}")
+
+
+def check_adapter_layout(state_dict, source="the adapter state dict") -> None:
+    """The released layout, every tensor checked once: exactly {"image_proj", "ip_adapter"}, each a dict of
+    finite floating-point tensors (load_adapter_state_dict applies it to a file; a dict given as is needs it)."""
+    _check_parts(state_dict, source)
+    check_adapter_values(state_dict, source)
 
 
 def check_adapter_values(state_dict: AdapterStateDict, source="the adapter", parts=PARTS) -> None:
@@ -165,15 +174,10 @@ def cross_attention_widths(unet) -> dict[int, int]:
     return {idx: int(attn.to_k.out_features) for idx, attn in cross_attention_modules(unet).items()}
 
 
-def check_adapter_fits_unet(state_dict: AdapterStateDict, unet, *, values_checked: bool = False) -> ResamplerShape:
-    """Refuse, naming the mismatch, an adapter whose shapes don't fit `unet`. Works on meta tensors.
-    `values_checked`: the dict comes from load_adapter_state_dict, which checked every tensor already (one pass
-    over the weights per load, not two)."""
-    if not isinstance(state_dict, dict) or set(state_dict) != set(PARTS):
-        keys = sorted(map(str, state_dict))[:6] if isinstance(state_dict, dict) else type(state_dict).__name__
-        raise CheckpointError(f"an adapter state dict needs exactly the keys {list(PARTS)}, got {keys}")
-    if not values_checked:
-        check_adapter_values(state_dict)
+def check_adapter_fits_unet(state_dict: AdapterStateDict, unet) -> ResamplerShape:
+    """Refuse, naming the mismatch, an adapter whose shapes don't fit `unet`. Works on meta tensors; the tensors'
+    values are check_adapter_layout's (applied when the dict is read)."""
+    _check_parts(state_dict, "the adapter state dict")
     shape = resampler_shape(state_dict["image_proj"])
     cross_dim = unet.config.cross_attention_dim
     if shape.output_dim != cross_dim:
@@ -316,6 +320,7 @@ def copy_adapter_into_unet_(unet, state_dict: AdapterStateDict) -> None:
 
     Unlike loading anew, the parameter objects stay the same, so an optimizer holding them keeps working
     (used when resuming training)."""
+    check_adapter_layout(state_dict)  # any dict: it becomes the weights being trained
     check_adapter_fits_unet(state_dict, unet)
     projection, processors = _face_adapter_parts(unet)
     projection.load_state_dict(resampler_state_dict_to_diffusers(state_dict["image_proj"]), strict=True)

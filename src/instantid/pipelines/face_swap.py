@@ -71,7 +71,8 @@ def swap_face(pipe, face_photos, target_photo, *, analyzer: FaceAnalyzer, prompt
                              context=context, **values, **call_kwargs)
     parameters = result_parameters(prompt, call_kwargs.get("negative_prompt"), seed, values, region="face",
                                    strength=strength, target_index=target_index, working_size=working_side,
-                                   mask_grow=grow, feather=feather, crop_box=list(repainted.crop_box), family=family_of_pipeline(pipe),
+                                   mask_grow=grow, feather=feather, crop_box=list(repainted.crop_box),
+                                   family=family_of_pipeline(pipe),
                                    face_backend=analyzer.name if analyzer is not None else condition.backend)
     return GenerationResult(images=[repainted.image], parameters=parameters, condition=condition,
                             mask=repainted.mask, crop_box=repainted.crop_box, target_face=face,

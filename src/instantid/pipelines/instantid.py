@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from ..errors import CheckpointError, UsageError
-from ..models.adapter import check_adapter_fits_unet, load_adapter_state_dict
+from ..models.adapter import check_adapter_fits_unet, check_adapter_layout, load_adapter_state_dict
 from ..models.adapter_scales import adapter_scale, install_call_scaled_processors
 from ..models.call_constants import (
     call_constant_reuse,
@@ -141,8 +141,10 @@ class InstantIDMixin:
         `image_emb_dim` and `num_tokens` are accepted for compatibility with the released API; the real
         values are read from the checkpoint's shapes. `scale` is the default adapter strength.
         """
+        if isinstance(model_ckpt, dict):
+            check_adapter_layout(model_ckpt)  # a file's tensors are checked as it is read
         state_dict = model_ckpt if isinstance(model_ckpt, dict) else load_adapter_state_dict(model_ckpt)
-        shape = check_adapter_fits_unet(state_dict, self.unet, values_checked=state_dict is not model_ckpt)
+        shape = check_adapter_fits_unet(state_dict, self.unet)
         if (image_emb_dim, num_tokens) != (shape.embedding_dim, shape.num_tokens):
             logger.info("adapter has %d-d input and %d tokens (read from its weights; arguments ignored)",
                         shape.embedding_dim, shape.num_tokens)

@@ -125,12 +125,14 @@ class LoadOptions:
             path = Path(spec).expanduser()
             if not _exists(path, flag):
                 if hub.looks_like_local_path(str(spec)):
-                    raise WeightsNotFoundError(f"{flag} {spec} not found; pass an existing file or folder (or a Hub id)")
+                    raise WeightsNotFoundError(f"{flag} {spec} not found; pass an existing file or folder "
+                                               "(or a Hub id)")
                 continue  # a Hub id: resolved (cache or download) when loading
             if path.is_dir():
                 folder = path / "ControlNetModel" if (path / "ControlNetModel").is_dir() else path
-                if flag == "--identitynet" and (folder / "config.json").exists():  # else diffusers' error reads
-                    check_json_object(folder / "config.json", f"{flag} config.json", error=CheckpointError)  # like a network one
+                # an IdentityNet config.json that is no JSON object: else diffusers' error reads like a network one
+                if flag == "--identitynet" and (folder / "config.json").exists():
+                    check_json_object(folder / "config.json", f"{flag} config.json", error=CheckpointError)
                 continue
             check_input_file(path, f"{flag} file", error=CheckpointError)
             if flag == "--adapter":

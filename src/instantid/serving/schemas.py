@@ -38,8 +38,8 @@ def _knob_fields() -> dict:
         if param.name != "lora_scale":  # LoRA scales travel by name in `loras`
             fields[param.name] = _param_field(param, param.default)
     for kind in CONDITION_KINDS.values():
-        fields[kind.scale_param.name] = _param_field(kind.scale_param, note=f"; needs a '{kind.name}' photo and a "
-                                                                            f"server started with --controlnet {kind.name}")
+        note = f"; needs a '{kind.name}' photo and a server started with --controlnet {kind.name}"
+        fields[kind.scale_param.name] = _param_field(kind.scale_param, note=note)
     return fields
 
 
