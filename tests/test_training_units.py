@@ -127,9 +127,17 @@ def test_rotation_keeps_the_newest(tmp_path):
         (tmp_path / f"checkpoint-{step}").mkdir()
     (tmp_path / "checkpoint-notes").mkdir()
     removed = rotate_checkpoints(tmp_path, keep=2)
-    assert [p.name for p in removed] == ["checkpoint-5", "checkpoint-10", "checkpoint-15"]
-    assert [step for step, _ in list_checkpoints(tmp_path)] == [20]  # room for the one about to be saved
+    assert [p.name for p in removed] == ["checkpoint-5", "checkpoint-10"]
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [15, 20]  # rotated once the newest is complete
     assert rotate_checkpoints(tmp_path, keep=None) == []
+
+
+def test_a_checkpoint_still_being_written_is_never_the_latest(tmp_path):
+    from instantid.training.checkpoints import partial_checkpoint_dir, resolve_resume
+
+    (tmp_path / "checkpoint-4").mkdir()
+    partial_checkpoint_dir(tmp_path / "checkpoint-8").mkdir()  # a run killed while saving step 8
+    assert resolve_resume(tmp_path, "latest") == tmp_path / "checkpoint-4"
 
 
 def _options(tmp_path, *extra):

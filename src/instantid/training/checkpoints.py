@@ -47,12 +47,18 @@ def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def partial_checkpoint_dir(folder: Path) -> Path:
+    """Where a checkpoint is written before it is complete: not a `checkpoint-<step>` name, so a crash while
+    saving leaves nothing `--resume_from_checkpoint latest` would pick."""
+    return folder.with_name(f".{folder.name}.partial")
+
+
 def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> list[Path]:
-    """Delete the oldest checkpoints so that, with the one about to be saved, at most `keep` remain."""
+    """Delete the oldest checkpoints so that at most `keep` remain (called once the newest is complete)."""
     if not keep:
         return []
     existing = list_checkpoints(output_dir)
-    doomed = [folder for _, folder in existing[: max(0, len(existing) - (keep - 1))]]
+    doomed = [folder for _, folder in existing[: max(0, len(existing) - keep)]]
     for folder in doomed:
         logger.info("removing old checkpoint %s (--checkpoints_total_limit %d)", folder, keep)
         shutil.rmtree(folder)

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .checkpoints import (
     TrainingProgress,
     checkpoint_dir,
     export_weights,
+    partial_checkpoint_dir,
     register_checkpoint_hooks,
     resolve_resume,
     rotate_checkpoints,
@@ -270,10 +272,18 @@ def _fixed_batch_loss(accelerator, components, batch: dict, seed: int) -> float 
 
 def save_checkpoint(accelerator, args, step: int) -> Path:
     folder = checkpoint_dir(args.output_dir, step)
-    if accelerator.is_main_process:
-        rotate_checkpoints(args.output_dir, args.checkpoints_total_limit)
+    partial = partial_checkpoint_dir(folder)  # renamed once every process has written its part
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)  # left by a run killed while saving
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(folder), **_deepspeed_kwargs(accelerator, "save"))
+    accelerator.save_state(str(partial), **_deepspeed_kwargs(accelerator, "save"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if folder.exists():
+            shutil.rmtree(folder)  # this step saved before a crash and redone after resuming
+        os.replace(partial, folder)
+        rotate_checkpoints(args.output_dir, args.checkpoints_total_limit)  # only now: the newest is complete
+    accelerator.wait_for_everyone()
     logger.info("saved %s", folder)
     return folder
 
